@@ -1,0 +1,133 @@
+"""Backbone specifications, preparation and loading (see the package docstring)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import open_clip
+import torch
+import torch.nn.functional as F
+
+from clipbench.errors import DataError
+from clipbench.io import atomic_save_tensors, atomic_write_json
+from clipbench.registry import Registry
+
+log = logging.getLogger(__name__)
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(_CONFIG_DIR)
+
+CHECKPOINT = "checkpoint.safetensors"
+MANIFEST = "backbone.json"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone: an open_clip architecture and where its weights come from."""
+
+    key: str
+    model: str  # open_clip architecture name (a built-in config or one in model_configs/)
+    pretrained: str  # open_clip pretrained tag, or "toy" for weights pretrained by clipbench
+    force_quick_gelu: bool = False  # OpenAI checkpoints were trained with QuickGELU (spec §2.1 pitfall)
+    source: Literal["hub", "toy"] = "hub"
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", {
+    "toy_vit": BackboneSpec("toy_vit", "clipbench-toy-vit", "toy", source="toy"),
+    "vitb16_openai": BackboneSpec("vitb16_openai", "ViT-B-16", "openai", force_quick_gelu=True),
+    "vitb32_openai": BackboneSpec("vitb32_openai", "ViT-B-32", "openai", force_quick_gelu=True),
+    "rn50_openai": BackboneSpec("rn50_openai", "RN50", "openai", force_quick_gelu=True),
+    "rn101_openai": BackboneSpec("rn101_openai", "RN101", "openai", force_quick_gelu=True),
+})
+
+
+def get_backbone(key: str) -> BackboneSpec:
+    return BACKBONES.get(key)
+
+
+def checkpoint_path(directory: Path) -> Path:
+    return Path(directory) / CHECKPOINT
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_prepared(spec: BackboneSpec, model: torch.nn.Module, directory: Path, extra: dict[str, Any]) -> Path:
+    """Write ``checkpoint.safetensors`` and ``backbone.json`` (spec + checkpoint sha256) into ``directory``."""
+    path = atomic_save_tensors(checkpoint_path(directory), dict(model.state_dict()))
+    atomic_write_json(Path(directory) / MANIFEST, {
+        "key": spec.key, "model": spec.model, "pretrained": spec.pretrained,
+        "force_quick_gelu": spec.force_quick_gelu, "sha256": sha256_file(path), **extra,
+    })
+    return path
+
+
+def prepare_backbone(spec: BackboneSpec, directory: Path, cache_dir: Path | None = None) -> Path:
+    """Fetch a hub backbone through open_clip and store it locally (toy backbones: see ``toy_pretrain``)."""
+    if spec.source != "hub":
+        raise ValueError(f"backbone {spec.key!r} is prepared by pretraining, not by download")
+    model = open_clip.create_model(spec.model, pretrained=spec.pretrained, force_quick_gelu=spec.force_quick_gelu,
+                                   cache_dir=str(cache_dir) if cache_dir else None)
+    return save_prepared(spec, model, directory, {"open_clip_version": open_clip.__version__})
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone: the open_clip model in eval mode, its eval transform and tokenizer."""
+
+    spec: BackboneSpec
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    sha256: str
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected, unnormalised image embeddings of a normalised pixel batch."""
+        return self.model.encode_image(pixels).float()
+
+    @torch.inference_mode()
+    def text_classifier(self, prompts: list[list[str]]) -> torch.Tensor:
+        """Class weights ``[C, D]``: each prompt normalised, averaged over templates, normalised again."""
+        rows = []
+        for texts in prompts:
+            emb = F.normalize(self.model.encode_text(self.tokenizer(texts)).float(), dim=-1)
+            rows.append(F.normalize(emb.mean(0), dim=-1))
+        return torch.stack(rows)
+
+
+def load_backbone(key: str, directory: Path) -> Backbone:
+    """Load a prepared backbone from ``directory`` through open_clip's local-checkpoint route."""
+    spec = get_backbone(key)
+    path = checkpoint_path(directory)
+    if not path.is_file():
+        raise DataError(f"backbone checkpoint {path} is missing; run `dvc repro backbone@{key}` first")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.model, pretrained=str(path), force_quick_gelu=spec.force_quick_gelu)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise DataError(f"backbone checkpoint {path} cannot be loaded as {spec.model} ({exc}); it is corrupt or "
+                        f"of another architecture. Delete {directory} and run `dvc repro backbone@{key}`") from exc
+    model.eval()
+    return Backbone(spec, model, preprocess, open_clip.get_tokenizer(spec.model), sha256_file(path))

@@ -1,0 +1,74 @@
+"""The ``clipbench`` command line (thin: every command calls library functions)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from clipbench.errors import ClipbenchError
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """clipbench: few-shot CLIP adaptation benchmark (run the pipeline with `dvc repro`)."""
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(["methods", "datasets", "backbones"]))
+def list_(what: str) -> None:
+    """List registered methods, datasets or backbones."""
+    from clipbench.backbones import BACKBONES
+    from clipbench.data import DATASETS
+    from clipbench.methods import METHODS
+
+    if what == "methods":
+        for name in METHODS.names():
+            d = METHODS.get(name).describe()
+            click.echo(f"{name:16} inputs={d['requires']:9} class_specific={str(d['class_specific']):5} {d['doc']}")
+    elif what == "datasets":
+        for name in DATASETS.names():
+            spec = DATASETS.get(name)
+            click.echo(f"{name:24} dir={spec.dirname:24} {'test-only' if spec.test_only else 'train/val/test'}")
+    else:
+        for name in BACKBONES.names():
+            b = BACKBONES.get(name)
+            click.echo(f"{name:16} model={b.model:20} pretrained={b.pretrained}")
+
+
+@main.command()
+@click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
+def validate(params: Path) -> None:
+    """Check params.yaml (names, types, protocols) and print the resolved method configs."""
+    from clipbench.config import load_suite
+    from clipbench.protocols import eval_cells
+    from clipbench.typed import to_plain
+
+    try:
+        cfg = load_suite(params)
+    except ClipbenchError as exc:
+        _fail(exc)
+    click.echo(f"{params}: ok (suite {cfg.suite!r}, {len(eval_cells(cfg))} evaluation cells per method)")
+    for name in cfg.methods:
+        click.echo(f"  {name}: {json.dumps(to_plain(cfg.method_config(name)), sort_keys=True)}")
+
+
+@main.command()
+@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+def results(reports: Path) -> None:
+    """Print the Markdown summary written by the aggregate stage."""
+    path = reports / "summary.md"
+    if not path.is_file():
+        _fail(ClipbenchError(f"{path} not found; run `dvc repro` first"))
+    click.echo(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

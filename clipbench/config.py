@@ -1,0 +1,197 @@
+"""The suite configuration: ``params.yaml`` resolved once into typed, frozen, validated objects.
+
+Every stage and CLI command loads the suite through :func:`load_suite`; unknown keys, wrong types, unknown
+method/dataset/backbone names and inconsistent protocols are rejected here, before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from clipbench.backbones.spec import BACKBONES
+from clipbench.backbones.toy_pretrain import ToyPretrainConfig
+from clipbench.data import DATASETS
+from clipbench.errors import ConfigError
+from clipbench.methods import METHODS, MethodConfig
+from clipbench.typed import parse, stable_hash, to_plain
+
+
+def _positive(values: tuple[int, ...], where: str) -> None:
+    if not values:
+        raise ConfigError(f"{where}: must list at least one value")
+    bad = [v for v in values if v <= 0]
+    if bad:
+        raise ConfigError(f"{where}: values must be positive integers, got {bad}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where}: duplicate values in {list(values)}")
+
+
+@dataclass(frozen=True)
+class FewShotProtocol:
+    """K-shot training on all classes, evaluated on the full test set (spec §5.1)."""
+
+    datasets: tuple[str, ...]
+    shots: tuple[int, ...] = (1, 2, 4, 8, 16)
+    seeds: tuple[int, ...] = (1, 2, 3)
+
+    def validate(self, where: str) -> None:
+        _positive(self.shots, f"{where}.shots")
+        _positive(self.seeds, f"{where}.seeds")
+
+
+@dataclass(frozen=True)
+class Base2NewProtocol:
+    """Train on base classes, test base and new classes separately (spec §5.2)."""
+
+    datasets: tuple[str, ...]
+    shots: int = 16
+    seeds: tuple[int, ...] = (1, 2, 3)
+
+    def validate(self, where: str) -> None:
+        _positive((self.shots,), f"{where}.shots")
+        _positive(self.seeds, f"{where}.seeds")
+
+
+@dataclass(frozen=True)
+class TransferProtocol:
+    """Train on ``source`` (all classes), evaluate unchanged on ``targets`` (spec §5.3, §5.4)."""
+
+    source: str
+    targets: tuple[str, ...]
+    shots: int = 16
+    seeds: tuple[int, ...] = (1, 2, 3)
+
+    def validate(self, where: str) -> None:
+        _positive((self.shots,), f"{where}.shots")
+        _positive(self.seeds, f"{where}.seeds")
+        if not self.targets:
+            raise ConfigError(f"{where}.targets: must list at least one dataset")
+
+
+@dataclass(frozen=True)
+class Protocols:
+    few_shot: FewShotProtocol | None = None
+    base2new: Base2NewProtocol | None = None
+    cross_dataset: TransferProtocol | None = None
+    domain_generalization: TransferProtocol | None = None
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How cached image embeddings are computed (the extract stage)."""
+
+    views: int = 10  # augmented views per few-shot training image
+    view_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop scale range of the views
+    batch_size: int = 256  # images per encoder forward pass
+    seed: int = 0  # base seed of the per-(image, view) augmentation streams
+
+    def validate(self, where: str) -> None:
+        if self.views < 0 or self.batch_size <= 0:
+            raise ConfigError(f"{where}: views must be >= 0 and batch_size > 0")
+        lo, hi = self.view_scale
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"{where}.view_scale: need 0 < low <= high <= 1, got {list(self.view_scale)}")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    template_set: str = "custom"  # key into metadata/templates.json for every dataset
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"  # relative sqlite paths resolve against the project root
+    experiment_prefix: str = "clipbench"
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """Everything ``params.yaml`` says."""
+
+    suite: str
+    backbones: tuple[str, ...]
+    datasets: tuple[str, ...]  # training sources
+    methods: tuple[str, ...]
+    protocols: Protocols
+    targets: tuple[str, ...] = ()  # test-only datasets (domain-shift targets)
+    data_root: str = "data/raw"
+    method_params: dict[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    features: FeatureConfig = FeatureConfig()
+    text: TextConfig = TextConfig()
+    toy_pretrain: ToyPretrainConfig = ToyPretrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def validate(self, where: str) -> None:
+        _check_names(self, where)
+        _check_protocols(self, where)
+        for name in self.methods:
+            self.method_config(name)
+        unknown = sorted(set(self.method_params) - set(METHODS.names()))
+        if unknown:
+            raise ConfigError(f"{where}.method_params: {METHODS.unknown_message(unknown[0])}")
+
+    def method_config(self, name: str) -> MethodConfig:
+        """The method's frozen config: its dataclass defaults overridden by ``method_params.<name>``."""
+        cls = METHODS.get(name).Config
+        overrides = self.method_params.get(name, {})
+        return parse(cls, to_plain(overrides), f"params.yaml: method_params.{name}")
+
+    def method_config_hash(self, name: str) -> str:
+        return stable_hash({"method": name, "config": self.method_config(name)})
+
+    def all_datasets(self) -> tuple[str, ...]:
+        return self.datasets + self.targets
+
+
+def _check_names(cfg: SuiteConfig, where: str) -> None:
+    for key, registry, names in (("backbones", BACKBONES, cfg.backbones), ("datasets", DATASETS, cfg.datasets),
+                                 ("targets", DATASETS, cfg.targets), ("methods", METHODS, cfg.methods)):
+        for i, name in enumerate(names):
+            if name not in registry:
+                raise ConfigError(f"{where}.{key}[{i}]: {registry.unknown_message(name)}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.{key}: duplicate names in {list(names)}")
+    both = sorted(set(cfg.datasets) & set(cfg.targets))
+    if both:
+        raise ConfigError(f"{where}: {both} listed in both datasets and targets; a dataset is one or the other")
+    for i, name in enumerate(cfg.datasets):
+        if DATASETS.get(name).test_only:
+            raise ConfigError(f"{where}.datasets[{i}]: {name!r} has no training split; list it under targets")
+
+
+def _check_protocols(cfg: SuiteConfig, where: str) -> None:
+    p = cfg.protocols
+    if not any((p.few_shot, p.base2new, p.cross_dataset, p.domain_generalization)):
+        raise ConfigError(f"{where}.protocols: enable at least one of few_shot, base2new, cross_dataset, "
+                          "domain_generalization")
+    for key, proto in (("few_shot", p.few_shot), ("base2new", p.base2new)):
+        if proto is not None:
+            _require_in(proto.datasets, cfg.datasets, f"{where}.protocols.{key}.datasets", "datasets")
+    for key, proto in (("cross_dataset", p.cross_dataset), ("domain_generalization", p.domain_generalization)):
+        if proto is not None:
+            _require_in((proto.source,), cfg.datasets, f"{where}.protocols.{key}.source", "datasets")
+            _require_in(proto.targets, cfg.all_datasets(), f"{where}.protocols.{key}.targets", "datasets or targets")
+
+
+def _require_in(names: tuple[str, ...], allowed: tuple[str, ...], where: str, listing: str) -> None:
+    missing = [n for n in names if n not in allowed]
+    if missing:
+        raise ConfigError(f"{where}: {missing} not listed under {listing} in params.yaml; add them there")
+
+
+def load_suite(path: Path | str = "params.yaml") -> SuiteConfig:
+    """Read, validate and freeze the suite configuration from ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameters file not found; run from the project root or pass --params")
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return parse(SuiteConfig, data, f"{path.name}")

@@ -1,0 +1,70 @@
+"""Image decoding and the augmentations used for cached views.
+
+Every augmented view is a pure function of (image path, view index, base seed): adding images to the pool or
+reordering it never changes an existing view, which keeps cached features valid as splits grow.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+
+from clipbench.errors import DataError
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Decode ``path`` to an RGB PIL image (grey, palette, RGBA, CMYK and 16-bit inputs are converted)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+            return img.convert("RGB")
+    except FileNotFoundError as exc:
+        raise DataError(f"image {path} is missing; re-download the dataset or fix its split file") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"image {path} is corrupt or not an image ({exc}); replace the file") from exc
+
+
+def view_rng(path: str, view: int, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(path.encode()), view])
+
+
+def random_resized_crop_params(width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,
+                               ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop parameter rule (10 tries, then a central crop), drawn from ``rng``."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def augmented_view(img: Image.Image, size: int, scale: tuple[float, float], rng: np.random.Generator) -> Image.Image:
+    """RandomResizedCrop(size, scale, bicubic) then a horizontal flip with probability 0.5."""
+    top, left, h, w = random_resized_crop_params(img.width, img.height, scale, rng)
+    out = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=InterpolationMode.BICUBIC)
+    return TF.hflip(out) if rng.uniform() < 0.5 else out
+
+
+def to_normalised_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    return TF.normalize(TF.to_tensor(img), list(mean), list(std))

@@ -1,0 +1,124 @@
+"""Frozen-encoder feature extraction: each image is decoded once and encoded once per needed view.
+
+Outputs (safetensors, no pickle):
+
+* ``text.safetensors`` - the zero-shot classifier ``[C, D]`` of the dataset's classes and the logit scale.
+* ``test/`` - test-transform embeddings of the test split and their labels (read only by evaluation).
+* ``fit/`` - embeddings of the *pool* of few-shot images (the union over all manifests of the dataset):
+  test-transform embeddings of train and val images and ``V`` augmented views of train images.
+
+Embeddings are projected and not normalised; each method normalises as its reference does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clipbench.backbones import Backbone
+from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor, view_rng
+from clipbench.io import atomic_directory, atomic_save_tensors, atomic_write_json, load_tensors
+from clipbench.errors import DataError
+
+
+@dataclass
+class EncodeCounter:
+    """Counts images decoded and image-encoder inputs, recorded with every extraction."""
+
+    decoded: int = 0
+    encoded: int = 0
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    views: int
+    scale: tuple[float, float]
+    seed: int
+
+
+def _batches(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _encode(backbone: Backbone, tensors: list[torch.Tensor], counter: EncodeCounter) -> torch.Tensor:
+    counter.encoded += len(tensors)
+    return backbone.encode_images(torch.stack(tensors))
+
+
+def encode_paths(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int,
+                 views: ViewSpec | None = None, counter: EncodeCounter | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Test-transform embeddings ``[N, D]`` and, if ``views``, augmented-view embeddings ``[V, N, D]``."""
+    counter = counter or EncodeCounter()
+    mean, std = backbone.model.visual.image_mean, backbone.model.visual.image_std
+    plain, viewed = [], []
+    for chunk in _batches(paths, batch_size):
+        images = [open_rgb(image_dir / p) for p in chunk]
+        counter.decoded += len(images)
+        plain.append(_encode(backbone, [backbone.preprocess(im) for im in images], counter))
+        if views and views.views:
+            viewed.append(torch.stack([
+                _encode(backbone, [to_normalised_tensor(
+                    augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std)
+                    for p, im in zip(chunk, images)], counter)
+                for v in range(views.views)]))
+    dim = backbone.embed_dim
+    plain_t = torch.cat(plain) if plain else torch.zeros(0, dim)
+    views_t = torch.cat(viewed, dim=1) if viewed else None
+    return plain_t, views_t
+
+
+def save_text(path: Path, weights: torch.Tensor, logit_scale: float, meta: dict) -> Path:
+    return atomic_save_tensors(path, {"weights": weights, "logit_scale": torch.tensor([logit_scale])},
+                               {"meta": json.dumps(meta, sort_keys=True)})
+
+
+def load_text(path: Path) -> tuple[torch.Tensor, float, dict]:
+    if not path.is_file():
+        raise DataError(f"text features {path} are missing; run the extract stage (`dvc repro extract`)")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = json.loads(fh.metadata()["meta"])
+    t = load_tensors(path)
+    return t["weights"], float(t["logit_scale"][0]), meta
+
+
+def write_feature_dir(path: Path, tensors: dict[str, torch.Tensor], index: dict, meta: dict) -> None:
+    """Write ``features.safetensors`` + ``index.json`` (row order) + ``meta.json`` as one atomic directory."""
+    with atomic_directory(path) as tmp:
+        atomic_save_tensors(tmp / "features.safetensors", tensors)
+        atomic_write_json(tmp / "index.json", index)
+        atomic_write_json(tmp / "meta.json", meta)
+
+
+@dataclass(frozen=True)
+class FeatureDir:
+    tensors: dict[str, torch.Tensor]
+    index: dict
+    meta: dict
+
+    def rows(self, split: str, paths: list[str] | tuple[str, ...]) -> torch.Tensor:
+        """Row numbers of ``paths`` in the ``split`` listing (error if any image was not extracted)."""
+        where = {p: i for i, p in enumerate(self.index[split])}
+        missing = [p for p in paths if p not in where]
+        if missing:
+            raise DataError(f"{len(missing)} images (e.g. {missing[0]!r}) have no cached {split} features; "
+                            "re-run the extract stage (`dvc repro extract`)")
+        return torch.tensor([where[p] for p in paths], dtype=torch.long)
+
+
+def read_feature_dir(path: Path) -> FeatureDir:
+    files = [path / n for n in ("features.safetensors", "index.json", "meta.json")]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"feature cache {path} is incomplete (missing {missing[0].name}); run `dvc repro extract`")
+    return FeatureDir(load_tensors(files[0]), json.loads(files[1].read_text()), json.loads(files[2].read_text()))
+
+
+ProgressFn = Callable[[str], None]

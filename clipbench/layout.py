@@ -1,0 +1,43 @@
+"""Where every artifact lives, relative to the project root (the same names appear in ``dvc.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Path builders for one project root."""
+
+    root: Path = Path(".")
+
+    def dataset_index(self, dataset: str) -> Path:
+        return self.root / "data" / "index" / f"{dataset}.json"
+
+    def splits(self, dataset: str) -> Path:
+        return self.root / "data" / "splits" / dataset
+
+    def backbone(self, backbone: str) -> Path:
+        return self.root / "models" / "backbones" / backbone
+
+    def features(self, backbone: str, dataset: str) -> Path:
+        return self.root / "features" / backbone / dataset
+
+    def fit_features(self, backbone: str, dataset: str) -> Path:
+        return self.features(backbone, dataset) / "fit"
+
+    def test_features(self, backbone: str, dataset: str) -> Path:
+        return self.features(backbone, dataset) / "test"
+
+    def text_features(self, backbone: str, dataset: str) -> Path:
+        return self.features(backbone, dataset) / "text.safetensors"
+
+    def models(self, backbone: str, method: str, dataset: str) -> Path:
+        return self.root / "models" / backbone / method / dataset
+
+    def results(self, backbone: str, method: str) -> Path:
+        return self.root / "results" / backbone / method
+
+    def reports(self) -> Path:
+        return self.root / "reports"

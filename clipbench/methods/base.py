@@ -1,0 +1,123 @@
+"""The method interface every few-shot adaptation method implements.
+
+A method declares which inputs it needs (``requires``), carries a frozen config dataclass (``Config``), learns
+from a :class:`FitTask` and predicts logits for an :class:`EvalTarget`. It never sees test data during ``fit``:
+the pipeline builds a task from the few-shot train/val manifests only.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from clipbench.data.base import LabelSpace
+
+
+class Inputs(enum.Enum):
+    """What a method consumes; the pipeline decides which cached artifacts feed it."""
+
+    FEATURES = "features"  # projected image embeddings (raw, not normalised), plain and augmented views
+    PRE_PROJ_FEATURES = "pre_proj"  # embeddings before the visual projection
+    IMAGES = "images"  # pixels through the (trainable) encoders
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Cached embeddings of a labelled image list.
+
+    ``plain`` holds test-transform embeddings ``[N, D]``; ``views`` holds augmented views ``[V, N, D]``
+    (``None`` for validation sets); ``labels`` are indices into the task's label space.
+    """
+
+    plain: torch.Tensor
+    labels: torch.Tensor
+    views: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """Everything a method may learn from: few-shot train and val sets, never test."""
+
+    space: LabelSpace
+    train: FeatureSet
+    val: FeatureSet
+    text_weights: torch.Tensor  # [C, D] normalised zero-shot classifier of ``space``
+    logit_scale: float
+    shots: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """The label space to predict in, with its zero-shot classifier and the space the method was trained on."""
+
+    space: LabelSpace
+    text_weights: torch.Tensor
+    logit_scale: float
+    train_space: LabelSpace
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of method configs; subclasses add typed fields with documented defaults."""
+
+
+class Method(abc.ABC):
+    """One few-shot adaptation method (see the module docstring)."""
+
+    name: ClassVar[str]
+    requires: ClassVar[Inputs] = Inputs.FEATURES
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    class_specific: ClassVar[bool] = False  # learned weights are tied to the training classes
+    selection: ClassVar[str] = "none"  # what, if anything, is selected on the few-shot validation set
+
+    def __init__(self, config: MethodConfig) -> None:
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    @abc.abstractmethod
+    def fit(self, task: FitTask) -> dict[str, float]:
+        """Learn from ``task``; return scalar training diagnostics (losses, selected values)."""
+
+    @abc.abstractmethod
+    def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
+        """Logits ``[N, len(target.space)]``; raise ``NotApplicable`` where the method has no answer."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Learned tensors (saved as safetensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {"name": cls.name, "requires": cls.requires.value, "class_specific": cls.class_specific,
+                "selection": cls.selection, "doc": (cls.__module__ and _first_line(cls))}
+
+
+def _first_line(cls: type) -> str:
+    import sys
+
+    doc = sys.modules[cls.__module__].__doc__ or cls.__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def train_class_index(target: EvalTarget) -> list[int]:
+    """Rows of the training space for each target class, matched by class id; ``NotApplicable`` if any is unseen."""
+    from clipbench.errors import NotApplicable
+
+    index = {cid: i for i, cid in enumerate(target.train_space.class_ids)}
+    missing = [cid for cid in target.space.class_ids if cid not in index]
+    if missing:
+        raise NotApplicable(f"{len(missing)} of {len(target.space)} target classes were not trained "
+                            f"(e.g. {missing[0]!r}); class-specific weights cannot score them")
+    return [index[cid] for cid in target.space.class_ids]

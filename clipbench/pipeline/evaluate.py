@@ -1,0 +1,116 @@
+"""Stage ``evaluate``: score every trained cell of one method on the test splits its protocols name.
+
+This is the only stage that reads test labels. Each evaluation is a cell of its own, keyed by the trained
+cell's key and the test/text feature keys, so re-running after adding a seed scores only the new cells.
+Methods with no answer for a target (class-specific weights on unseen classes) yield status ``n/a``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from clipbench.cells import CellStore, EvalCell, code_fingerprint
+from clipbench.config import SuiteConfig
+from clipbench.data import LabelSpace, metadata
+from clipbench.data.index import load_index
+from clipbench.data.kshot import base_new_labels, manifest_name, read_manifest
+from clipbench.errors import DataError, NotApplicable
+from clipbench.features import load_text, read_feature_dir
+from clipbench.io import load_tensors
+from clipbench.layout import Layout
+from clipbench.methods import METHODS, EvalTarget
+from clipbench.pipeline.train import STATE_FILE, cell_labels
+from clipbench.protocols import eval_cells
+from clipbench.results import RESULT_FILE, write_results
+from clipbench.typed import stable_hash
+
+
+class _Inputs:
+    """Lazily loaded, memoised test features, text classifiers and label spaces of one evaluation run."""
+
+    def __init__(self, backbone: str, cfg: SuiteConfig, layout: Layout) -> None:
+        self.backbone, self.cfg, self.layout = backbone, cfg, layout
+        self.test = cache(lambda d: read_feature_dir(layout.test_features(backbone, d)))
+        self.text = cache(lambda d: load_text(layout.text_features(backbone, d)))
+        self.space = cache(self._space)
+
+    def _space(self, dataset: str) -> LabelSpace:
+        index = load_index(self.layout.dataset_index(dataset))
+        return index.label_space(metadata.templates(dataset, self.cfg.text.template_set))
+
+
+def _labels_for(cell: EvalCell, layout: Layout) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
+    """(target labels or None for all, training labels) of an evaluation cell."""
+    split = read_manifest(layout.splits(cell.train.dataset) / manifest_name(cell.train.shots, cell.train.seed))
+    train_labels = cell_labels(cell.train, split)
+    if cell.subset == "all":
+        return None, train_labels
+    base, new = base_new_labels({r.label for r in split.train})
+    return (base if cell.subset == "base" else new), train_labels
+
+
+def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs, layout: Layout) -> dict:
+    target_labels, train_labels = _labels_for(cell, layout)
+    test = inputs.test(cell.dataset)
+    feats, labels = test.tensors["features"], test.tensors["labels"]
+    text, scale, _ = inputs.text(cell.dataset)
+    space = inputs.space(cell.dataset)
+    if target_labels is not None:
+        keep = torch.isin(labels, torch.tensor(target_labels))
+        remap = {old: new for new, old in enumerate(target_labels)}
+        feats, labels = feats[keep], torch.tensor([remap[int(v)] for v in labels[keep]])
+        space, text = space.subset(target_labels), text[list(target_labels)]
+    target = EvalTarget(space, text, scale, inputs.space(cell.train.dataset).subset(train_labels))
+    model = method_cls(config)
+    model.load_state_dict(state)
+    try:
+        logits = model.predict(feats, target)
+    except NotApplicable as exc:
+        return {"status": "n/a", "value": math.nan, "n": len(labels), "note": str(exc)}
+    correct = (logits.argmax(dim=1) == labels).sum().item()
+    return {"status": "ok", "value": 100.0 * correct / len(labels), "n": len(labels), "note": ""}
+
+
+def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path:
+    """Evaluate every planned cell (reusing unchanged ones) and write the method's result table."""
+    method_cls, config = METHODS.get(method), cfg.method_config(method)
+    inputs = _Inputs(backbone, cfg, layout)
+    store = CellStore(layout.results(backbone, method) / "cells")
+    code = code_fingerprint(__name__, method_cls.__module__, "clipbench.methods.base")
+    rows, plan = [], eval_cells(cfg)
+    for cell in plan:
+        rows.append(_evaluate_cell(method_cls, config, cell, inputs, store, code))
+    store.prune({c.name for c in plan})
+    frame = pd.DataFrame(rows).assign(method=method, backbone=backbone,
+                                      config_hash=cfg.method_config_hash(method))
+    return write_results(frame, layout.results(backbone, method) / RESULT_FILE)
+
+
+def _evaluate_cell(method_cls, config, cell: EvalCell, inputs: _Inputs, store: CellStore, code: str) -> dict:
+    layout = inputs.layout
+    train_dir = layout.models(inputs.backbone, method_cls.name, cell.train.dataset) / cell.train.name
+    train_record = CellStore(train_dir.parent).read(cell.train.name)
+    if train_record is None:
+        raise DataError(f"trained cell {train_dir} is missing; run `dvc repro train@{inputs.backbone}-"
+                        f"{method_cls.name}-{cell.train.dataset}`")
+    test_meta = inputs.test(cell.dataset).meta
+    key = stable_hash({"train": train_record["key"], "test": test_meta, "code": code,
+                       "text": inputs.text(cell.dataset)[2], "cell": cell.as_row()})
+    if store.is_current(cell.name, key):
+        return store.read(cell.name)["row"]
+    start = time.perf_counter()
+    score = _score(method_cls, config, load_tensors(train_dir / STATE_FILE), cell, inputs, layout)
+    row = {**cell.as_row(), **score, "split_hash": train_record["split_hash"],
+           "feature_key": test_meta["feature_key"], "train_key": train_record["key"], "eval_key": key,
+           "train_seconds": train_record["train_seconds"], "eval_seconds": time.perf_counter() - start,
+           "diagnostics": json.dumps(train_record["diagnostics"], sort_keys=True)}
+    store.put(cell.name, key, lambda tmp: {"row": row})
+    return row
+

@@ -1,0 +1,78 @@
+"""Stage ``extract``: cached embeddings of one dataset under one frozen backbone (see :mod:`clipbench.features`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from clipbench import features
+from clipbench.backbones import load_backbone
+from clipbench.cells import code_fingerprint
+from clipbench.config import SuiteConfig
+from clipbench.data import metadata
+from clipbench.data.index import DatasetIndex, load_index
+from clipbench.data.kshot import read_manifest
+from clipbench.layout import Layout
+from clipbench.typed import stable_hash
+
+_CODE = ("clipbench.features", "clipbench.data.images", "clipbench.backbones.spec")
+
+
+def feature_key(backbone_sha: str, cfg: SuiteConfig) -> str:
+    """Everything that determines one image's embeddings (not which images were extracted)."""
+    return stable_hash({"backbone": backbone_sha, "features": cfg.features, "code": code_fingerprint(*_CODE)})
+
+
+def run(*, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_root: Path,
+        test_only: bool = False) -> dict:
+    """Write text, test and (unless ``test_only``) fit features; return the encode/decode counts."""
+    bb = load_backbone(backbone, layout.backbone(backbone))
+    index = load_index(layout.dataset_index(dataset))
+    image_dir = Path(data_root) / index.image_root
+    key = feature_key(bb.sha256, cfg)
+    counter = features.EncodeCounter()
+    _write_text(bb, index, cfg, layout)
+    start = time.perf_counter()
+    _write_test(bb, index, image_dir, cfg, layout, key, counter)
+    if not test_only:
+        _write_fit(bb, index, image_dir, cfg, layout, key, counter)
+    return {"decoded": counter.decoded, "encoded": counter.encoded, "seconds": time.perf_counter() - start}
+
+
+def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> None:
+    templates = metadata.templates(index.dataset, cfg.text.template_set)
+    space = index.label_space(templates)
+    weights = bb.text_classifier(space.prompts())
+    meta = {"templates": list(templates), "template_set": cfg.text.template_set, "class_ids": list(space.class_ids),
+            "backbone_sha256": bb.sha256}
+    features.save_text(layout.text_features(bb.spec.key, index.dataset), weights, bb.logit_scale, meta)
+
+
+def _write_test(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str,
+                counter: features.EncodeCounter) -> None:
+    paths = [r.path for r in index.splits.test]
+    plain, _ = features.encode_paths(bb, image_dir, paths, cfg.features.batch_size, counter=counter)
+    labels = torch.tensor([r.label for r in index.splits.test], dtype=torch.long)
+    meta = {"feature_key": key, "index_hash": index.hash, "images": len(paths)}
+    features.write_feature_dir(layout.test_features(bb.spec.key, index.dataset),
+                               {"features": plain, "labels": labels}, {"test": paths}, meta)
+
+
+def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str,
+               counter: features.EncodeCounter) -> None:
+    manifests = [read_manifest(p) for p in sorted(layout.splits(index.dataset).glob("*.json"))]
+    train_pool = sorted({r.path for m in manifests for r in m.train})
+    val_pool = sorted({r.path for m in manifests for r in m.val})
+    f = cfg.features
+    views = features.ViewSpec(f.views, f.view_scale, f.seed)
+    train_plain, train_views = features.encode_paths(bb, image_dir, train_pool, f.batch_size, views, counter)
+    val_plain, _ = features.encode_paths(bb, image_dir, val_pool, f.batch_size, counter=counter)
+    tensors = {"train_plain": train_plain, "val_plain": val_plain}
+    if train_views is not None:
+        tensors["train_views"] = train_views
+    meta = {"feature_key": key, "index_hash": index.hash, "views": f.views, "train_images": len(train_pool),
+            "val_images": len(val_pool)}
+    features.write_feature_dir(layout.fit_features(bb.spec.key, index.dataset), tensors,
+                               {"train": train_pool, "val": val_pool}, meta)

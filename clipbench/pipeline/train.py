@@ -1,0 +1,110 @@
+"""Stage ``train``: fit one method on every training cell whose source is one dataset.
+
+Only the few-shot manifests, the ``fit`` feature cache and the text classifier are read here; test features
+are not an input of this stage (the test-label firewall is structural).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clipbench.cells import CellStore, TrainCell, cell_dict, code_fingerprint
+from clipbench.config import SuiteConfig
+from clipbench.data import LabelSpace, Record, metadata
+from clipbench.data.index import load_index
+from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
+from clipbench.features import FeatureDir, load_text, read_feature_dir
+from clipbench.io import atomic_save_tensors
+from clipbench.layout import Layout
+from clipbench.methods import METHODS, FeatureSet, FitTask, Method
+from clipbench.protocols import training_cells
+from clipbench.typed import stable_hash, to_plain
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """The artifacts one train stage reads."""
+
+    fit: FeatureDir
+    text: torch.Tensor
+    logit_scale: float
+    space: LabelSpace
+
+
+def cell_labels(cell: TrainCell, split: KShotSplit) -> tuple[int, ...]:
+    """Labels the cell trains on ("all": every label of the K-shot train list; "base": its first half)."""
+    labels = tuple(sorted({r.label for r in split.train}))
+    return labels if cell.subset == "all" else base_new_labels(labels)[0]
+
+
+def _feature_set(fit: FeatureDir, split: str, records: tuple[Record, ...], with_views: bool) -> FeatureSet:
+    rows = fit.rows(split, [r.path for r in records])
+    views = fit.tensors.get(f"{split}_views") if with_views else None
+    return FeatureSet(plain=fit.tensors[f"{split}_plain"][rows], labels=torch.tensor([r.label for r in records]),
+                      views=views[:, rows] if views is not None else None)
+
+
+def build_task(cell: TrainCell, split: KShotSplit, inputs: TrainInputs) -> FitTask:
+    """The :class:`FitTask` of one cell: relabelled few-shot train/val features and the matching text rows."""
+    labels = cell_labels(cell, split)
+    train, val = relabel(split.train, labels), relabel(split.val, labels)
+    return FitTask(space=inputs.space.subset(labels), train=_feature_set(inputs.fit, "train", train, True),
+                   val=_feature_set(inputs.fit, "val", val, False), text_weights=inputs.text[list(labels)],
+                   logit_scale=inputs.logit_scale, shots=cell.shots, seed=cell.seed)
+
+
+def load_inputs(backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> TrainInputs:
+    text, scale, _ = load_text(layout.text_features(backbone, dataset))
+    index = load_index(layout.dataset_index(dataset))
+    space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
+    return TrainInputs(read_feature_dir(layout.fit_features(backbone, dataset)), text, scale, space)
+
+
+def method_code(method: type[Method]) -> str:
+    return code_fingerprint(method.__module__, "clipbench.methods.base", "clipbench.training", __name__)
+
+
+def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
+    """Train every planned cell whose key changed; keep the others; drop cells no longer planned."""
+    method_cls = METHODS.get(method)
+    config = cfg.method_config(method)
+    inputs = load_inputs(backbone, dataset, cfg, layout)
+    store = CellStore(layout.models(backbone, method, dataset))
+    base_key = {"method": method, "config": to_plain(config), "code": method_code(method_cls),
+                "features": inputs.fit.meta["feature_key"], "text": stable_hash(inputs.text.tolist())}
+    plan, trained = training_cells(cfg, dataset), 0
+    for cell in plan:
+        split = read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed))
+        key = stable_hash({**base_key, "split": split.hash, "cell": cell_dict(cell)})
+        if store.is_current(cell.name, key):
+            continue
+        _train_cell(method_cls, config, cell, split, inputs, store, key)
+        trained += 1
+    store.prune({c.name for c in plan})
+    return {"planned": len(plan), "trained": trained}
+
+
+def _train_cell(method_cls, config, cell: TrainCell, split: KShotSplit, inputs: TrainInputs, store: CellStore,
+                key: str) -> None:
+    task = build_task(cell, split, inputs)
+    model = method_cls(config)
+    start = time.perf_counter()
+    diagnostics = model.fit(task)
+    seconds = time.perf_counter() - start
+    log.info("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
+
+    def write(tmp: Path) -> dict:
+        atomic_save_tensors(tmp / STATE_FILE, model.state_dict() or {"_empty": torch.zeros(0)})
+        return {"cell": cell_dict(cell), "split_hash": split.hash, "train_seconds": seconds,
+                "diagnostics": diagnostics, "train_class_ids": list(task.space.class_ids),
+                "config_hash": stable_hash({"method": method_cls.name, "config": config})}
+
+    store.put(cell.name, key, write)

@@ -1,0 +1,36 @@
+"""Shared argument parsing and error reporting for the stage shims."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from clipbench.config import SuiteConfig, load_suite
+from clipbench.errors import ClipbenchError
+from clipbench.layout import Layout
+
+
+def parser(doc: str | None, *names: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--params", default="params.yaml")
+    for name in names:
+        p.add_argument(f"--{name}", required=True)
+    return p
+
+
+def main(body: Callable[[argparse.Namespace, SuiteConfig, Layout], object], p: argparse.ArgumentParser) -> None:
+    """Run ``body(args, cfg, layout)``; clipbench errors exit with status 2 and a one-line message."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("root", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = p.parse_args()
+    try:
+        cfg = load_suite(args.params)
+        result = body(args, cfg, Layout())
+    except ClipbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if result is not None:
+        logging.getLogger("stage").info("%s", result)

@@ -1,0 +1,11 @@
+"""Download (or generate) one dataset under data_root and write its validated index."""
+
+from pathlib import Path
+
+from stages._common import main, parser
+
+from clipbench.pipeline import download
+
+if __name__ == "__main__":
+    main(lambda a, cfg, layout: download.run(dataset=a.dataset, data_root=Path(cfg.data_root), layout=layout),
+         parser(__doc__, "dataset"))

@@ -1,0 +1,9 @@
+"""Train one method on every planned cell of one source dataset."""
+
+from stages._common import main, parser
+
+from clipbench.pipeline import train
+
+if __name__ == "__main__":
+    main(lambda a, cfg, layout: train.run(backbone=a.backbone, method=a.method, dataset=a.dataset, cfg=cfg,
+                                          layout=layout), parser(__doc__, "backbone", "method", "dataset"))

@@ -1,0 +1,130 @@
+"""Contract tests run over every registered method, plus method-specific identities."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from clipbench.errors import NotApplicable
+from clipbench.methods import METHODS, EvalTarget
+from clipbench.methods.clip_adapter import ClipAdapterConfig
+from clipbench.methods.zeroshot import zero_shot_logits
+from clipbench.typed import parse
+from conftest import synthetic_task
+
+FAST = {"clip_adapter": {"epochs": 20}, "linear_probe": {"bisection_steps": 2}}
+
+
+def make(name: str, **overrides):
+    cls = METHODS.get(name)
+    return cls(parse(cls.Config, {**FAST.get(name, {}), **overrides}, f"test {name}"))
+
+
+def target_of(task, labels=None):
+    labels = list(range(len(task.space))) if labels is None else labels
+    return EvalTarget(task.space.subset(tuple(labels)), task.text_weights[labels], task.logit_scale, task.space)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_fit_predict_shapes_and_accuracy(name):
+    task = synthetic_task()
+    method = make(name)
+    diagnostics = method.fit(task)
+    assert isinstance(diagnostics, dict)
+    logits = method.predict(task.val.plain, target_of(task))
+    assert logits.shape == (len(task.val), len(task.space))
+    acc = (logits.argmax(1) == task.val.labels).float().mean().item()
+    assert acc > 1.5 / len(task.space), f"{name} is at chance on a separable task ({acc:.2f})"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_state_round_trip_gives_identical_logits(name):
+    task = synthetic_task()
+    method = make(name)
+    method.fit(task)
+    restored = make(name)
+    restored.load_state_dict({k: v.clone() for k, v in method.state_dict().items()})
+    target = target_of(task)
+    assert torch.equal(method.predict(task.val.plain, target), restored.predict(task.val.plain, target))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_same_seed_same_result(name):
+    runs = []
+    for _ in range(2):
+        method = make(name)
+        method.fit(synthetic_task())
+        runs.append(method.predict(synthetic_task().val.plain, target_of(synthetic_task())))
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_unseen_classes_follow_class_specific_flag(name):
+    task = synthetic_task()
+    method = make(name)
+    method.fit(task)
+    other = replace(task.space, class_ids=tuple(f"new{i}" for i in range(len(task.space))))
+    target = EvalTarget(other, task.text_weights, task.logit_scale, task.space)
+    if METHODS.get(name).class_specific:
+        with pytest.raises(NotApplicable):
+            method.predict(task.val.plain, target)
+    else:
+        assert method.predict(task.val.plain, target).shape == (len(task.val), len(other))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_predicts_on_a_subset_of_the_training_classes(name):
+    task = synthetic_task()
+    method = make(name)
+    method.fit(task)
+    logits = method.predict(task.val.plain, target_of(task, [1, 3]))
+    assert logits.shape == (len(task.val), 2)
+
+
+def test_zero_shot_is_scaled_cosine():
+    task = synthetic_task()
+    x = task.val.plain
+    expected = task.logit_scale * torch.nn.functional.normalize(x, dim=-1) @ task.text_weights.T
+    assert torch.allclose(make("zeroshot").predict(x, target_of(task)), expected)
+
+
+def test_clip_adapter_with_alpha_zero_equals_zero_shot():
+    task = synthetic_task()
+    method = make("clip_adapter", alpha=0.0)
+    method.fit(task)
+    target = target_of(task)
+    assert torch.allclose(method.predict(task.val.plain, target), zero_shot_logits(task.val.plain, target), atol=1e-5)
+
+
+def test_clip_adapter_parameter_count_vitb16_shape():
+    method = make("clip_adapter")
+    task = synthetic_task(dim=512)
+    method.fit(replace(task, train=replace(task.train, views=task.train.views[:1])))
+    assert sum(p.numel() for p in method.adapter.parameters()) == 131_072  # 2 x 512 x 128 (spec)
+
+
+def test_clip_adapter_training_lowers_loss():
+    task = synthetic_task()
+    cfg = parse(ClipAdapterConfig, {"epochs": 1}, "t")
+    method = METHODS.get("clip_adapter")(cfg)
+    first = method.fit(task)["final_loss"]
+    later = make("clip_adapter", epochs=60).fit(task)["final_loss"]
+    assert later < first
+
+
+def test_linear_probe_c_search_follows_coarse_grid_then_bisection(monkeypatch):
+    """With a unimodal validation curve peaked at log10(C) = 0.37 the search lands near the peak."""
+    method = make("linear_probe", bisection_steps=8)
+    seen = []
+
+    def fake_val_acc(c, task):
+        seen.append(c)
+        return -abs(__import__("math").log10(c) - 0.37)
+
+    monkeypatch.setattr(method, "_val_acc", fake_val_acc)
+    chosen = method.search_c(synthetic_task())
+    assert seen[:7] == list(method.config.coarse_grid)
+    assert abs(__import__("math").log10(chosen) - 0.37) < 0.1
+    assert len(seen) == 7 + 2 * 8

@@ -1,0 +1,162 @@
+"""Every stage function on a miniature suite in a temporary directory, plus incremental re-runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from clipbench.config import SuiteConfig
+from clipbench.pipeline import aggregate, backbone, download, evaluate, extract, split, track, train
+from clipbench import tracking
+from clipbench.protocols import eval_cells
+from clipbench.results import RESULT_FILE
+from clipbench.typed import parse
+from conftest import make_project, tiny_params
+
+
+def run_all(cfg, layout, data_root, skip_backbone=True):
+    if not skip_backbone:
+        backbone.run(backbone="toy_vit", pretrain_config=cfg.toy_pretrain, layout=layout)
+    for d in cfg.all_datasets():
+        download.run(dataset=d, data_root=data_root, layout=layout)
+    for d in cfg.datasets:
+        split.run(dataset=d, cfg=cfg, layout=layout)
+    counts = {}
+    for d in cfg.datasets:
+        counts[d] = extract.run(backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root)
+    for d in cfg.targets:
+        extract.run(backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root, test_only=True)
+    trained = {(m, d): train.run(backbone="toy_vit", method=m, dataset=d, cfg=cfg, layout=layout)
+               for m in cfg.methods for d in cfg.datasets}
+    for m in cfg.methods:
+        evaluate.run(backbone="toy_vit", method=m, cfg=cfg, layout=layout)
+    aggregate.run(cfg=cfg, layout=layout)
+    return counts, trained
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, small_toy_module):
+    """One miniature run shared by the read-only tests below."""
+    cfg, layout, data_root = make_project(tmp_path_factory.mktemp("shared"))
+    counts, trained = run_all(cfg, layout, data_root)
+    return cfg, layout, data_root, counts, trained
+
+
+@pytest.fixture
+def fresh(project):
+    """A private run for tests that change the project."""
+    cfg, layout, data_root = project
+    counts, trained = run_all(cfg, layout, data_root)
+    return cfg, layout, data_root, counts, trained
+
+
+def test_end_to_end_writes_all_tables(ran):
+    cfg, layout, _, counts, _ = ran
+    results = pd.read_parquet(layout.reports() / "results.parquet")
+    assert len(results) == len(eval_cells(cfg)) * len(cfg.methods)
+    for protocol in ("few_shot", "base2new", "cross_dataset", "domain_generalization"):
+        assert (layout.reports() / f"{protocol}.md").read_text().count("|") > 10
+        assert set(results[results.protocol == protocol].method) == set(cfg.methods)
+    ok = results[results.status == "ok"]
+    assert ok.value.between(0, 100).all()
+    metrics = json.loads((layout.reports() / "metrics.json").read_text())
+    assert set(metrics) == {"few_shot", "base2new", "cross_dataset", "domain_generalization"}
+
+
+def test_class_specific_method_is_na_where_undefined(ran):
+    _, layout, *_ = ran
+    r = pd.read_parquet(layout.reports() / "results.parquet")
+    lp = r[r.method == "linear_probe"]
+    assert (lp[lp.metric == "new"].status == "n/a").all()
+    xd = lp[(lp.protocol == "cross_dataset") & (lp.dataset != lp.source)]
+    assert (xd.status == "n/a").all() and xd.value.isna().all()
+    dg = lp[lp.protocol == "domain_generalization"]
+    assert (dg.status == "ok").all()  # same class ids: restricted by id, not name
+    table = (layout.reports() / "base2new.md").read_text()
+    assert "n/a" in table
+
+
+def test_each_image_encoded_once_per_view(ran):
+    cfg, layout, data_root, counts, _ = ran
+    from clipbench.data.index import load_index
+    from clipbench.features import read_feature_dir
+
+    for d, c in counts.items():
+        fit = read_feature_dir(layout.fit_features("toy_vit", d))
+        n_train, n_val = len(fit.index["train"]), len(fit.index["val"])
+        n_test = len(load_index(layout.dataset_index(d)).splits.test)
+        assert c["decoded"] == n_train + n_val + n_test
+        assert c["encoded"] == n_train * (1 + cfg.features.views) + n_val + n_test
+
+
+def test_rerun_recomputes_nothing_and_new_seed_only_new_cells(fresh):
+    cfg, layout, data_root, _, trained = fresh
+    assert all(t["trained"] == t["planned"] for t in trained.values())
+    again = {(m, d): train.run(backbone="toy_vit", method=m, dataset=d, cfg=cfg, layout=layout)
+             for m in cfg.methods for d in cfg.datasets}
+    assert all(t["trained"] == 0 for t in again.values())
+    before = pd.read_parquet(layout.results("toy_vit", "clip_adapter") / RESULT_FILE)
+    params = tiny_params(data_root=str(data_root))
+    params["protocols"]["few_shot"]["seeds"] = [1, 2, 3]
+    cfg3 = parse(SuiteConfig, params, "test")
+    split.run(dataset="toy_objects", cfg=cfg3, layout=layout)
+    extract.run(backbone="toy_vit", dataset="toy_objects", cfg=cfg3, layout=layout, data_root=data_root)
+    out = train.run(backbone="toy_vit", method="clip_adapter", dataset="toy_objects", cfg=cfg3, layout=layout)
+    assert out["trained"] == len(cfg3.protocols.few_shot.shots)  # only the seed-3 cells
+    evaluate.run(backbone="toy_vit", method="clip_adapter", cfg=cfg3, layout=layout)
+    after = pd.read_parquet(layout.results("toy_vit", "clip_adapter") / RESULT_FILE)
+    merged = before.merge(after, on=["protocol", "source", "shots", "seed", "dataset", "subset"])
+    assert len(merged) == len(before)
+    assert (merged.value_x.fillna(-1) == merged.value_y.fillna(-1)).all()
+    assert (merged.eval_key_x == merged.eval_key_y).all()
+
+
+def test_changing_one_methods_param_retrains_only_it(fresh):
+    cfg, layout, data_root, _, _ = fresh
+    params = tiny_params(data_root=str(data_root))
+    params["method_params"]["clip_adapter"]["alpha"] = 0.5
+    cfg2 = parse(SuiteConfig, params, "test")
+    out = {m: train.run(backbone="toy_vit", method=m, dataset="toy_objects", cfg=cfg2, layout=layout)
+           for m in cfg2.methods}
+    assert out["clip_adapter"]["trained"] == out["clip_adapter"]["planned"] > 0
+    assert out["zeroshot"]["trained"] == out["linear_probe"]["trained"] == 0
+
+
+def test_tracking_logs_one_run_per_cell_and_is_idempotent(ran, tmp_path):
+    cfg, layout, *_ = ran
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg_t = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True, uri=uri))
+    summary = track.run(cfg=cfg_t, layout=layout)
+    results = pd.read_parquet(layout.reports() / "results.parquet")
+    runs = results.groupby(["protocol", "method", "backbone", "source", "dataset", "shots", "seed"]).ngroups
+    assert summary["status"] == "ok" and summary["created"] == runs
+    assert track.run(cfg=cfg_t, layout=layout)["created"] == 0
+    found = tracking.search_runs(uri, "clipbench/base2new")
+    assert {"tags.method", "tags.split_hash", "tags.config_hash", "tags.git_commit"} <= set(found.columns)
+    assert {"metrics.base", "metrics.new"} <= set(found.columns)
+
+
+def test_unreachable_tracking_store_warns_and_keeps_results(ran, tmp_path):
+    cfg, layout, *_ = ran
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    bad = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True,
+                                                                uri=f"sqlite:///{blocker}/sub/mlflow.db"))
+    with pytest.warns(UserWarning, match="MLflow tracking"):
+        summary = track.run(cfg=bad, layout=layout)
+    assert summary["status"] == "unavailable"
+    assert (layout.reports() / "results.parquet").is_file()
+
+
+def test_backbone_stage_pretrains_and_loads(project):
+    cfg, layout, _ = project
+    backbone.run(backbone="toy_vit", pretrain_config=cfg.toy_pretrain, layout=layout)
+    from clipbench.backbones import load_backbone
+
+    bb = load_backbone("toy_vit", layout.backbone("toy_vit"))
+    manifest = json.loads((layout.backbone("toy_vit") / "backbone.json").read_text())
+    assert manifest["sha256"] == bb.sha256 and not math.isnan(manifest["final_loss"])
