@@ -13,7 +13,7 @@ Embeddings are projected and not normalised; each method normalises as its refer
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,5 +120,3 @@ def read_feature_dir(path: Path) -> FeatureDir:
         raise DataError(f"feature cache {path} is incomplete (missing {missing[0].name}); run `dvc repro extract`")
     return FeatureDir(load_tensors(files[0]), json.loads(files[1].read_text()), json.loads(files[2].read_text()))
 
-
-ProgressFn = Callable[[str], None]

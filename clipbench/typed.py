@@ -131,3 +131,11 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """A short sha256 of the canonical JSON form of ``obj``."""
     text = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def tensor_hash(tensor, length: int = 16) -> str:
+    """A short sha256 of a tensor's dtype, shape and bytes."""
+    array = tensor.detach().cpu().contiguous().numpy()
+    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:length]

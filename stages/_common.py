@@ -22,9 +22,9 @@ def parser(doc: str | None, *names: str) -> argparse.ArgumentParser:
 
 def main(body: Callable[[argparse.Namespace, SuiteConfig, Layout], object], p: argparse.ArgumentParser) -> None:
     """Run ``body(args, cfg, layout)``; clipbench errors exit with status 2 and a one-line message."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("root", "PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for ours in ("clipbench", "stage"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     args = p.parse_args()
     try:
         cfg = load_suite(args.params)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import abc
 import enum
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from clipbench.data.base import LabelSpace
+from clipbench.errors import NotApplicable
 
 
 class Inputs(enum.Enum):
@@ -100,21 +102,14 @@ class Method(abc.ABC):
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
+        """Registry-facing summary: inputs, class specificity, validation policy, first docstring line."""
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip()
         return {"name": cls.name, "requires": cls.requires.value, "class_specific": cls.class_specific,
-                "selection": cls.selection, "doc": (cls.__module__ and _first_line(cls))}
-
-
-def _first_line(cls: type) -> str:
-    import sys
-
-    doc = sys.modules[cls.__module__].__doc__ or cls.__doc__ or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+                "selection": cls.selection, "doc": doc.splitlines()[0] if doc else ""}
 
 
 def train_class_index(target: EvalTarget) -> list[int]:
     """Rows of the training space for each target class, matched by class id; ``NotApplicable`` if any is unseen."""
-    from clipbench.errors import NotApplicable
-
     index = {cid: i for i, cid in enumerate(target.train_space.class_ids)}
     missing = [cid for cid in target.space.class_ids if cid not in index]
     if missing:

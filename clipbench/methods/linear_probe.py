@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig, train_class_index
 
@@ -51,16 +52,20 @@ class LinearProbe(Method):
         self.coef: torch.Tensor | None = None
         self.intercept: torch.Tensor | None = None
         self.C = float("nan")
+        self._fits: dict[float, LogisticRegression] = {}
 
     def _fit_c(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
         clf = LogisticRegression(C=c, max_iter=self.config.max_iter, solver="lbfgs")
-        with warnings.catch_warnings():
+        # Multi-threaded BLAS on these small matrices is 20-50x slower than one thread (measured here).
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
             warnings.simplefilter("ignore", ConvergenceWarning)
             return clf.fit(x, y)
 
     def _val_acc(self, c: float, task: FitTask) -> float:
-        clf = self._fit_c(c, task.train.plain.numpy(), task.train.labels.numpy())
-        return float((clf.predict(task.val.plain.numpy()) == task.val.labels.numpy()).mean())
+        """Validation accuracy at ``c``; each C is fitted once per task (the bisection revisits its ends)."""
+        if c not in self._fits:
+            self._fits[c] = self._fit_c(c, task.train.plain.numpy(), task.train.labels.numpy())
+        return float((self._fits[c].predict(task.val.plain.numpy()) == task.val.labels.numpy()).mean())
 
     def search_c(self, task: FitTask) -> float:
         """lpclip's coarse grid then bisection, on the validation set only."""
@@ -78,8 +83,11 @@ class LinearProbe(Method):
         return 10**best
 
     def fit(self, task: FitTask) -> dict[str, float]:
+        self._fits = {}
         self.C = self.search_c(task)
-        clf = self._fit_c(self.C, task.train.plain.numpy(), task.train.labels.numpy())
+        self._val_acc(self.C, task)
+        clf = self._fits.pop(self.C)
+        self._fits = {}
         coef = np.zeros((len(task.space), clf.coef_.shape[1]), np.float32)
         intercept = np.full(len(task.space), -np.inf, np.float32)  # classes absent from training never win
         coef[clf.classes_] = clf.coef_ if len(clf.classes_) > 2 else np.vstack([-clf.coef_, clf.coef_])

@@ -23,7 +23,7 @@ from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
 from clipbench.methods import METHODS, FeatureSet, FitTask, Method
 from clipbench.protocols import training_cells
-from clipbench.typed import stable_hash, to_plain
+from clipbench.typed import stable_hash, tensor_hash, to_plain
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.safetensors"
@@ -79,7 +79,7 @@ def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: L
     inputs = load_inputs(backbone, dataset, cfg, layout)
     store = CellStore(layout.models(backbone, method, dataset))
     base_key = {"method": method, "config": to_plain(config), "code": method_code(method_cls),
-                "features": inputs.fit.meta["feature_key"], "text": stable_hash(inputs.text.tolist())}
+                "features": inputs.fit.meta["feature_key"], "text": tensor_hash(inputs.text)}
     plan, trained = training_cells(cfg, dataset), 0
     for cell in plan:
         split = read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed))

@@ -75,33 +75,16 @@ def _read_classnames(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(ids), tuple(names)
 
 
-class ToyObjects(ToyDatasetSpec):
-    name = dirname = toy = "toy_objects"
+def _toy(name: str) -> type[ToyDatasetSpec]:
+    """The spec class of toy dataset ``name`` (test-only when its definition has no training images)."""
+    attrs = {"name": name, "dirname": name, "toy": name, "test_only": TOY_DATASETS[name].per_class[0] == 0}
+    return type("".join(part.title() for part in name.split("_")), (ToyDatasetSpec,), attrs)
 
 
-class ToyTextures(ToyDatasetSpec):
-    name = dirname = toy = "toy_textures"
-
-
-class ToyScenes(ToyDatasetSpec):
-    name = dirname = toy = "toy_scenes"
-
-
-class ToyObjectsSketch(ToyDatasetSpec):
-    name = dirname = toy = "toy_objects_sketch"
-    test_only = True
-
-
-class ToyObjectsNoisy(ToyDatasetSpec):
-    name = dirname = toy = "toy_objects_noisy"
-    test_only = True
-
-
-class ToyObjectsTextured(ToyDatasetSpec):
-    name = dirname = toy = "toy_objects_textured"
-    test_only = True
-
-
-class ToyObjectsPixelated(ToyDatasetSpec):
-    name = dirname = toy = "toy_objects_pixelated"
-    test_only = True
+ToyObjects = _toy("toy_objects")
+ToyTextures = _toy("toy_textures")
+ToyScenes = _toy("toy_scenes")
+ToyObjectsSketch = _toy("toy_objects_sketch")
+ToyObjectsNoisy = _toy("toy_objects_noisy")
+ToyObjectsTextured = _toy("toy_objects_textured")
+ToyObjectsPixelated = _toy("toy_objects_pixelated")

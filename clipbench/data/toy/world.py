@@ -161,11 +161,11 @@ def random_scene(rng: np.random.Generator, **fixed: object) -> Scene:
     """A scene with every attribute not in ``fixed`` drawn at random (the world's nuisance distribution)."""
     colour = str(rng.choice(list(COLOURS)))
     background = str(rng.choice([b for b in BACKGROUNDS if b != colour]))
-    size = float(rng.uniform(0.18, 0.36))
+    size = float(rng.uniform(0.22, 0.40))
     scene = Scene(
         shape=str(rng.choice(SHAPES)), colour=colour, pattern="plain", background=background, size=size,
         cx=float(rng.uniform(size, 1 - size)), cy=float(rng.uniform(size, 1 - size)),
-        angle=float(rng.uniform(-0.5, 0.5)), clutter=int(rng.integers(0, 4)), style="photo",
+        angle=float(rng.uniform(-0.5, 0.5)), clutter=int(rng.integers(0, 3)), style="photo",
     )
     scene = replace(scene, **fixed)
     if scene.background == scene.colour:
@@ -175,16 +175,17 @@ def random_scene(rng: np.random.Generator, **fixed: object) -> Scene:
 
 def caption(scene: Scene, rng: np.random.Generator) -> str:
     """A natural-language caption naming some of the scene's attributes (always the defining ones)."""
+    colour, shape = scene.colour, scene.shape
     if scene.full_frame:
-        return f"a {scene.colour} {scene.pattern} texture."
-    noun = f"{scene.colour} {scene.shape}" if scene.pattern == "plain" else f"{scene.colour} {scene.pattern} {scene.shape}"
+        return f"a {colour} {scene.pattern} texture."
+    noun = f"{colour} {shape}" if scene.pattern == "plain" else f"{colour} {scene.pattern} {shape}"
     prefix = {"photo": "a photo of a", "sketch": "a sketch of a", "noisy": "a noisy photo of a",
               "textured": "a busy photo of a", "pixelated": "a pixelated image of a"}[scene.style]
     extra = rng.integers(0, 4)
     if extra in (1, 3):
         return f"{prefix} {noun} on a {scene.background} background."
     if extra == 2:
-        size = "large" if scene.size > 0.28 else "small"
+        size = "large" if scene.size > 0.31 else "small"
         return f"{prefix} {size} {noun}."
     return f"{prefix} {noun}."
 

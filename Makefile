@@ -1,0 +1,29 @@
+# Two entry points for newcomers (see README.md):
+#   make repro   set up the environment and run the whole pipeline (`dvc repro`) on the embedded toy suite
+#   make test    set up the environment and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup repro test clean-outputs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+repro: setup
+	dvc repro
+	@echo "Tables: reports/summary.md   MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: setup
+	python -m pytest
+
+clean-outputs:
+	rm -rf data features models results mlflow.db

@@ -1,0 +1,46 @@
+"""The DAG expands as designed: bounded stage count at paper scale, narrow per-method params."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = [sys.executable, "-m", "dvc"]
+PAPER_DATASETS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
+PAPER_TARGETS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+PAPER_METHODS = ["zeroshot", "linear_probe", "coop", "cocoop", "clip_adapter", "tip_adapter", "tip_adapter_f",
+                 "prolip", "clipfit", "clip_cite"]
+
+
+def stage_list(tmp: Path, params: dict) -> list[str]:
+    shutil.copy(ROOT / "dvc.yaml", tmp / "dvc.yaml")
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run(DVC + ["init", "--no-scm", "-q"], cwd=tmp, check=True, env=env)
+    out = subprocess.run(DVC + ["stage", "list", "--name-only"], cwd=tmp, check=True, env=env,
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_paper_scale_expands_to_at_most_400_stages(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(backbones=["vitb16_openai"], datasets=PAPER_DATASETS, targets=PAPER_TARGETS,
+                  methods=PAPER_METHODS, method_params={m: {} for m in PAPER_METHODS})
+    stages = stage_list(tmp_path, params)
+    assert len(stages) <= 400, len(stages)
+    assert sum(s.startswith("train@") for s in stages) == len(PAPER_METHODS) * len(PAPER_DATASETS)
+    assert "train@vitb16_openai-clipfit-imagenet" in stages
+
+
+def test_project_dag_lists_every_stage_kind(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    kinds = {s.split("@")[0] for s in stage_list(tmp_path, params)}
+    assert kinds == {"download", "download_target", "split", "backbone", "extract", "extract_target", "train",
+                     "evaluate", "aggregate", "track"}
