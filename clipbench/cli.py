@@ -70,5 +70,31 @@ def results(reports: Path) -> None:
     click.echo(path.read_text())
 
 
+@main.command()
+@click.option("--metrics", default="reports/metrics.json", show_default=True, type=click.Path(path_type=Path))
+@click.option("--baseline", default="baselines/toy.json", show_default=True, type=click.Path(path_type=Path))
+@click.option("--update-baseline", is_flag=True, help="Rewrite the baseline with the current metrics.")
+@click.option("--show-ok", is_flag=True, help="Also list metrics within tolerance.")
+def check(metrics: Path, baseline: Path, update_baseline: bool, show_ok: bool) -> None:
+    """Fail (exit 1) when a metric regresses beyond tolerance or a baseline metric is missing."""
+    from clipbench import check as gate
+
+    try:
+        current = gate.flatten(gate.read_json(metrics, "metrics file"))
+        if update_baseline:
+            old = gate.read_json(baseline, "baseline") if baseline.is_file() else None
+            findings = gate.compare(current, old or {"metrics": {}})
+            click.echo(gate.render(findings, show_ok))
+            gate.write_baseline(baseline, gate.updated_baseline(current, old))
+            click.echo(f"baseline {baseline} rewritten with {len(current)} metrics (the table shows the change)")
+            return
+        findings = gate.compare(current, gate.read_json(baseline, "baseline"))
+    except ClipbenchError as exc:
+        _fail(exc)
+    click.echo(gate.render(findings, show_ok))
+    if gate.failed(findings):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
