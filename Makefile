@@ -23,6 +23,7 @@ repro: setup
 	@echo "Tables: reports/summary.md   MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: setup
+	ruff check clipbench stages tests
 	python -m pytest
 
 clean-outputs:

@@ -21,8 +21,8 @@ import torch
 
 from clipbench.backbones import Backbone
 from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor, view_rng
-from clipbench.io import atomic_directory, atomic_save_tensors, atomic_write_json, load_tensors
 from clipbench.errors import DataError
+from clipbench.io import atomic_directory, atomic_save_tensors, atomic_write_json, load_tensors
 
 
 @dataclass
@@ -65,7 +65,7 @@ def encode_paths(backbone: Backbone, image_dir: Path, paths: list[str], batch_si
             viewed.append(torch.stack([
                 _encode(backbone, [to_normalised_tensor(
                     augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std)
-                    for p, im in zip(chunk, images)], counter)
+                    for p, im in zip(chunk, images, strict=True)], counter)
                 for v in range(views.views)]))
     dim = backbone.embed_dim
     plain_t = torch.cat(plain) if plain else torch.zeros(0, dim)

@@ -60,7 +60,7 @@ def log_results(results: pd.DataFrame, *, uri: str, experiment_prefix: str, conf
             run = client.create_run(exp_id, tags=tags)
             params = _flatten("", {"method": method, "shots": int(shots), "seed": int(seed),
                                    "config": configs.get(method, {})}, {})
-            metrics = [Metric(m, float(v), 0, 0) for m, v in zip(g.metric, g.value) if not math.isnan(v)]
+            metrics = [Metric(m, float(v), 0, 0) for m, v in zip(g.metric, g.value, strict=True) if not math.isnan(v)]
             client.log_batch(run.info.run_id, metrics=metrics,
                              params=[Param(k, v) for k, v in params.items()],
                              tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -88,7 +88,7 @@ def _convert_tuple(tp: Any, value: Any, where: str) -> tuple:
         return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if len(args) != len(value):
         raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}")
-    return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
 
 
 def _convert_scalar(tp: Any, value: Any, where: str) -> Any:

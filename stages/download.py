@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-from stages._common import main, parser
-
 from clipbench.pipeline import download
+from stages._common import main, parser
 
 if __name__ == "__main__":
     main(lambda a, cfg, layout: download.run(dataset=a.dataset, data_root=Path(cfg.data_root), layout=layout),

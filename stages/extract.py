@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-from stages._common import main, parser
-
 from clipbench.pipeline import extract
+from stages._common import main, parser
 
 if __name__ == "__main__":
     p = parser(__doc__, "backbone", "dataset")

@@ -1,8 +1,7 @@
 """Write the K-shot split manifests of one dataset."""
 
-from stages._common import main, parser
-
 from clipbench.pipeline import split
+from stages._common import main, parser
 
 if __name__ == "__main__":
     main(lambda a, cfg, layout: split.run(dataset=a.dataset, cfg=cfg, layout=layout), parser(__doc__, "dataset"))

@@ -1,8 +1,7 @@
 """Train one method on every planned cell of one source dataset."""
 
-from stages._common import main, parser
-
 from clipbench.pipeline import train
+from stages._common import main, parser
 
 if __name__ == "__main__":
     main(lambda a, cfg, layout: train.run(backbone=a.backbone, method=a.method, dataset=a.dataset, cfg=cfg,

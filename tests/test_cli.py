@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from clipbench.cli import main
 from clipbench.methods import METHODS
+
 from conftest import tiny_params
 
 

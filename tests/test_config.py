@@ -10,6 +10,7 @@ import yaml
 from clipbench.config import SuiteConfig, load_suite
 from clipbench.errors import ConfigError
 from clipbench.typed import parse
+
 from conftest import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]

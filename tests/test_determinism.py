@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from clipbench.pipeline import backbone
+
 from conftest import make_project
 from test_pipeline import run_all
 

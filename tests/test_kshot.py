@@ -8,7 +8,7 @@ import random
 import pytest
 
 from clipbench.data.base import Record
-from clipbench.data.kshot import (base_new_labels, make_kshot, read_manifest, relabel, write_manifest)
+from clipbench.data.kshot import base_new_labels, make_kshot, read_manifest, relabel, write_manifest
 from clipbench.errors import DataError
 
 
@@ -27,7 +27,7 @@ def reference_fewshot(train, val, k, seed):
         for item in items:
             tracker.setdefault(item.label, []).append(item)
         out = []
-        for label, group in tracker.items():
+        for group in tracker.values():
             out.extend(random.sample(group, num) if len(group) >= num else group)
         return out
 

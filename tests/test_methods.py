@@ -12,6 +12,7 @@ from clipbench.methods import METHODS, EvalTarget
 from clipbench.methods.clip_adapter import ClipAdapterConfig
 from clipbench.methods.zeroshot import zero_shot_logits
 from clipbench.typed import parse
+
 from conftest import synthetic_task
 
 FAST = {"clip_adapter": {"epochs": 20}, "linear_probe": {"bisection_steps": 2}}

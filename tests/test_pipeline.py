@@ -9,12 +9,13 @@ import math
 import pandas as pd
 import pytest
 
+from clipbench import tracking
 from clipbench.config import SuiteConfig
 from clipbench.pipeline import aggregate, backbone, download, evaluate, extract, split, track, train
-from clipbench import tracking
 from clipbench.protocols import eval_cells
 from clipbench.results import RESULT_FILE
 from clipbench.typed import parse
+
 from conftest import make_project, tiny_params
 
 

@@ -96,7 +96,8 @@ class DatasetSpec(abc.ABC):
 COMPLETE_MARKER = ".clipbench-complete"
 
 
-def read_split_json(path: Path, *, require: tuple[str, ...] = ("train", "val", "test")) -> dict[str, tuple[Record, ...]]:
+def read_split_json(path: Path, *, require: tuple[str, ...] = ("train", "val", "test")
+                    ) -> dict[str, tuple[Record, ...]]:
     """Read a CoOp ``split_zhou_*.json`` file: ``{"train"|"val"|"test": [[relpath, label, classname], ...]}``."""
     if not path.is_file():
         raise DataError(f"split file {path} is missing; run `dvc repro download` or place the CoOp split file there")

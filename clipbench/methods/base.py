@@ -97,7 +97,7 @@ class Method(abc.ABC):
         """Learned tensors (saved as safetensors)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027 - stateless default
         """Restore what :meth:`state_dict` returned."""
 
     @classmethod

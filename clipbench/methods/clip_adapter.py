@@ -112,7 +112,8 @@ class ClipAdapter(Method):
         return self._logits(x.float(), target.text_weights, target.logit_scale, self.alpha)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**{f"adapter.{k}": v for k, v in self.adapter.state_dict().items()}, "alpha": torch.tensor([self.alpha])}
+        state = {f"adapter.{k}": v for k, v in self.adapter.state_dict().items()}
+        return {**state, "alpha": torch.tensor([self.alpha])}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         weight = state["adapter.fc.0.weight"]

@@ -37,7 +37,8 @@ class ToyDatasetSpec(DatasetSpec):
         root = self.root(data_root)
         if not self.is_ready(data_root):
             raise DataError(f"{self.name}: {root} is missing or incomplete; run `dvc repro download@{self.name}`")
-        splits = read_split_json(root / self.split_file, require=("test",) if self.test_only else ("train", "val", "test"))
+        required = ("test",) if self.test_only else ("train", "val", "test")
+        splits = read_split_json(root / self.split_file, require=required)
         ids, names = _read_classnames(root / "classnames.txt")
         source = splits["test"] if self.test_only else splits["train"]
         if classes_from_records(source, root / self.split_file) != names[: len(set(r.label for r in source))]:
