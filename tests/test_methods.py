@@ -129,3 +129,36 @@ def test_linear_probe_c_search_follows_coarse_grid_then_bisection(monkeypatch):
     assert seen[:7] == list(method.config.coarse_grid)
     assert abs(__import__("math").log10(chosen) - 0.37) < 0.1
     assert len(seen) == 7 + 2 * 8
+
+
+def test_tip_adapter_with_alpha_zero_equals_zero_shot():
+    task = synthetic_task()
+    method = make("tip_adapter")
+    method.fit(task)
+    method.alpha = 0.0
+    target = target_of(task)
+    assert torch.allclose(method.predict(task.val.plain, target), zero_shot_logits(task.val.plain, target), atol=1e-5)
+
+
+def test_tip_adapter_search_uses_the_reference_grid(monkeypatch):
+    from clipbench.methods import tip_adapter
+
+    task = synthetic_task()
+    method = make("tip_adapter", search_steps=[4, 2], search_scale=[2.1, 1.1])
+    method.fit(task)
+    assert method.alpha in (0.1, 0.6) and method.beta in (0.1, 0.6, 1.1, 1.6)
+    grid_best = tip_adapter.search_alpha_beta(
+        torch.nn.functional.normalize(task.val.plain, dim=-1), task.val.labels, method.keys, method.values,
+        task.text_weights, task.logit_scale, (2.1, 1.1), (4, 2))
+    assert (method.alpha, method.beta) == grid_best[:2]
+
+
+def test_tip_adapter_f_trains_exactly_the_cache_keys():
+    task = synthetic_task(n_classes=5, shots=4, dim=16)
+    method = make("tip_adapter_f", epochs=3, search_steps=[4, 2])
+    initial = make("tip_adapter", search_steps=[4, 2])
+    initial.fit(task)
+    method.fit(task)
+    assert method.keys.shape == (5 * 4, 16)  # N*K x D trainable scalars (spec formula)
+    assert not torch.equal(method.keys, initial.keys)
+    assert torch.equal(method.values, initial.values)

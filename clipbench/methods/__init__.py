@@ -13,6 +13,8 @@ METHODS: Registry[type[Method]] = Registry("method", {
     "zeroshot": "clipbench.methods.zeroshot:ZeroShotCLIP",
     "linear_probe": "clipbench.methods.linear_probe:LinearProbe",
     "clip_adapter": "clipbench.methods.clip_adapter:ClipAdapter",
+    "tip_adapter": "clipbench.methods.tip_adapter:TipAdapter",
+    "tip_adapter_f": "clipbench.methods.tip_adapter_f:TipAdapterF",
 }, base=Method)
 
 
