@@ -140,7 +140,7 @@ def test_tip_adapter_with_alpha_zero_equals_zero_shot():
     assert torch.allclose(method.predict(task.val.plain, target), zero_shot_logits(task.val.plain, target), atol=1e-5)
 
 
-def test_tip_adapter_search_uses_the_reference_grid(monkeypatch):
+def test_tip_adapter_search_uses_the_reference_grid():
     from clipbench.methods import tip_adapter
 
     task = synthetic_task()

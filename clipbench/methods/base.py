@@ -42,6 +42,10 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def view_stack(self) -> torch.Tensor:
+        """Augmented views ``[V, N, D]``, or the plain embeddings as a single view when none were cached."""
+        return self.views if self.views is not None else self.plain[None]
+
 
 @dataclass(frozen=True)
 class FitTask:

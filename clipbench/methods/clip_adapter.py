@@ -86,7 +86,7 @@ class ClipAdapter(Method):
         opt = torch.optim.SGD(self.adapter.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(task.seed)
-        views = task.train.views if task.train.views is not None else task.train.plain[None]
+        views = task.train.view_stack()
         loss = torch.tensor(float("nan"))
         for epoch in range(cfg.epochs):
             set_lr(opt, dassl_lr(epoch, cfg.lr, cfg.epochs, warmup_lr=cfg.warmup_lr))

@@ -83,8 +83,7 @@ def settings(config: TipAdapterConfig, dataset: str) -> tuple[tuple[float, float
 
 def cache_keys(task: FitTask, views: int) -> torch.Tensor:
     """Normalised mean of the first ``views`` augmented-view embeddings of each training image."""
-    stack = task.train.views if task.train.views is not None else task.train.plain[None]
-    return F.normalize(stack[:views].mean(0), dim=-1)
+    return F.normalize(task.train.view_stack()[:views].mean(0), dim=-1)
 
 
 class TipAdapter(Method):

@@ -70,7 +70,7 @@ class TipAdapterF(TipAdapter):
 
     def _train(self, task: FitTask, keys: torch.nn.Parameter, alpha: float, beta: float, epochs: int) -> float:
         cfg = self.config
-        views = task.train.views if task.train.views is not None else task.train.plain[None]
+        views = task.train.view_stack()
         n = len(task.train)
         iters = math.ceil(n / cfg.batch_size)
         opt = torch.optim.AdamW([keys], lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)

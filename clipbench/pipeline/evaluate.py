@@ -40,15 +40,16 @@ class _Inputs:
         self.test = cache(lambda d: read_feature_dir(layout.test_features(backbone, d)))
         self.text = cache(lambda d: load_text(layout.text_features(backbone, d)))
         self.space = cache(self._space)
+        self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
 
     def _space(self, dataset: str) -> LabelSpace:
         index = load_index(self.layout.dataset_index(dataset))
         return index.label_space(metadata.templates(dataset, self.cfg.text.template_set))
 
 
-def _labels_for(cell: EvalCell, layout: Layout) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
+def _labels_for(cell: EvalCell, inputs: _Inputs) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
     """(target labels or None for all, training labels) of an evaluation cell."""
-    split = read_manifest(layout.splits(cell.train.dataset) / manifest_name(cell.train.shots, cell.train.seed))
+    split = inputs.manifest(cell.train.dataset, cell.train.shots, cell.train.seed)
     train_labels = cell_labels(cell.train, split)
     if cell.subset == "all":
         return None, train_labels
@@ -56,8 +57,8 @@ def _labels_for(cell: EvalCell, layout: Layout) -> tuple[tuple[int, ...] | None,
     return (base if cell.subset == "base" else new), train_labels
 
 
-def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs, layout: Layout) -> dict:
-    target_labels, train_labels = _labels_for(cell, layout)
+def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> dict:
+    target_labels, train_labels = _labels_for(cell, inputs)
     test = inputs.test(cell.dataset)
     feats, labels = test.tensors["features"], test.tensors["labels"]
     text, scale, _ = inputs.text(cell.dataset)
@@ -106,7 +107,7 @@ def _evaluate_cell(method_cls, config, cell: EvalCell, inputs: _Inputs, store: C
     if store.is_current(cell.name, key):
         return store.read(cell.name)["row"]
     start = time.perf_counter()
-    score = _score(method_cls, config, load_tensors(train_dir / STATE_FILE), cell, inputs, layout)
+    score = _score(method_cls, config, load_tensors(train_dir / STATE_FILE), cell, inputs)
     row = {**cell.as_row(), **score, "split_hash": train_record["split_hash"],
            "feature_key": test_meta["feature_key"], "train_key": train_record["key"], "eval_key": key,
            "train_seconds": train_record["train_seconds"], "eval_seconds": time.perf_counter() - start,
