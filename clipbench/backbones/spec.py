@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +109,31 @@ class Backbone:
         """Projected, unnormalised image embeddings of a normalised pixel batch."""
         return self.model.encode_image(pixels).float()
 
+    @property
+    def is_resnet(self) -> bool:
+        return hasattr(self.model.visual, "attnpool")
+
+    @property
+    def pre_proj_dim(self) -> int:
+        """Width of the image embedding before the visual projection (ViT width; ResNet attention-pool dim)."""
+        visual = self.model.visual
+        return int(visual.attnpool.c_proj.in_features if self.is_resnet else visual.proj.shape[0])
+
+    def project(self, pre: torch.Tensor) -> torch.Tensor:
+        """Apply the frozen visual projection to pre-projection features (ViT ``@ proj``; ResNet ``c_proj``)."""
+        visual = self.model.visual
+        if self.is_resnet:
+            c_proj = visual.attnpool.c_proj
+            return F.linear(pre, c_proj.weight, c_proj.bias)
+        return pre @ visual.proj
+
+    @torch.inference_mode()
+    def encode_images_with_pre(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-projection and projected (unnormalised) embeddings from one forward pass (spec §2.2)."""
+        with _without_projection(self.model.visual):
+            pre = self.model.visual(pixels).float()
+        return pre, self.project(pre).float()
+
     @torch.inference_mode()
     def text_classifier(self, prompts: list[list[str]]) -> torch.Tensor:
         """Class weights ``[C, D]``: each prompt normalised, averaged over templates, normalised again."""
@@ -115,6 +142,34 @@ class Backbone:
             emb = F.normalize(self.model.encode_text(self.tokenizer(texts)).float(), dim=-1)
             rows.append(F.normalize(emb.mean(0), dim=-1))
         return torch.stack(rows)
+
+
+@contextlib.contextmanager
+def _without_projection(visual: torch.nn.Module) -> Iterator[None]:
+    """Temporarily make the image tower stop before its projection (ViT ``proj``; ResNet ``attnpool.c_proj``).
+
+    open_clip fuses the ResNet ``c_proj`` into the attention call, so it is swapped for an identity map, as
+    ProLIP does; the ViT ``proj`` parameter is detached and restored.
+    """
+    if hasattr(visual, "attnpool"):
+        pool, original = visual.attnpool, visual.attnpool.c_proj
+        width = original.in_features
+        identity = torch.nn.Linear(width, width).to(original.weight)
+        with torch.no_grad():
+            identity.weight.copy_(torch.eye(width))
+            identity.bias.zero_()
+        pool.c_proj = identity
+        try:
+            yield
+        finally:
+            pool.c_proj = original
+        return
+    proj = visual.proj
+    visual.proj = None
+    try:
+        yield
+    finally:
+        visual.proj = proj
 
 
 def load_backbone(key: str, directory: Path) -> Backbone:

@@ -59,11 +59,12 @@ def random_resized_crop_params(width: int, height: int, scale: tuple[float, floa
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def augmented_view(img: Image.Image, size: int, scale: tuple[float, float], rng: np.random.Generator) -> Image.Image:
-    """RandomResizedCrop(size, scale, bicubic) then a horizontal flip with probability 0.5."""
+def augmented_view(img: Image.Image, size: int, scale: tuple[float, float], rng: np.random.Generator,
+                   flip: bool = True) -> Image.Image:
+    """RandomResizedCrop(size, scale, bicubic) then (if ``flip``) a horizontal flip with probability 0.5."""
     top, left, h, w = random_resized_crop_params(img.width, img.height, scale, rng)
     out = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=InterpolationMode.BICUBIC)
-    return TF.hflip(out) if rng.uniform() < 0.5 else out
+    return TF.hflip(out) if flip and rng.uniform() < 0.5 else out
 
 
 def to_normalised_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -1,8 +1,19 @@
 """The method interface every few-shot adaptation method implements.
 
-A method declares which inputs it needs (``requires``), carries a frozen config dataclass (``Config``), learns
-from a :class:`FitTask` and predicts logits for an :class:`EvalTarget`. It never sees test data during ``fit``:
-the pipeline builds a task from the few-shot train/val manifests only.
+A method declares which inputs it needs (``requires``) and whether it needs the backbone itself
+(``uses_backbone``), carries a frozen config dataclass (``Config``), learns from a :class:`FitTask` and predicts
+logits for an :class:`EvalTarget`. It never sees test data during ``fit``: the pipeline builds a task from the
+few-shot train/val manifests only.
+
+What ``predict(x, target)`` receives as ``x`` depends on ``requires``:
+
+* ``FEATURES``: projected, unnormalised test-transform embeddings ``[N, D]``;
+* ``PRE_PROJ_FEATURES``: embeddings before the visual projection ``[N, W]`` (ViT pooled token after
+  ``ln_post``; ResNet attention-pool output before ``c_proj``);
+* ``IMAGES``: a batch of test-transform pixels ``[B, 3, H, W]`` (the pipeline streams the test set in batches).
+
+Methods with ``uses_backbone`` get the loaded, frozen :class:`~clipbench.backbones.Backbone` in
+``FitTask.backbone`` and ``EvalTarget.backbone``; they must copy any module they change, never modify it.
 """
 
 from __future__ import annotations
@@ -10,21 +21,26 @@ from __future__ import annotations
 import abc
 import enum
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from clipbench.data.base import LabelSpace
+from clipbench.data.imageset import ImageSet
 from clipbench.errors import NotApplicable
+
+if TYPE_CHECKING:
+    from clipbench.backbones import Backbone
 
 
 class Inputs(enum.Enum):
     """What a method consumes; the pipeline decides which cached artifacts feed it."""
 
     FEATURES = "features"  # projected image embeddings (raw, not normalised), plain and augmented views
-    PRE_PROJ_FEATURES = "pre_proj"  # embeddings before the visual projection
-    IMAGES = "images"  # pixels through the (trainable) encoders
+    PRE_PROJ_FEATURES = "pre_proj"  # embeddings before the visual projection, plain and augmented views
+    IMAGES = "images"  # pixels through the (trainable) encoders; implies ``uses_backbone``
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,12 @@ class FeatureSet:
 
 @dataclass(frozen=True)
 class FitTask:
-    """Everything a method may learn from: few-shot train and val sets, never test."""
+    """Everything a method may learn from: few-shot train and val sets, never test.
+
+    ``train``/``val`` hold projected features, or pre-projection features for ``PRE_PROJ_FEATURES`` methods.
+    ``train_images``/``val_images`` (``IMAGES`` methods) are the same few-shot images as decodable files;
+    ``backbone`` is set for methods with ``uses_backbone``.
+    """
 
     space: LabelSpace
     train: FeatureSet
@@ -58,6 +79,10 @@ class FitTask:
     logit_scale: float
     shots: int
     seed: int
+    dataset: str = ""  # registry key of the source dataset (for per-dataset reference settings)
+    backbone: Backbone | None = None
+    train_images: ImageSet | None = None
+    val_images: ImageSet | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +93,7 @@ class EvalTarget:
     text_weights: torch.Tensor
     logit_scale: float
     train_space: LabelSpace
+    backbone: Backbone | None = None  # set for methods with ``uses_backbone``
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,7 @@ class Method(abc.ABC):
 
     name: ClassVar[str]
     requires: ClassVar[Inputs] = Inputs.FEATURES
+    uses_backbone: ClassVar[bool] = False  # needs the encoders themselves (prompt learning, fine-tuning)
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     class_specific: ClassVar[bool] = False  # learned weights are tied to the training classes
     selection: ClassVar[str] = "none"  # what, if anything, is selected on the few-shot validation set
@@ -97,6 +124,11 @@ class Method(abc.ABC):
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
         """Logits ``[N, len(target.space)]``; raise ``NotApplicable`` where the method has no answer."""
 
+    def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function scoring batches of ``x`` for ``target``. Override to do per-target work once (e.g. encode
+        the target's prompts) when ``predict`` is called batch by batch; may raise ``NotApplicable``."""
+        return lambda x: self.predict(x, target)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Learned tensors (saved as safetensors)."""
         return {}
@@ -108,8 +140,13 @@ class Method(abc.ABC):
     def describe(cls) -> dict[str, Any]:
         """Registry-facing summary: inputs, class specificity, validation policy, first docstring line."""
         doc = (sys.modules[cls.__module__].__doc__ or "").strip()
-        return {"name": cls.name, "requires": cls.requires.value, "class_specific": cls.class_specific,
-                "selection": cls.selection, "doc": doc.splitlines()[0] if doc else ""}
+        return {"name": cls.name, "requires": cls.requires.value, "uses_backbone": cls.needs_backbone(),
+                "class_specific": cls.class_specific, "selection": cls.selection,
+                "doc": doc.splitlines()[0] if doc else ""}
+
+    @classmethod
+    def needs_backbone(cls) -> bool:
+        return cls.uses_backbone or cls.requires is Inputs.IMAGES
 
 
 def train_class_index(target: EvalTarget) -> list[int]:

@@ -1,0 +1,67 @@
+"""Few-shot image sets for methods that run the encoders (prompt learning, fine-tuning).
+
+Each image is decoded once and kept as a uint8 array, so a method that trains for 100 epochs decodes each file
+once, not 100 times. Augmentations draw from an explicit ``numpy`` generator, so a method's training is
+reproducible from its seed alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor
+
+Transform = Callable[[Image.Image], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Labelled images: ``paths`` relative to ``root``; ``labels`` index the task's label space."""
+
+    root: Path
+    paths: tuple[str, ...]
+    labels: torch.Tensor
+    _decoded: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, i: int) -> Image.Image:
+        """Image ``i`` as RGB (decoded from disk on first use only)."""
+        if i not in self._decoded:
+            self._decoded[i] = np.asarray(open_rgb(Path(self.root) / self.paths[i]))
+        return Image.fromarray(self._decoded[i])
+
+    @property
+    def decoded(self) -> int:
+        """How many distinct images were decoded so far."""
+        return len(self._decoded)
+
+    def pixels(self, indices: Sequence[int] | torch.Tensor, transform: Transform) -> torch.Tensor:
+        """A ``[B, 3, H, W]`` batch of ``transform``-ed images."""
+        return torch.stack([transform(self.image(int(i))) for i in indices])
+
+    def batch(self, indices: Sequence[int] | torch.Tensor, transform: Transform) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels and labels of ``indices``."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.pixels(idx, transform), self.labels[idx]
+
+
+def train_augment(size: int, scale: tuple[float, float], mean: Sequence[float], std: Sequence[float],
+                  rng: np.random.Generator, flip: bool = True) -> Transform:
+    """RandomResizedCrop(size, scale, bicubic) [+ horizontal flip p=0.5] + normalisation, drawn from ``rng``.
+
+    The Dassl training transform of CoOp/CoCoOp/ClipFit is ``scale=(0.08, 1)`` with flip (spec §2.3).
+    """
+
+    def apply(img: Image.Image) -> torch.Tensor:
+        view = augmented_view(img, size, scale, rng, flip=flip)
+        return to_normalised_tensor(view, tuple(mean), tuple(std))
+
+    return apply
