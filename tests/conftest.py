@@ -95,3 +95,67 @@ def synthetic_task(n_classes: int = 5, shots: int = 4, dim: int = 16, views: int
     space = LabelSpace("synthetic", ids, tuple(f"class {i}" for i in range(n_classes)), ("a photo of a {}.",))
     text = torch.nn.functional.normalize(means + 0.5 * torch.randn(means.shape, generator=g), dim=-1)
     return FitTask(space, FeatureSet(x, y, vx), FeatureSet(xv, yv), text, 10.0, shots, 1)
+
+
+def _toy_images(root: Path, n_classes: int, per_class: int, split: str) -> tuple[list[str], list[int], list[str]]:
+    """Render ``per_class`` toy_objects images for the first ``n_classes`` classes as PNG files under ``root``."""
+    from PIL import Image
+
+    defn = suite.TOY_DATASETS["toy_objects"]
+    paths, labels = [], []
+    for label, cls in enumerate(defn.classes[:n_classes]):
+        for i in range(per_class):
+            rng = suite.image_rng(defn.name, split, label, i)
+            rel = f"{cls.class_id}/{split}_{i}.png"
+            (root / cls.class_id).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(suite.world.render(defn.scene(cls, rng), rng)).save(root / rel)
+            paths.append(rel)
+            labels.append(label)
+    return paths, labels, [c.classname for c in defn.classes[:n_classes]]
+
+
+def encoder_task(root: Path, n_classes: int = 4, shots: int = 2, views: int = 2, seed: int = 1) -> dict:
+    """A tiny task for methods that use the backbone: random-init ``toy_vit``, rendered images on disk, and the
+    projected / pre-projection features a pipeline would cache. Returns ``task``, ``backbone`` and per-input
+    evaluation data ``x`` (``{"features", "pre_proj", "images"}``) with ``labels`` for the val images."""
+    import open_clip
+
+    from clipbench.backbones.spec import Backbone
+    from clipbench.data.images import augmented_view, to_normalised_tensor, view_rng
+    from clipbench.data.imageset import ImageSet
+
+    spec = get_backbone("toy_vit")
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(spec.model)
+    backbone = Backbone(spec, model.eval(), preprocess, open_clip.get_tokenizer(spec.model), "random-init")
+    train_paths, train_labels, names = _toy_images(root, n_classes, shots, "train")
+    val_paths, val_labels, _ = _toy_images(root, n_classes, 2, "val")
+    train = ImageSet(root, tuple(train_paths), torch.tensor(train_labels))
+    val = ImageSet(root, tuple(val_paths), torch.tensor(val_labels))
+    mean, std = model.visual.image_mean, model.visual.image_std
+
+    def encode(images: ImageSet, transform) -> tuple[torch.Tensor, torch.Tensor]:
+        return backbone.encode_images_with_pre(images.pixels(range(len(images)), transform))
+
+    train_pre, train_plain = encode(train, preprocess)
+    val_pre, val_plain = encode(val, preprocess)
+    def view(v: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = torch.stack([to_normalised_tensor(augmented_view(
+            train.image(i), backbone.image_size, (0.5, 1.0), view_rng(path, v, 0)), mean, std)
+            for i, path in enumerate(train_paths)])
+        return backbone.encode_images_with_pre(pixels)
+
+    view_feats = [view(v) for v in range(views)]
+    space = LabelSpace("toy_objects", tuple(f"c{i}" for i in range(n_classes)), tuple(names), ("a photo of a {}.",))
+    text = backbone.text_classifier(space.prompts())
+    common = {"text_weights": text, "logit_scale": backbone.logit_scale, "shots": shots, "seed": seed,
+              "dataset": "toy_objects", "backbone": backbone, "train_images": train, "val_images": val}
+    tasks = {
+        "features": FitTask(space, FeatureSet(train_plain, train.labels, torch.stack([f[1] for f in view_feats])),
+                            FeatureSet(val_plain, val.labels), **common),
+        "pre_proj": FitTask(space, FeatureSet(train_pre, train.labels, torch.stack([f[0] for f in view_feats])),
+                            FeatureSet(val_pre, val.labels), **common),
+    }
+    tasks["images"] = tasks["features"]
+    x = {"features": val_plain, "pre_proj": val_pre, "images": val.pixels(range(len(val)), preprocess)}
+    return {"tasks": tasks, "backbone": backbone, "x": x, "labels": val.labels, "space": space}

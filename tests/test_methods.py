@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
 from clipbench.errors import NotApplicable
-from clipbench.methods import METHODS, EvalTarget
+from clipbench.methods import METHODS, EvalTarget, FitTask, Inputs
 from clipbench.methods.clip_adapter import ClipAdapterConfig
 from clipbench.methods.zeroshot import zero_shot_logits
 from clipbench.typed import parse
 
-from conftest import synthetic_task
+from conftest import encoder_task, synthetic_task
 
 FAST = {"clip_adapter": {"epochs": 20}, "linear_probe": {"bisection_steps": 2}}
 
@@ -23,65 +23,111 @@ def make(name: str, **overrides):
     return cls(parse(cls.Config, {**FAST.get(name, {}), **overrides}, f"test {name}"))
 
 
-def target_of(task, labels=None):
+def target_of(task, labels=None, backbone=None):
     labels = list(range(len(task.space))) if labels is None else labels
-    return EvalTarget(task.space.subset(tuple(labels)), task.text_weights[labels], task.logit_scale, task.space)
+    return EvalTarget(task.space.subset(tuple(labels)), task.text_weights[labels], task.logit_scale, task.space,
+                      backbone=backbone)
+
+
+@dataclass
+class Case:
+    """A method's task and its evaluation inputs: a separable feature task for feature-only methods, a tiny
+    random-init backbone with rendered images for methods that use the encoders."""
+
+    task: FitTask
+    x: torch.Tensor
+    labels: torch.Tensor
+    backbone: object | None
+    separable: bool
+
+    def target(self, labels=None) -> EvalTarget:
+        return target_of(self.task, labels, self.backbone)
+
+
+@pytest.fixture(scope="module")
+def encoder_case_data(tmp_path_factory):
+    return encoder_task(tmp_path_factory.mktemp("encoder_task"))
+
+
+@pytest.fixture
+def case(request, encoder_case_data):
+    def build(name: str) -> Case:
+        cls = METHODS.get(name)
+        if not cls.needs_backbone() and cls.requires is Inputs.FEATURES:
+            task = synthetic_task()
+            return Case(task, task.val.plain, task.val.labels, None, True)
+        kind = cls.requires.value
+        return Case(encoder_case_data["tasks"][kind], encoder_case_data["x"][kind], encoder_case_data["labels"],
+                    encoder_case_data["backbone"], False)
+    return build
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_fit_predict_shapes_and_accuracy(name):
-    task = synthetic_task()
+def test_fit_predict_shapes_and_accuracy(name, case):
+    c = case(name)
     method = make(name)
-    diagnostics = method.fit(task)
+    diagnostics = method.fit(c.task)
     assert isinstance(diagnostics, dict)
-    logits = method.predict(task.val.plain, target_of(task))
-    assert logits.shape == (len(task.val), len(task.space))
-    acc = (logits.argmax(1) == task.val.labels).float().mean().item()
-    assert acc > 1.5 / len(task.space), f"{name} is at chance on a separable task ({acc:.2f})"
+    logits = method.predictor(c.target())(c.x)
+    assert logits.shape == (len(c.labels), len(c.task.space))
+    assert torch.isfinite(logits).all()
+    if c.separable:
+        acc = (logits.argmax(1) == c.labels).float().mean().item()
+        assert acc > 1.5 / len(c.task.space), f"{name} is at chance on a separable task ({acc:.2f})"
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_state_round_trip_gives_identical_logits(name):
-    task = synthetic_task()
+def test_state_round_trip_gives_identical_logits(name, case):
+    c = case(name)
     method = make(name)
-    method.fit(task)
+    method.fit(c.task)
     restored = make(name)
     restored.load_state_dict({k: v.clone() for k, v in method.state_dict().items()})
-    target = target_of(task)
-    assert torch.equal(method.predict(task.val.plain, target), restored.predict(task.val.plain, target))
+    assert torch.equal(method.predictor(c.target())(c.x), restored.predictor(c.target())(c.x))
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_same_seed_same_result(name):
+def test_same_seed_same_result(name, case):
     runs = []
     for _ in range(2):
+        c = case(name)
         method = make(name)
-        method.fit(synthetic_task())
-        runs.append(method.predict(synthetic_task().val.plain, target_of(synthetic_task())))
+        method.fit(c.task)
+        runs.append(method.predictor(c.target())(c.x))
     assert torch.equal(runs[0], runs[1])
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_unseen_classes_follow_class_specific_flag(name):
-    task = synthetic_task()
-    method = make(name)
-    method.fit(task)
-    other = replace(task.space, class_ids=tuple(f"new{i}" for i in range(len(task.space))))
-    target = EvalTarget(other, task.text_weights, task.logit_scale, task.space)
-    if METHODS.get(name).class_specific:
-        with pytest.raises(NotApplicable):
-            method.predict(task.val.plain, target)
-    else:
-        assert method.predict(task.val.plain, target).shape == (len(task.val), len(other))
+def test_fit_does_not_modify_the_backbone(name, case):
+    c = case(name)
+    if c.backbone is None:
+        pytest.skip("feature-only method")
+    before = {k: v.clone() for k, v in c.backbone.model.state_dict().items()}
+    make(name).fit(c.task)
+    after = c.backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), f"{name} changed the shared backbone"
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_predicts_on_a_subset_of_the_training_classes(name):
-    task = synthetic_task()
+def test_unseen_classes_follow_class_specific_flag(name, case):
+    c = case(name)
     method = make(name)
-    method.fit(task)
-    logits = method.predict(task.val.plain, target_of(task, [1, 3]))
-    assert logits.shape == (len(task.val), 2)
+    method.fit(c.task)
+    other = replace(c.task.space, class_ids=tuple(f"new{i}" for i in range(len(c.task.space))))
+    target = EvalTarget(other, c.task.text_weights, c.task.logit_scale, c.task.space, backbone=c.backbone)
+    if METHODS.get(name).class_specific:
+        with pytest.raises(NotApplicable):
+            method.predictor(target)(c.x)
+    else:
+        assert method.predictor(target)(c.x).shape == (len(c.labels), len(other))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_predicts_on_a_subset_of_the_training_classes(name, case):
+    c = case(name)
+    method = make(name)
+    method.fit(c.task)
+    assert method.predictor(c.target([1, 3]))(c.x).shape == (len(c.labels), 2)
 
 
 def test_zero_shot_is_scaled_cosine():
