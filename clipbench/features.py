@@ -7,7 +7,9 @@ Outputs (safetensors, no pickle):
 * ``fit/`` - embeddings of the *pool* of few-shot images (the union over all manifests of the dataset):
   test-transform embeddings of train and val images and ``V`` augmented views of train images.
 
-Embeddings are projected and not normalised; each method normalises as its reference does.
+Embeddings are projected and not normalised; each method normalises as its reference does. Every image is
+also stored *before* the visual projection (``*_pre`` tensors; ProLIP trains the projection on them): both come
+from one forward pass, so they cost no extra encoder work.
 """
 
 from __future__ import annotations
@@ -45,32 +47,47 @@ def _batches(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start:start + size]
 
 
-def _encode(backbone: Backbone, tensors: list[torch.Tensor], counter: EncodeCounter) -> torch.Tensor:
+@dataclass(frozen=True)
+class Encoded:
+    """Embeddings of an image list: projected and pre-projection, plain ``[N, .]`` and views ``[V, N, .]``."""
+
+    plain: torch.Tensor
+    pre: torch.Tensor
+    views: torch.Tensor | None = None
+    pre_views: torch.Tensor | None = None
+
+
+def _encode(backbone: Backbone, tensors: list[torch.Tensor], counter: EncodeCounter
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     counter.encoded += len(tensors)
-    return backbone.encode_images(torch.stack(tensors))
+    return backbone.encode_images_with_pre(torch.stack(tensors))
+
+
+def _cat(parts: list[torch.Tensor], dim: int, width: int) -> torch.Tensor:
+    return torch.cat(parts, dim=dim) if parts else torch.zeros(0, width)
 
 
 def encode_paths(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int,
-                 views: ViewSpec | None = None, counter: EncodeCounter | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Test-transform embeddings ``[N, D]`` and, if ``views``, augmented-view embeddings ``[V, N, D]``."""
+                 views: ViewSpec | None = None, counter: EncodeCounter | None = None) -> Encoded:
+    """Test-transform embeddings and, if ``views``, augmented-view embeddings, each with and without projection."""
     counter = counter or EncodeCounter()
     mean, std = backbone.model.visual.image_mean, backbone.model.visual.image_std
-    plain, viewed = [], []
+    pre, plain, pre_views, viewed = [], [], [], []
     for chunk in _batches(paths, batch_size):
         images = [open_rgb(image_dir / p) for p in chunk]
         counter.decoded += len(images)
-        plain.append(_encode(backbone, [backbone.preprocess(im) for im in images], counter))
+        chunk_pre, chunk_plain = _encode(backbone, [backbone.preprocess(im) for im in images], counter)
+        pre.append(chunk_pre)
+        plain.append(chunk_plain)
         if views and views.views:
-            viewed.append(torch.stack([
-                _encode(backbone, [to_normalised_tensor(
-                    augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std)
-                    for p, im in zip(chunk, images, strict=True)], counter)
-                for v in range(views.views)]))
-    dim = backbone.embed_dim
-    plain_t = torch.cat(plain) if plain else torch.zeros(0, dim)
-    views_t = torch.cat(viewed, dim=1) if viewed else None
-    return plain_t, views_t
+            encoded = [_encode(backbone, [to_normalised_tensor(
+                augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std)
+                for p, im in zip(chunk, images, strict=True)], counter) for v in range(views.views)]
+            pre_views.append(torch.stack([e[0] for e in encoded]))
+            viewed.append(torch.stack([e[1] for e in encoded]))
+    return Encoded(plain=_cat(plain, 0, backbone.embed_dim), pre=_cat(pre, 0, backbone.pre_proj_dim),
+                   views=torch.cat(viewed, dim=1) if viewed else None,
+                   pre_views=torch.cat(pre_views, dim=1) if pre_views else None)
 
 
 def save_text(path: Path, weights: torch.Tensor, logit_scale: float, meta: dict) -> Path:

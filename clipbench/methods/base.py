@@ -80,6 +80,7 @@ class FitTask:
     shots: int
     seed: int
     dataset: str = ""  # registry key of the source dataset (for per-dataset reference settings)
+    subset: str = "all"  # "all" classes of the split, or its "base" half (base-to-new training)
     backbone: Backbone | None = None
     train_images: ImageSet | None = None
     val_images: ImageSet | None = None

@@ -3,6 +3,8 @@
 This is the only stage that reads test labels. Each evaluation is a cell of its own, keyed by the trained
 cell's key and the test/text feature keys, so re-running after adding a seed scores only the new cells.
 Methods with no answer for a target (class-specific weights on unseen classes) yield status ``n/a``.
+What a method scores depends on what it consumes: cached projected or pre-projection test features, or (for
+methods that fine-tune the encoders) the test images, streamed in batches through its ``predictor``.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from clipbench.backbones import load_backbone
 from clipbench.cells import CellStore, EvalCell, code_fingerprint
 from clipbench.config import SuiteConfig
 from clipbench.data import LabelSpace, metadata
-from clipbench.data.index import load_index
+from clipbench.data.images import open_rgb
+from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import base_new_labels, manifest_name, read_manifest
 from clipbench.errors import DataError, NotApplicable
 from clipbench.features import load_text, read_feature_dir
 from clipbench.io import load_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, EvalTarget
+from clipbench.methods import METHODS, EvalTarget, Inputs, Method
 from clipbench.pipeline.train import STATE_FILE, cell_labels
 from clipbench.protocols import eval_cells
 from clipbench.results import RESULT_FILE, write_results
@@ -35,16 +39,48 @@ from clipbench.typed import stable_hash
 class _Inputs:
     """Lazily loaded, memoised test features, text classifiers and label spaces of one evaluation run."""
 
-    def __init__(self, backbone: str, cfg: SuiteConfig, layout: Layout) -> None:
-        self.backbone, self.cfg, self.layout = backbone, cfg, layout
+    def __init__(self, backbone: str, cfg: SuiteConfig, layout: Layout, method: type[Method]) -> None:
+        self.backbone, self.cfg, self.layout, self.method = backbone, cfg, layout, method
         self.test = cache(lambda d: read_feature_dir(layout.test_features(backbone, d)))
         self.text = cache(lambda d: load_text(layout.text_features(backbone, d)))
+        self.index = cache(lambda d: load_index(layout.dataset_index(d)))
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
+        self.model = cache(lambda: load_backbone(backbone, layout.backbone(backbone)))
 
     def _space(self, dataset: str) -> LabelSpace:
-        index = load_index(self.layout.dataset_index(dataset))
-        return index.label_space(metadata.templates(dataset, self.cfg.text.template_set))
+        return self.index(dataset).label_space(metadata.templates(dataset, self.cfg.text.template_set))
+
+    def backbone_model(self):
+        return self.model() if self.method.needs_backbone() else None
+
+
+def _test_inputs(cell: EvalCell, inputs: _Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the method scores (features, pre-projection features or row numbers of test images) and labels."""
+    test = inputs.test(cell.dataset)
+    labels = test.tensors["labels"]
+    if inputs.method.requires is Inputs.IMAGES:
+        return torch.arange(len(labels)), labels
+    key = "pre_features" if inputs.method.requires is Inputs.PRE_PROJ_FEATURES else "features"
+    return test.tensors[key], labels
+
+
+def _image_batches(index: DatasetIndex, rows: torch.Tensor, inputs: _Inputs):
+    """Test-transform pixel batches of the test images at ``rows`` (decoded batch by batch, not kept)."""
+    model, image_dir = inputs.model(), Path(inputs.cfg.data_root) / index.image_root
+    records = index.splits.test
+    for start in range(0, len(rows), inputs.cfg.features.batch_size):
+        chunk = rows[start:start + inputs.cfg.features.batch_size]
+        yield torch.stack([model.preprocess(open_rgb(image_dir / records[int(i)].path)) for i in chunk])
+
+
+def _predict(model: Method, target: EvalTarget, x: torch.Tensor, cell: EvalCell, inputs: _Inputs) -> torch.Tensor:
+    score = model.predictor(target)
+    if inputs.method.requires is not Inputs.IMAGES:
+        return score(x)
+    with torch.inference_mode():
+        parts = [score(batch) for batch in _image_batches(inputs.index(cell.dataset), x, inputs)]
+    return torch.cat(parts) if parts else torch.zeros(0, len(target.space))
 
 
 def _labels_for(cell: EvalCell, inputs: _Inputs) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
@@ -59,8 +95,7 @@ def _labels_for(cell: EvalCell, inputs: _Inputs) -> tuple[tuple[int, ...] | None
 
 def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> dict:
     target_labels, train_labels = _labels_for(cell, inputs)
-    test = inputs.test(cell.dataset)
-    feats, labels = test.tensors["features"], test.tensors["labels"]
+    feats, labels = _test_inputs(cell, inputs)
     text, scale, _ = inputs.text(cell.dataset)
     space = inputs.space(cell.dataset)
     if target_labels is not None:
@@ -68,11 +103,12 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
         remap = {old: new for new, old in enumerate(target_labels)}
         feats, labels = feats[keep], torch.tensor([remap[int(v)] for v in labels[keep]])
         space, text = space.subset(target_labels), text[list(target_labels)]
-    target = EvalTarget(space, text, scale, inputs.space(cell.train.dataset).subset(train_labels))
+    target = EvalTarget(space, text, scale, inputs.space(cell.train.dataset).subset(train_labels),
+                        backbone=inputs.backbone_model())
     model = method_cls(config)
     model.load_state_dict(state)
     try:
-        logits = model.predict(feats, target)
+        logits = _predict(model, target, feats, cell, inputs)
     except NotApplicable as exc:
         return {"status": "n/a", "value": math.nan, "n": len(labels), "note": str(exc)}
     correct = (logits.argmax(dim=1) == labels).sum().item()
@@ -82,7 +118,7 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
 def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path:
     """Evaluate every planned cell (reusing unchanged ones) and write the method's result table."""
     method_cls, config = METHODS.get(method), cfg.method_config(method)
-    inputs = _Inputs(backbone, cfg, layout)
+    inputs = _Inputs(backbone, cfg, layout, method_cls)
     store = CellStore(layout.results(backbone, method) / "cells")
     code = code_fingerprint(__name__, method_cls.__module__, "clipbench.methods.base")
     rows, plan = [], eval_cells(cfg)

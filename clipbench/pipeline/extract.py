@@ -53,11 +53,12 @@ def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> No
 def _write_test(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str,
                 counter: features.EncodeCounter) -> None:
     paths = [r.path for r in index.splits.test]
-    plain, _ = features.encode_paths(bb, image_dir, paths, cfg.features.batch_size, counter=counter)
+    enc = features.encode_paths(bb, image_dir, paths, cfg.features.batch_size, counter=counter)
     labels = torch.tensor([r.label for r in index.splits.test], dtype=torch.long)
     meta = {"feature_key": key, "index_hash": index.hash, "images": len(paths)}
     features.write_feature_dir(layout.test_features(bb.spec.key, index.dataset),
-                               {"features": plain, "labels": labels}, {"test": paths}, meta)
+                               {"features": enc.plain, "pre_features": enc.pre, "labels": labels},
+                               {"test": paths}, meta)
 
 
 def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str,
@@ -67,11 +68,12 @@ def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layou
     val_pool = sorted({r.path for m in manifests for r in m.val})
     f = cfg.features
     views = features.ViewSpec(f.views, f.view_scale, f.seed)
-    train_plain, train_views = features.encode_paths(bb, image_dir, train_pool, f.batch_size, views, counter)
-    val_plain, _ = features.encode_paths(bb, image_dir, val_pool, f.batch_size, counter=counter)
-    tensors = {"train_plain": train_plain, "val_plain": val_plain}
-    if train_views is not None:
-        tensors["train_views"] = train_views
+    train = features.encode_paths(bb, image_dir, train_pool, f.batch_size, views, counter)
+    val = features.encode_paths(bb, image_dir, val_pool, f.batch_size, counter=counter)
+    tensors = {"train_plain": train.plain, "val_plain": val.plain, "train_pre_plain": train.pre,
+               "val_pre_plain": val.pre}
+    if train.views is not None:
+        tensors["train_views"], tensors["train_pre_views"] = train.views, train.pre_views
     meta = {"feature_key": key, "index_hash": index.hash, "views": f.views, "train_images": len(train_pool),
             "val_images": len(val_pool)}
     features.write_feature_dir(layout.fit_features(bb.spec.key, index.dataset), tensors,

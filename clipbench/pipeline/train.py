@@ -1,7 +1,8 @@
 """Stage ``train``: fit one method on every training cell whose source is one dataset.
 
-Only the few-shot manifests, the ``fit`` feature cache and the text classifier are read here; test features
-are not an input of this stage (the test-label firewall is structural).
+Only the few-shot manifests, the ``fit`` feature cache, the text classifier and, for methods that use the
+encoders, the backbone and the few-shot train/val image files are read here; test features and test images are
+not an input of this stage (the test-label firewall is structural).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from pathlib import Path
 
 import torch
 
+from clipbench.backbones import Backbone, load_backbone
 from clipbench.cells import CellStore, TrainCell, cell_dict, code_fingerprint
 from clipbench.config import SuiteConfig
 from clipbench.data import LabelSpace, Record, metadata
+from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
 from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
 from clipbench.features import FeatureDir, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, FeatureSet, FitTask, Method
+from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method
 from clipbench.protocols import training_cells
 from clipbench.typed import stable_hash, tensor_hash, to_plain
 
@@ -37,6 +40,9 @@ class TrainInputs:
     text: torch.Tensor
     logit_scale: float
     space: LabelSpace
+    requires: Inputs = Inputs.FEATURES
+    backbone: Backbone | None = None  # only for methods that use the encoders
+    image_dir: Path | None = None  # only for methods that train on images
 
 
 def cell_labels(cell: TrainCell, split: KShotSplit) -> tuple[int, ...]:
@@ -45,27 +51,45 @@ def cell_labels(cell: TrainCell, split: KShotSplit) -> tuple[int, ...]:
     return labels if cell.subset == "all" else base_new_labels(labels)[0]
 
 
-def _feature_set(fit: FeatureDir, split: str, records: tuple[Record, ...], with_views: bool) -> FeatureSet:
+def _feature_set(fit: FeatureDir, split: str, records: tuple[Record, ...], with_views: bool,
+                 pre: bool = False) -> FeatureSet:
     rows = fit.rows(split, [r.path for r in records])
-    views = fit.tensors.get(f"{split}_views") if with_views else None
-    return FeatureSet(plain=fit.tensors[f"{split}_plain"][rows], labels=torch.tensor([r.label for r in records]),
+    prefix = f"{split}_pre" if pre else split
+    views = fit.tensors.get(f"{prefix}_views") if with_views else None
+    return FeatureSet(plain=fit.tensors[f"{prefix}_plain"][rows], labels=torch.tensor([r.label for r in records]),
                       views=views[:, rows] if views is not None else None)
 
 
+def _image_set(image_dir: Path | None, records: tuple[Record, ...]) -> ImageSet | None:
+    if image_dir is None:
+        return None
+    return ImageSet(image_dir, tuple(r.path for r in records), torch.tensor([r.label for r in records]))
+
+
 def build_task(cell: TrainCell, split: KShotSplit, inputs: TrainInputs) -> FitTask:
-    """The :class:`FitTask` of one cell: relabelled few-shot train/val features and the matching text rows."""
+    """The :class:`FitTask` of one cell: relabelled few-shot train/val features (pre-projection ones for methods
+    that need them), the matching text rows and, for encoder-level methods, the backbone and image files."""
     labels = cell_labels(cell, split)
     train, val = relabel(split.train, labels), relabel(split.val, labels)
-    return FitTask(space=inputs.space.subset(labels), train=_feature_set(inputs.fit, "train", train, True),
-                   val=_feature_set(inputs.fit, "val", val, False), text_weights=inputs.text[list(labels)],
-                   logit_scale=inputs.logit_scale, shots=cell.shots, seed=cell.seed)
+    pre = inputs.requires is Inputs.PRE_PROJ_FEATURES
+    return FitTask(space=inputs.space.subset(labels), train=_feature_set(inputs.fit, "train", train, True, pre),
+                   val=_feature_set(inputs.fit, "val", val, False, pre), text_weights=inputs.text[list(labels)],
+                   logit_scale=inputs.logit_scale, shots=cell.shots, seed=cell.seed, dataset=cell.dataset,
+                   subset=cell.subset, backbone=inputs.backbone, train_images=_image_set(inputs.image_dir, train),
+                   val_images=_image_set(inputs.image_dir, val))
 
 
-def load_inputs(backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> TrainInputs:
+def load_inputs(backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout,
+                method: type[Method] | None = None) -> TrainInputs:
+    """The artifacts a train stage reads; the backbone and image folder only if ``method`` needs them."""
     text, scale, _ = load_text(layout.text_features(backbone, dataset))
     index = load_index(layout.dataset_index(dataset))
     space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
-    return TrainInputs(read_feature_dir(layout.fit_features(backbone, dataset)), text, scale, space)
+    requires = method.requires if method else Inputs.FEATURES
+    model = load_backbone(backbone, layout.backbone(backbone)) if method and method.needs_backbone() else None
+    image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
+    return TrainInputs(read_feature_dir(layout.fit_features(backbone, dataset)), text, scale, space, requires,
+                       model, image_dir)
 
 
 def method_code(method: type[Method]) -> str:
@@ -76,10 +100,11 @@ def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: L
     """Train every planned cell whose key changed; keep the others; drop cells no longer planned."""
     method_cls = METHODS.get(method)
     config = cfg.method_config(method)
-    inputs = load_inputs(backbone, dataset, cfg, layout)
+    inputs = load_inputs(backbone, dataset, cfg, layout, method_cls)
     store = CellStore(layout.models(backbone, method, dataset))
     base_key = {"method": method, "config": to_plain(config), "code": method_code(method_cls),
-                "features": inputs.fit.meta["feature_key"], "text": tensor_hash(inputs.text)}
+                "features": inputs.fit.meta["feature_key"], "text": tensor_hash(inputs.text),
+                "backbone": inputs.backbone.sha256 if inputs.backbone else None}
     plan, trained = training_cells(cfg, dataset), 0
     for cell in plan:
         split = read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed))
