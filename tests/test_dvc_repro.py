@@ -44,7 +44,8 @@ def workspace(tmp_path_factory) -> Path:
         params["protocols"][key].update(shots=4, seeds=[1])
     params["toy_pretrain"].update(images=128, steps=3, batch_size=32)
     params["features"]["views"] = 2
-    params["method_params"]["clip_adapter"] = {"epochs": 3}
+    params["methods"] = ["zeroshot", "linear_probe", "clip_adapter"]  # the DVC mechanics, not every method
+    params["method_params"] = {"zeroshot": {}, "linear_probe": {}, "clip_adapter": {"epochs": 3}}
     params["tracking"]["uri"] = "sqlite:///mlflow.db"
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], work)

@@ -8,9 +8,11 @@ import math
 
 import pandas as pd
 import pytest
+from test_methods import FAST
 
 from clipbench import tracking
 from clipbench.config import SuiteConfig
+from clipbench.methods import METHODS
 from clipbench.pipeline import aggregate, backbone, download, evaluate, extract, split, track, train
 from clipbench.protocols import eval_cells
 from clipbench.results import RESULT_FILE
@@ -161,3 +163,23 @@ def test_backbone_stage_pretrains_and_loads(project):
     bb = load_backbone("toy_vit", layout.backbone("toy_vit"))
     manifest = json.loads((layout.backbone("toy_vit") / "backbone.json").read_text())
     assert manifest["sha256"] == bb.sha256 and not math.isnan(manifest["final_loss"])
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_registered_method_runs_through_train_and_evaluate(ran, name):
+    """The train and evaluate stages feed each method what it declares (features, pre-projection features,
+    images, backbone) in every protocol; class-agnostic methods answer everywhere, class-specific ones give n/a."""
+    _, layout, data_root, *_ = ran
+    params = tiny_params(data_root=str(data_root), methods=[name])
+    params["method_params"] = {name: FAST.get(name, {})}
+    cfg = parse(SuiteConfig, params, "test")
+    for d in cfg.datasets:
+        out = train.run(backbone="toy_vit", method=name, dataset=d, cfg=cfg, layout=layout)
+        assert out["planned"] > 0
+    results = pd.read_parquet(evaluate.run(backbone="toy_vit", method=name, cfg=cfg, layout=layout))
+    assert len(results) == len(eval_cells(cfg))
+    assert set(results.status) <= {"ok", "n/a"}
+    ok = results[results.status == "ok"]
+    assert ok.value.between(0, 100).all() and len(ok) > 0
+    if not METHODS.get(name).class_specific:
+        assert (results.status == "ok").all(), results[results.status != "ok"][["protocol", "dataset", "note"]]
