@@ -1,0 +1,19 @@
+"""Food-101 in the CoOp layout: ``food-101/split_zhou_Food101.json`` over ``food-101/images`` (spec §3.1).
+
+Labels and class names come from the split file unchanged (CoOp's cleaned names).
+"""
+
+from __future__ import annotations
+
+from clipbench.data.coop import Counts, SplitJsonSpec
+
+
+class Food101(SplitJsonSpec):
+    name = "food101"
+    dirname = "food-101"
+    image_root = "images"
+    split_file = "split_zhou_Food101.json"
+    expected = Counts(classes=101, train=50_500, val=20_200, test=30_300)
+    fix = ("Extract food-101.tar.gz so that food-101/images/<class>/ exists and put split_zhou_Food101.json in "
+           "food-101/; "
+           "see docs/datasets.md#food101.")
