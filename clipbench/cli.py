@@ -61,6 +61,31 @@ def validate(params: Path) -> None:
 
 
 @main.command()
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Folder holding the datasets (default: data_root of --params).")
+@click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
+@click.option("--counts", type=click.Choice(["exact", "classes"]), default=None,
+              help="exact: compare with the published split sizes (default: data_counts of --params, else exact).")
+@click.option("--dataset", "names", multiple=True, help="Only these datasets (repeatable).")
+def datasets(data_root: Path | None, params: Path, counts: str | None, names: tuple[str, ...]) -> None:
+    """List every dataset as found / missing / invalid with its split sizes, and how to fix what is not found."""
+    import yaml
+
+    from clipbench.data import DATASETS
+    from clipbench.data.survey import render, survey
+
+    defaults = yaml.safe_load(params.read_text()) if params.is_file() else {}
+    defaults = defaults if isinstance(defaults, dict) else {}
+    root = data_root or Path(defaults.get("data_root", "data/raw"))
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        _fail(ClipbenchError(DATASETS.unknown_message(unknown[0])))
+    rows = survey(root, list(names) or None, counts or defaults.get("data_counts", "exact"))
+    click.echo(f"data_root: {root}")
+    click.echo(render(rows))
+
+
+@main.command()
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 def results(reports: Path) -> None:
     """Print the Markdown summary written by the aggregate stage."""
