@@ -15,6 +15,12 @@ from clipbench.errors import ConfigError
 
 _DIR = Path(__file__).parent
 IMAGENET_CLASSNAMES = _DIR / "imagenet_classnames.txt"
+_REGISTERED: dict[str, tuple[str, ...]] = {}  # datasets declared in params.yaml: one list for every set
+
+
+def register_templates(dataset: str, templates: tuple[str, ...]) -> None:
+    """Use ``templates`` for ``dataset`` whatever the template set (custom datasets)."""
+    _REGISTERED[dataset] = tuple(templates)
 
 
 @cache
@@ -23,12 +29,16 @@ def _templates() -> dict:
 
 
 def template_sets(dataset: str) -> tuple[str, ...]:
-    """The template sets defined for ``dataset`` (sorted)."""
+    """The template sets defined for ``dataset`` (sorted); a registered custom dataset accepts any set."""
+    if dataset in _REGISTERED:
+        return ("*",)
     return tuple(sorted(_dataset_sets(dataset)))
 
 
 def templates(dataset: str, template_set: str) -> tuple[str, ...]:
     """The prompt templates of ``dataset`` in ``template_set``; a clear error lists what exists."""
+    if dataset in _REGISTERED:
+        return _REGISTERED[dataset]
     sets = _dataset_sets(dataset)
     if template_set not in sets:
         raise ConfigError(f"text.template_set: {template_set!r} is not defined for {dataset!r}; "
