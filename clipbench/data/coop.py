@@ -23,6 +23,7 @@ from clipbench.data.base import (
     classes_from_records,
     read_split_json,
 )
+from clipbench.data.download import Source
 from clipbench.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -46,6 +47,10 @@ class CoopSpec(DatasetSpec):
     expected: ClassVar[Counts]
     fix: ClassVar[str] = "see docs/datasets.md"
     required: ClassVar[tuple[str, ...]] = ()  # files/folders (relative to the dataset dir) that must exist
+    sources: ClassVar[tuple[Source, ...]] = ()  # public files for automatic download (empty: manual steps)
+
+    def finish_install(self, staged: Path) -> None:
+        """Hook after the sources are placed in the staging folder ``staged`` (default: nothing)."""
 
     def missing(self, data_root: Path) -> list[str]:
         """Required files or folders that are absent (empty when the layout is present)."""
@@ -58,7 +63,7 @@ class CoopSpec(DatasetSpec):
         return (self.root(data_root) / COMPLETE_MARKER).exists() or not self.missing(data_root)
 
     def prepare(self, data_root: Path) -> None:
-        """No automatic download: explain exactly what to place where."""
+        """Without public sources: explain exactly what to place where (see :mod:`clipbench.data.download`)."""
         missing = self.missing(data_root)
         raise DataError(f"{self.name} is not at {self.root(data_root)} (missing {', '.join(missing[:_SHOW])}) "
                         f"and cannot be downloaded automatically. {self.fix}")

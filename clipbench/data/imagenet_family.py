@@ -9,6 +9,7 @@ used. Image lists are sorted by file name inside each class folder (CoOp lists t
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,11 +31,19 @@ def imagenet_classes(dataset_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...
     return tuple(ids[i] for i in order), tuple(names[i] for i in order)
 
 
+def copy_classnames(staged: Path) -> None:
+    """Put the bundled ``classnames.txt`` into a freshly downloaded ImageNet-family folder (CoOp asks for it)."""
+    shutil.copyfile(metadata.IMAGENET_CLASSNAMES, staged / "classnames.txt")
+
+
 class WnidFolderTarget(CoopSpec):
     """A test-only ImageNet variant whose ``image_root`` holds one folder per wnid."""
 
     test_only = True
     subset: ClassVar[bool] = False  # True: a subset of the 1000 classes (ImageNet-A/R), relabelled 0..n-1
+
+    def finish_install(self, staged: Path) -> None:
+        copy_classnames(staged)
 
     def read(self, data_root: Path) -> DatasetSplits:
         root = self.require_layout(data_root)

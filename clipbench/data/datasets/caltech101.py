@@ -7,6 +7,7 @@ Labels and class names come from the split file unchanged (CoOp's cleaned names)
 from __future__ import annotations
 
 from clipbench.data.coop import Counts, SplitJsonSpec
+from clipbench.data.download import Source, drive
 
 
 class Caltech101(SplitJsonSpec):
@@ -18,3 +19,9 @@ class Caltech101(SplitJsonSpec):
     fix = ("Extract 101_ObjectCategories.tar.gz into caltech-101/ and put split_zhou_Caltech101.json (CoOp "
            "DATASETS.md) next to it; "
            "see docs/datasets.md#caltech101.")
+    sources = (
+        Source("https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip", "caltech-101.zip",
+               md5="3138e1922a9193bfa496528edbbc45d0", member="caltech-101",
+               inner="101_ObjectCategories.tar.gz"),
+        drive("1hyarUivQE36mY6jSomru6Fjd-JzwcCzN", "split_zhou_Caltech101.json"),
+    )

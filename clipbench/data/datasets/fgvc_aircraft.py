@@ -11,6 +11,7 @@ from pathlib import Path
 
 from clipbench.data.base import DatasetSplits, Record
 from clipbench.data.coop import CoopSpec, Counts, check_files, check_labels
+from clipbench.data.download import Source
 from clipbench.errors import DataError
 
 
@@ -22,6 +23,8 @@ class FGVCAircraft(CoopSpec):
     expected = Counts(classes=100, train=3_334, val=3_333, test=3_333)
     fix = ("Download fgvc-aircraft-2013b.tar.gz and place the contents of its data/ folder in fgvc_aircraft/; "
            "see docs/datasets.md#fgvc_aircraft.")
+    sources = (Source("https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
+                      "fgvc-aircraft-2013b.tar.gz", member="fgvc-aircraft-2013b/data"),)  # no published checksum
 
     def read(self, data_root: Path) -> DatasetSplits:
         root = self.require_layout(data_root)

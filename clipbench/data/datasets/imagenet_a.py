@@ -7,6 +7,7 @@ classifier is restricted to these 200 classes by wnid, never by name (spec §8 i
 from __future__ import annotations
 
 from clipbench.data.coop import Counts
+from clipbench.data.download import Source
 from clipbench.data.imagenet_family import WnidFolderTarget
 
 
@@ -18,3 +19,5 @@ class ImageNetA(WnidFolderTarget):
     expected = Counts(classes=200, train=None, val=None, test=7_500)
     fix = ("Download imagenet-a.tar (github.com/hendrycks/natural-adv-examples) and extract it into "
            "imagenet-adversarial/; see docs/datasets.md#imagenet_a.")
+    # no checksum is published for this archive
+    sources = (Source("https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar", "imagenet-a.tar"),)

@@ -7,6 +7,7 @@ item 11).
 from __future__ import annotations
 
 from clipbench.data.coop import Counts
+from clipbench.data.download import Source
 from clipbench.data.imagenet_family import WnidFolderTarget
 
 
@@ -18,3 +19,5 @@ class ImageNetR(WnidFolderTarget):
     expected = Counts(classes=200, train=None, val=None, test=30_000)
     fix = ("Download imagenet-r.tar (github.com/hendrycks/imagenet-r) and extract it into imagenet-rendition/; "
            "see docs/datasets.md#imagenet_r.")
+    # no checksum is published for this archive
+    sources = (Source("https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar", "imagenet-r.tar"),)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from clipbench.data.base import DatasetSplits
 from clipbench.data.coop import CoopSpec, Counts, class_folders, folder_records
-from clipbench.data.imagenet_family import imagenet_classes
+from clipbench.data.download import Source
+from clipbench.data.imagenet_family import copy_classnames, imagenet_classes
 from clipbench.errors import DataError
 
 
@@ -22,6 +23,11 @@ class ImageNetV2(CoopSpec):
     expected = Counts(classes=1000, train=None, val=None, test=10_000)
     fix = ("Download imagenetv2-matched-frequency.tar.gz (ImageNetV2 release on Hugging Face, "
            "vaishaal/ImageNetV2) and extract it into imagenetv2/; see docs/datasets.md#imagenetv2.")
+    sources = (Source("https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/"
+                      "imagenetv2-matched-frequency.tar.gz", "imagenetv2-matched-frequency.tar.gz"),)  # no checksum
+
+    def finish_install(self, staged: Path) -> None:
+        copy_classnames(staged)
 
     def read(self, data_root: Path) -> DatasetSplits:
         root = self.require_layout(data_root)

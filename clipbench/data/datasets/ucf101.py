@@ -7,6 +7,7 @@ Labels and class names come from the split file unchanged (CoOp's cleaned names)
 from __future__ import annotations
 
 from clipbench.data.coop import Counts, SplitJsonSpec
+from clipbench.data.download import drive
 
 
 class UCF101(SplitJsonSpec):
@@ -17,3 +18,7 @@ class UCF101(SplitJsonSpec):
     expected = Counts(classes=101, train=7_639, val=1_898, test=3_783)
     fix = ("Extract CoOp's UCF-101-midframes.zip into ucf101/ and put split_zhou_UCF101.json there; "
            "see docs/datasets.md#ucf101.")
+    sources = (
+        drive("10Jqome3vtUA2keJkNanAiFpgbyC9Hc2O", "UCF-101-midframes.zip", member=""),
+        drive("1I0S0q91hJfsV9Gf4xDIjgDq4AqBNJb1y", "split_zhou_UCF101.json"),
+    )
