@@ -288,3 +288,19 @@ def test_classnames_txt_with_foreign_wnids_is_rejected(coop_root, tmp_path):
     path.write_text(path.read_text().replace("n01440764", "n99999999"))
     with pytest.raises(DataError, match="not the 1000 ImageNet-1k classes"):
         get_dataset("imagenet_a").read(root)
+
+
+@pytest.mark.parametrize("name", ["imagenet_a", "imagenet_r", "imagenetv2"])
+def test_class_specific_weights_are_restricted_by_wnid(coop_root, name):
+    import torch
+
+    from clipbench.data import LabelSpace
+    from clipbench.methods.base import EvalTarget, train_class_index
+
+    full = get_dataset("imagenet").read(coop_root)
+    sub = get_dataset(name).read(coop_root)
+    space = lambda s: LabelSpace(name, s.class_ids, s.classnames, ("a photo of a {}.",))  # noqa: E731
+    target = EvalTarget(space(sub), torch.zeros(len(sub.class_ids), 4), 100.0, space(full))
+    rows = train_class_index(target)
+    assert [full.class_ids[i] for i in rows] == list(sub.class_ids)
+    assert [full.classnames[i] for i in rows] == list(sub.classnames)
