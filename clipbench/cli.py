@@ -69,18 +69,22 @@ def validate(params: Path) -> None:
 @click.option("--dataset", "names", multiple=True, help="Only these datasets (repeatable).")
 def datasets(data_root: Path | None, params: Path, counts: str | None, names: tuple[str, ...]) -> None:
     """List every dataset as found / missing / invalid with its split sizes, and how to fix what is not found."""
-    import yaml
-
+    from clipbench.config import load_suite
     from clipbench.data import DATASETS
     from clipbench.data.survey import render, survey
 
-    defaults = yaml.safe_load(params.read_text()) if params.is_file() else {}
-    defaults = defaults if isinstance(defaults, dict) else {}
-    root = data_root or Path(defaults.get("data_root", "data/raw"))
+    default_root, default_counts = Path("data/raw"), "exact"
+    if params.is_file():  # also registers the suite's custom datasets
+        try:
+            cfg = load_suite(params)
+            default_root, default_counts = Path(cfg.data_root), cfg.data_counts
+        except ClipbenchError as exc:
+            _fail(exc)
+    root = data_root or default_root
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         _fail(ClipbenchError(DATASETS.unknown_message(unknown[0])))
-    rows = survey(root, list(names) or None, counts or defaults.get("data_counts", "exact"))
+    rows = survey(root, list(names) or None, counts or default_counts)
     click.echo(f"data_root: {root}")
     click.echo(render(rows))
 

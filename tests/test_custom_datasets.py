@@ -121,3 +121,15 @@ def test_folder_and_csv_inconsistencies_name_the_file(tmp_path):
     (parts / "img" / "b.jpg").unlink()
     with pytest.raises(DataError, match=r"lists 1 images missing.*img/b.jpg"):
         get_dataset("parts").read(tmp_path / "data")
+
+
+def test_cli_lists_custom_datasets_of_the_suite(tmp_path):
+    from click.testing import CliRunner
+
+    from clipbench.cli import main
+
+    write_folders(tmp_path / "data" / "birds")
+    suite(tmp_path, {"birds": {"format": "folders", "path": "birds"}})
+    out = CliRunner().invoke(main, ["datasets", "--params", str(tmp_path / "params.yaml"), "--dataset", "birds"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines()[2].split()[:6] == ["birds", "found", "3", "9", "3", "3"]
