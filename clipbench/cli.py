@@ -61,6 +61,35 @@ def validate(params: Path) -> None:
 
 
 @main.command()
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Folder holding the datasets (default: data_root of --params).")
+@click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
+@click.option("--counts", type=click.Choice(["exact", "classes"]), default=None,
+              help="exact: compare with the published split sizes (default: data_counts of --params, else exact).")
+@click.option("--dataset", "names", multiple=True, help="Only these datasets (repeatable).")
+def datasets(data_root: Path | None, params: Path, counts: str | None, names: tuple[str, ...]) -> None:
+    """List every dataset as found / missing / invalid with its split sizes, and how to fix what is not found."""
+    from clipbench.config import load_suite
+    from clipbench.data import DATASETS
+    from clipbench.data.survey import render, survey
+
+    default_root, default_counts = Path("data/raw"), "exact"
+    if params.is_file():  # also registers the suite's custom datasets
+        try:
+            cfg = load_suite(params)
+            default_root, default_counts = Path(cfg.data_root), cfg.data_counts
+        except ClipbenchError as exc:
+            _fail(exc)
+    root = data_root or default_root
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        _fail(ClipbenchError(DATASETS.unknown_message(unknown[0])))
+    rows = survey(root, list(names) or None, counts or default_counts)
+    click.echo(f"data_root: {root}")
+    click.echo(render(rows))
+
+
+@main.command()
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 def results(reports: Path) -> None:
     """Print the Markdown summary written by the aggregate stage."""

@@ -16,6 +16,8 @@ import yaml
 from clipbench.backbones.spec import BACKBONES
 from clipbench.backbones.toy_pretrain import ToyPretrainConfig
 from clipbench.data import DATASETS
+from clipbench.data.coop import COUNT_MODES
+from clipbench.data.custom import CustomDataset, register_custom_datasets
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, MethodConfig
 from clipbench.typed import parse, stable_hash, to_plain
@@ -121,6 +123,11 @@ class SuiteConfig:
     protocols: Protocols
     targets: tuple[str, ...] = ()  # test-only datasets (domain-shift targets)
     data_root: str = "data/raw"
+    # "exact": assert the published split sizes (spec §3.1, §3.5); "classes": only the class counts (subsets,
+    # test fixtures). Structure (files, labels, every class in every split) is always checked.
+    data_counts: str = "exact"
+    # user datasets (folder-per-class tree or CSV lists), registered under their key: clipbench/data/custom.py
+    custom_datasets: dict[str, CustomDataset] = field(default_factory=lambda: MappingProxyType({}))
     method_params: dict[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     features: FeatureConfig = FeatureConfig()
     text: TextConfig = TextConfig()
@@ -128,6 +135,9 @@ class SuiteConfig:
     tracking: TrackingConfig = TrackingConfig()
 
     def validate(self, where: str) -> None:
+        if self.data_counts not in COUNT_MODES:
+            raise ConfigError(f"{where}.data_counts: {self.data_counts!r} is not one of {', '.join(COUNT_MODES)}")
+        register_custom_datasets(self.custom_datasets, f"{where}.custom_datasets")  # before names are checked
         _check_names(self, where)
         _check_protocols(self, where)
         for name in self.methods:

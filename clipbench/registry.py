@@ -36,10 +36,11 @@ class Registry(Generic[T]):
         """Registered names matching an fnmatch ``pattern``, sorted."""
         return sorted(n for n in self._entries if fnmatch(n, pattern))
 
-    def register(self, name: str, target: str | T) -> None:
-        """Add ``name`` -> ``"module:Attr"``; a duplicate name is an error."""
-        if name in self._entries:
+    def register(self, name: str, target: str | T, replace: bool = False) -> None:
+        """Add ``name`` -> ``"module:Attr"``; a duplicate name is an error unless ``replace``."""
+        if name in self._entries and not replace:
             raise KeyError(f"{self.kind} {name!r} is already registered (as {self._entries[name]})")
+        self._loaded.pop(name, None)
         self._entries[name] = target
 
     def get(self, name: str) -> T:

@@ -6,5 +6,6 @@ from clipbench.pipeline import download
 from stages._common import main, parser
 
 if __name__ == "__main__":
-    main(lambda a, cfg, layout: download.run(dataset=a.dataset, data_root=Path(cfg.data_root), layout=layout),
+    main(lambda a, cfg, layout: download.run(dataset=a.dataset, data_root=Path(cfg.data_root), layout=layout,
+                                        counts=cfg.data_counts),
          parser(__doc__, "dataset"))

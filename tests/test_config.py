@@ -87,3 +87,10 @@ def test_configs_are_frozen_and_overrides_apply(tmp_path):
     with pytest.raises(AttributeError):
         adapter.alpha = 0.1  # type: ignore[misc]
     assert cfg.method_config_hash("clip_adapter") != check().method_config_hash("clip_adapter")
+
+
+def test_data_counts_must_be_a_known_mode(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(data_counts="loose")))
+    with pytest.raises(ConfigError, match="data_counts: 'loose' is not one of exact, classes"):
+        load_suite(path)

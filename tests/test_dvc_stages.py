@@ -44,3 +44,22 @@ def test_project_dag_lists_every_stage_kind(tmp_path):
     kinds = {s.split("@")[0] for s in stage_list(tmp_path, params)}
     assert kinds == {"download", "download_target", "split", "backbone", "extract", "extract_target", "train",
                      "evaluate", "aggregate", "track"}
+
+
+def test_paper_suite_config_validates_and_its_dag_builds_on_fixture_data(tmp_path):
+    from clipbench.config import load_suite
+
+    from coop_fixtures import write_coop_root
+
+    params = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
+    params["data_root"] = str(write_coop_root(tmp_path / "coop"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_suite(tmp_path / "params.yaml")
+    assert cfg.datasets == tuple(PAPER_DATASETS) and cfg.targets == tuple(PAPER_TARGETS)
+    assert cfg.backbones == ("vitb16_openai",)
+    stages = stage_list(tmp_path, params)
+    n_methods, n_sources = len(params["methods"]), len(PAPER_DATASETS)
+    assert sum(s.startswith("download@") for s in stages) == n_sources
+    assert sum(s.startswith("download_target@") for s in stages) == len(PAPER_TARGETS)
+    assert sum(s.startswith("train@") for s in stages) == n_methods * n_sources
+    assert "extract_target@vitb16_openai-imagenet_a" in stages

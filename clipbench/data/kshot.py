@@ -6,6 +6,10 @@ split, items are grouped by label in order of first appearance; each class with 
 ``random.sample(items, K)``, smaller classes keep all their items. ``random.Random(seed)`` yields the same
 stream as ``random.seed(seed)`` followed by module-level calls, so subsets equal the reference pickles.
 
+A dataset without a validation split (ImageNet, whose CoOp ``val`` object is the test set) gets its
+validation subset from the training images not chosen as shots, drawn after the shots from the same stream
+with the same procedure (spec §8 item 13; a documented deviation from CoOp, which validates on test).
+
 Base/new (§5.2): applied after sampling; the sorted labels of the few-shot train list are cut at
 ``ceil(n / 2)``; each half is relabelled 0..m-1 in order.
 """
@@ -66,11 +70,14 @@ class KShotSplit:
 
 
 def make_kshot(dataset: str, train: tuple[Record, ...], val: tuple[Record, ...], shots: int, seed: int) -> KShotSplit:
-    """The CoOp few-shot subset for ``(shots, seed)``."""
+    """The CoOp few-shot subset for ``(shots, seed)``; an empty ``val`` is drawn from the unused training images."""
     if shots <= 0:
         raise ValueError(f"shots must be a positive integer, got {shots}")
     rng = random.Random(seed)
     few_train = sample_per_class(train, shots, rng)
+    if not val:
+        chosen = set(few_train)
+        val = tuple(r for r in train if r not in chosen)
     few_val = sample_per_class(val, val_shots(shots), rng)
     return KShotSplit(dataset, shots, seed, few_train, few_val)
 
