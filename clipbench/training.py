@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 
 def dassl_lr(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int = 1, warmup_lr: float = 1e-5) -> float:
@@ -35,3 +38,61 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def count_trainable(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ---- encoder-level training (methods that run the CLIP encoders: ClipFit, CLIP-CITE) ----
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class MixedPrecision:
+    """fp32 master weights; with ``precision="amp"`` on CUDA, autocast to bf16 (fp16 with loss scaling where bf16
+    is unsupported). CPU always runs fp32 (spec §2.5, §8 item 8)."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        self.enabled = precision == "amp" and device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype is torch.float16)
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).removeprefix("torch.") if self.enabled else "fp32"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=self.dtype) if self.enabled else contextlib.nullcontext()
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def class_text_features(model: torch.nn.Module, tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Differentiable class embeddings ``[C, D]`` from ``tokens`` ``[C*T, L]`` (class-major, T templates each):
+    each prompt normalised, averaged over templates, normalised again (as the zero-shot classifier, spec §2.4)."""
+    emb = F.normalize(model.encode_text(tokens).float(), dim=-1)
+    return F.normalize(emb.view(n_classes, -1, emb.shape[-1]).mean(1), dim=-1)
+
+
+def tokenize_prompts(tokenizer, prompts: list[list[str]], device: torch.device) -> torch.Tensor:
+    """Tokens ``[C*T, L]`` of per-class prompt lists that all hold the same number ``T`` of templates."""
+    if len({len(p) for p in prompts}) > 1:
+        raise ValueError("every class needs the same number of prompt templates")
+    return tokenizer([text for texts in prompts for text in texts]).to(device)
+
+
+def freeze_except(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Freeze every parameter of ``model`` except those whose full name matches one of the anchored regexes;
+    return the trainable names (in model order)."""
+    compiled = [re.compile(p) for p in patterns]
+    names = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(c.fullmatch(name) for c in compiled))
+        if param.requires_grad:
+            names.append(name)
+    return names
