@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +97,55 @@ def freeze_except(model: torch.nn.Module, patterns: list[str]) -> list[str]:
         if param.requires_grad:
             names.append(name)
     return names
+
+
+def pixel_stats(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation mean and std of the model's image tower (OpenAI's when the config sets none)."""
+    import open_clip
+
+    visual = model.visual
+    return (tuple(visual.image_mean or open_clip.OPENAI_DATASET_MEAN),
+            tuple(visual.image_std or open_clip.OPENAI_DATASET_STD))
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def apply_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A frozen eval-mode copy of ``model`` with the named parameters replaced by ``state``."""
+    tuned = copy.deepcopy(model).eval().requires_grad_(False)
+    params = dict(tuned.named_parameters())
+    for name, value in state.items():
+        if name not in params or params[name].shape != value.shape:
+            raise ValueError(f"saved parameter {name!r} {tuple(value.shape)} does not fit the backbone "
+                             f"({tuple(params[name].shape) if name in params else 'no such parameter'}); "
+                             "the cell was trained on another backbone - retrain it")
+        with torch.no_grad():
+            params[name].copy_(value)
+    return tuned
+
+
+def text_scorer(model: torch.nn.Module, tokenizer, prompts: list[list[str]], logit_scale: float,
+                amp: MixedPrecision) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Encode ``prompts`` through ``model``'s text encoder once; score pixel batches through its image encoder as
+    ``logit_scale * cos(image, class text)`` (logits on the CPU)."""
+    device = device_of(model)
+    tokens = tokenize_prompts(tokenizer, prompts, device)
+    with torch.no_grad(), amp.autocast():
+        text = class_text_features(model, tokens, len(prompts))
+    return image_scorer(model, text, logit_scale, amp)
+
+
+def image_scorer(model: torch.nn.Module, classifier: torch.Tensor, logit_scale: float,
+                 amp: MixedPrecision) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Score pixel batches as ``logit_scale * cos(image, classifier rows)``; ``classifier`` rows are normalised."""
+    device = device_of(model)
+    classifier = classifier.to(device)
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), amp.autocast():
+            feats = F.normalize(model.encode_image(x.to(device)).float(), dim=-1)
+        return (logit_scale * feats @ classifier.T).cpu()
+
+    return score

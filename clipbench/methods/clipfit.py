@@ -55,12 +55,16 @@ from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
 from clipbench.training import (
     MixedPrecision,
+    apply_state,
     class_text_features,
     dassl_batches,
     dassl_lr,
+    device_of,
     freeze_except,
     pick_device,
+    pixel_stats,
     set_lr,
+    text_scorer,
     tokenize_prompts,
 )
 
@@ -205,7 +209,8 @@ class ClipFit(Method):
 
     def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
         model = self._tuned(target)
-        return image_text_scorer(model, target, MixedPrecision(self.config.precision, _device_of(model)))
+        amp = MixedPrecision(self.config.precision, device_of(model))
+        return text_scorer(model, target.backbone.tokenizer, target.space.prompts(), target.logit_scale, amp)
 
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
         return self.predictor(target)(x)
@@ -216,47 +221,3 @@ class ClipFit(Method):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.state = {k: v.clone() for k, v in state.items()}
         self.model = None
-
-
-def pixel_stats(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The normalisation mean and std of the model's image tower (OpenAI's when the config sets none)."""
-    import open_clip
-
-    visual = model.visual
-    return (tuple(visual.image_mean or open_clip.OPENAI_DATASET_MEAN),
-            tuple(visual.image_std or open_clip.OPENAI_DATASET_STD))
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def apply_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A frozen eval-mode copy of ``model`` with the named parameters replaced by ``state``."""
-    tuned = copy.deepcopy(model).eval().requires_grad_(False)
-    params = dict(tuned.named_parameters())
-    for name, value in state.items():
-        if name not in params or params[name].shape != value.shape:
-            raise ValueError(f"saved parameter {name!r} {tuple(value.shape)} does not fit the backbone "
-                             f"({tuple(params[name].shape) if name in params else 'no such parameter'}); "
-                             "the cell was trained on another backbone - retrain it")
-        with torch.no_grad():
-            params[name].copy_(value)
-    return tuned
-
-
-def image_text_scorer(model: torch.nn.Module, target: EvalTarget,
-                      amp: MixedPrecision) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Encode ``target.space`` prompts through ``model``'s text encoder once; score pixel batches through its image
-    encoder as ``s * cos(image, text)``."""
-    device = _device_of(model)
-    tokens = tokenize_prompts(target.backbone.tokenizer, target.space.prompts(), device)
-    with torch.no_grad(), amp.autocast():
-        text = class_text_features(model, tokens, len(target.space))
-
-    def score(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), amp.autocast():
-            feats = F.normalize(model.encode_image(x.to(device)).float(), dim=-1)
-        return (target.logit_scale * feats @ text.T).cpu()
-
-    return score
