@@ -149,3 +149,11 @@ def image_scorer(model: torch.nn.Module, classifier: torch.Tensor, logit_scale: 
         return (logit_scale * feats @ classifier.T).cpu()
 
     return score
+
+
+def require_encoders(task, name: str, train: bool = False) -> None:
+    """Check that a task (or evaluation target) carries what an encoder-level method needs."""
+    if task.backbone is None:
+        raise ValueError(f"{name} runs the encoders: the task must carry the backbone (uses_backbone)")
+    if train and task.train_images is None:
+        raise ValueError(f"{name} trains on images: FitTask.train_images is missing")

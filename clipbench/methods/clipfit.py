@@ -63,6 +63,7 @@ from clipbench.training import (
     freeze_except,
     pick_device,
     pixel_stats,
+    require_encoders,
     set_lr,
     text_scorer,
     tokenize_prompts,
@@ -129,13 +130,6 @@ def task_dataset(task: FitTask) -> str:
     return task.dataset or task.space.dataset
 
 
-def require_encoders(task: FitTask | EvalTarget, name: str) -> None:
-    if task.backbone is None:
-        raise ValueError(f"{name} runs the encoders: the task must carry the backbone (uses_backbone)")
-    if isinstance(task, FitTask) and task.train_images is None:
-        raise ValueError(f"{name} trains on images: FitTask.train_images is missing")
-
-
 class ClipFit(Method):
     """Text FFN biases and image LayerNorms fine-tuned with a text-feature regulariser."""
 
@@ -151,7 +145,7 @@ class ClipFit(Method):
 
     def fit(self, task: FitTask) -> dict[str, float]:
         cfg = self.config
-        require_encoders(task, self.name)
+        require_encoders(task, self.name, train=True)
         device = pick_device(cfg.device)
         amp = MixedPrecision(cfg.precision, device)
         torch.manual_seed(task.seed)
