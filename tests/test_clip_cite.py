@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipbench.data import LabelSpace
 from clipbench.errors import ConfigError
 from clipbench.methods import EvalTarget
 from clipbench.methods.clip_cite import (
@@ -46,10 +47,10 @@ def test_trainable_parameters_vitb16_are_the_whole_model_plus_w():
     import open_clip
 
     model = open_clip.create_model("ViT-B-16", pretrained=None)
-    names = ("cat", "dog", "ship")
-    tokens = tokenize_prompts(open_clip.get_tokenizer("ViT-B-16"), training_prompts(ClipCiteConfig(), names),
+    space = LabelSpace("d", ("a", "b", "c"), ("cat", "dog", "ship"), ("{}.",))
+    tokens = tokenize_prompts(open_clip.get_tokenizer("ViT-B-16"), training_prompts(ClipCiteConfig(), space),
                               torch.device("cpu"))
-    w = initial_classifier(model, tokens)
+    w = initial_classifier(model, tokens, 3)
     assert w.shape == (3, 512)
     total = sum(p.numel() for p in model.parameters())
     assert count_trainable(make_student(model, "")) + w.numel() == total + 3 * 512
@@ -69,7 +70,8 @@ def test_frozen_pattern_keeps_those_parameters_out_of_the_state(data):
 
 
 @pytest.mark.parametrize("overrides", [{"base_classifier": "text"},
-                                       {"base_classifier": "W", "prompt_template": "a photo of a {}."}])
+                                       {"base_classifier": "W", "prompt_template": "a photo of a {}."},
+                                       {"base_classifier": "W", "prompt_template": None}])
 def test_wise_alpha_zero_gives_the_zero_shot_logits(data, overrides):
     method = make(wise_alpha=0.0, lr=1e-3, **overrides)
     method.fit(data["tasks"]["images"])

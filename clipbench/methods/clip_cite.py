@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import train_augment
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
@@ -70,7 +71,8 @@ from clipbench.training import (
 
 @dataclass(frozen=True)
 class ClipCiteConfig(MethodConfig):
-    prompt_template: str = "a photo of a {}"  # training prompts and W initialisation (paper Eq. 2)
+    prompt_template: str | None = "a photo of a {}"  # training prompts and W init (paper Eq. 2); None: the
+    # task's templates (the suite's ``text.template_set``, ensembled)
     frozen_pattern: str = ""  # anchored regex of parameters kept frozen; "" = full fine-tuning (paper)
     lambda_scl: float = 0.7
     eta_vld: float = 0.1
@@ -113,7 +115,7 @@ class ClipCiteConfig(MethodConfig):
         if self.frozen_pattern and not (self.frozen_pattern.startswith("^") and self.frozen_pattern.endswith("$")):
             raise ConfigError(f"{where}.frozen_pattern: must be empty or anchored with ^...$, "
                               f"got {self.frozen_pattern!r}")
-        if self.prompt_template.count("{}") != 1:
+        if self.prompt_template is not None and self.prompt_template.count("{}") != 1:
             raise ConfigError(f"{where}.prompt_template: needs exactly one '{{}}', got {self.prompt_template!r}")
 
 
@@ -153,14 +155,17 @@ def make_student(model: torch.nn.Module, frozen_pattern: str) -> torch.nn.Module
     return student
 
 
-def training_prompts(cfg: ClipCiteConfig, classnames: tuple[str, ...]) -> list[list[str]]:
-    return [[cfg.prompt_template.format(name.replace("_", " "))] for name in classnames]
+def training_prompts(cfg: ClipCiteConfig, space: LabelSpace) -> list[list[str]]:
+    """Per class, the prompts of training and of W's initialisation."""
+    if cfg.prompt_template is None:
+        return space.prompts()
+    return [[cfg.prompt_template.format(name.replace("_", " "))] for name in space.classnames]
 
 
 @torch.no_grad()
-def initial_classifier(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """W at initialisation: the normalised text embeddings ``[C, D]`` of one prompt per class."""
-    return class_text_features(model, tokens, len(tokens))
+def initial_classifier(model: torch.nn.Module, tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """W at initialisation: the normalised (template-ensembled) text embeddings ``[C, D]``."""
+    return class_text_features(model, tokens, n_classes)
 
 
 class ClipCite(Method):
@@ -184,8 +189,9 @@ class ClipCite(Method):
         teacher = task.backbone.model if device_of(task.backbone.model) == device else \
             copy.deepcopy(task.backbone.model).to(device)
         student = make_student(teacher, cfg.frozen_pattern)
-        tokens = tokenize_prompts(task.backbone.tokenizer, training_prompts(cfg, task.space.classnames), device)
-        w0 = initial_classifier(teacher, tokens)
+        tokens = tokenize_prompts(task.backbone.tokenizer, training_prompts(cfg, task.space), device)
+        tokens = tokens.view(len(task.space), -1, tokens.shape[-1])  # [C, T, L]
+        w0 = initial_classifier(teacher, tokens.flatten(0, 1), len(task.space))
         classifier = torch.nn.Parameter(w0.clone())
         diagnostics = self._train(task, student, teacher, classifier, tokens, device)
         self.state = {f"model.{n}": p.detach().cpu().clone() for n, p in student.named_parameters()
@@ -206,7 +212,7 @@ class ClipCite(Method):
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
                                 fused=True)
         with torch.no_grad():
-            teacher_text = class_text_features(teacher, tokens, len(tokens))
+            teacher_text = class_text_features(teacher, tokens.flatten(0, 1), len(tokens))
         augment = train_augment(task.backbone.image_size, cfg.crop_scale, *pixel_stats(student),
                                 np.random.default_rng(task.seed), flip=cfg.flip)
         gen = torch.Generator().manual_seed(task.seed)
@@ -239,7 +245,7 @@ class ClipCite(Method):
         classes = torch.arange(len(tokens), device=labels.device)
         if cfg.vld_texts == "batch":
             classes = labels.unique()
-        text = class_text_features(student, tokens[classes], len(classes))
+        text = class_text_features(student, tokens[classes].flatten(0, 1), len(classes))
         rows = torch.searchsorted(classes, labels)
         scl = scl_loss(feats, text[rows], labels, cfg.scl_scale)
         with torch.no_grad():
