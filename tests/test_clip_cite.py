@@ -157,3 +157,15 @@ def test_cosine_schedule_endpoints():
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipCiteConfig, bad, "test clip_cite")
+
+
+def test_several_templates_are_ensembled_in_training_and_in_w(data):
+    task = data["tasks"]["images"]
+    space = replace(task.space, templates=("a photo of a {}.", "a drawing of a {}."))
+    text = data["backbone"].text_classifier(space.prompts())
+    task = replace(task, space=space, text_weights=text)
+    method = make(wise_alpha=0.0, prompt_template=None, vld_texts="batch", lr=1e-3)
+    method.fit(task)
+    tgt = EvalTarget(space, text, task.logit_scale, space, backbone=data["backbone"])
+    logits = method.predictor(tgt)(data["x"]["images"])
+    assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], tgt), atol=1e-4)

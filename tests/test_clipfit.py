@@ -112,3 +112,14 @@ def test_lambda_rule_follows_the_readme():
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipFitConfig, bad, "test clipfit")
+
+
+def test_several_templates_are_ensembled(data):
+    task = data["tasks"]["images"]
+    space = replace(task.space, templates=("a photo of a {}.", "a drawing of a {}."))
+    text = data["backbone"].text_classifier(space.prompts())
+    method = make(epochs=1, lr=0.0, warmup_lr=0.0)
+    method.fit(replace(task, space=space, text_weights=text))
+    tgt = EvalTarget(space, text, task.logit_scale, space, backbone=data["backbone"])
+    logits = method.predictor(tgt)(data["x"]["images"])
+    assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], tgt), atol=1e-4)
