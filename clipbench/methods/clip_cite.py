@@ -27,7 +27,13 @@ Decisions on what the paper leaves UNSPECIFIED (each a config field): mean over 
 denominator; teacher texts = all training-class prompts; weight decay 0.1 on every tensor (FLYP / WiSE-FT
 practice); AdamW betas (0.9, 0.999), eps 1e-8; no warm-up; cosine stepped per iteration down to 0;
 RandomResizedCrop scale (0.08, 1) (torchvision's default); W initialised normalised; the last epoch is kept;
-Dassl batching (the last partial batch dropped when the set holds at least one batch); base classes via W.
+Dassl batching (the last partial batch dropped when the set holds at least one batch); base classes via W;
+the fixed similarity scales make CLIP's ``logit_scale`` parameter receive no gradient. ``prompt_template=None``
+trains on the task's templates instead; ``frozen_pattern`` can keep parameters frozen (default: none).
+
+Storage: the state holds every trained parameter (about 600 MB in fp32 for ViT-B/16 per training cell) plus W
+and its initial value; the interpolation with the backbone's zero-shot weights happens when a predictor is
+built.
 
 Deviations: fp32 master weights with bf16 autocast on CUDA (``precision="amp"``); CPU runs fp32. Encoders stay
 in eval mode while training (ResNet BatchNorm statistics frozen). Text prompts come from ``prompt_template``
