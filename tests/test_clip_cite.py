@@ -169,3 +169,21 @@ def test_several_templates_are_ensembled_in_training_and_in_w(data):
     tgt = EvalTarget(space, text, task.logit_scale, space, backbone=data["backbone"])
     logits = method.predictor(tgt)(data["x"]["images"])
     assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], tgt), atol=1e-4)
+
+
+def test_defaults_are_the_paper_settings():
+    cfg = ClipCiteConfig()
+    assert (cfg.lambda_scl, cfg.eta_vld, cfg.lr, cfg.epochs, cfg.batch_size) == (0.7, 0.1, 5e-6, 20, 32)
+    assert dict(cfg.batch_size_by_dataset) == {"eurosat": 16, "imagenet": 64}
+    assert cfg.wise_alpha == 0.5 and not cfg.flip and cfg.prompt_template == "a photo of a {}"
+    assert cfg.frozen_pattern == ""
+
+
+def test_cosine_is_stepped_every_iteration(data, monkeypatch):
+    from clipbench.methods import clip_cite
+
+    seen = []
+    monkeypatch.setattr(clip_cite, "set_lr", lambda opt, lr: seen.append(lr))
+    make(epochs=2, batch_size=4, lr=1e-3).fit(data["tasks"]["images"])  # 16 images: 4 iterations per epoch
+    assert seen == pytest.approx([cosine_lr(i, 8, 1e-3, 0) for i in range(8)])
+    assert seen[0] == 1e-3 and seen == sorted(seen, reverse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -123,3 +124,20 @@ def test_several_templates_are_ensembled(data):
     tgt = EvalTarget(space, text, task.logit_scale, space, backbone=data["backbone"])
     logits = method.predictor(tgt)(data["x"]["images"])
     assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], tgt), atol=1e-4)
+
+
+def test_defaults_are_the_reference_settings():
+    cfg = ClipFitConfig()
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.warmup_lr, cfg.batch_size) == (2e-3, 0.9, 5e-4, 1e-5, 32)
+    assert cfg.epochs == 100 and dict(cfg.epochs_by_dataset) == {"imagenet": 10, "food101": 10}
+    assert cfg.crop_scale == (0.08, 1.0) and cfg.flip
+    assert (cfg.lambda_base2new, cfg.lambda_few_shot, cfg.lambda_transfer) == (8.0, 2.0, 8.0)
+
+
+def test_learning_rate_follows_the_dassl_schedule(data, monkeypatch):
+    from clipbench.methods import clipfit
+
+    seen = []
+    monkeypatch.setattr(clipfit, "set_lr", lambda opt, lr: seen.append(lr))
+    make(epochs=3).fit(data["tasks"]["images"])
+    assert seen == pytest.approx([1e-5, 2e-3, 2e-3 * 0.5 * (1 + math.cos(math.pi / 3))])
