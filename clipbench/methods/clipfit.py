@@ -147,18 +147,31 @@ class ClipFit(Method):
         cfg = self.config
         require_encoders(task, self.name, train=True)
         device = pick_device(cfg.device)
-        amp = MixedPrecision(cfg.precision, device)
         torch.manual_seed(task.seed)
         model = copy.deepcopy(task.backbone.model).to(device).eval()
-        trainable = freeze_except(model, [cfg.text_pattern, cfg.image_pattern])
-        params = [p for p in model.parameters() if p.requires_grad]
+        trainable = set(freeze_except(model, [cfg.text_pattern, cfg.image_pattern]))
         dataset = task_dataset(task)
         lam = clipfit_lambda(cfg, dataset, getattr(task, "subset", "all"))
         epochs = cfg.epochs_by_dataset.get(dataset, cfg.epochs)
+        amp = MixedPrecision(cfg.precision, device)
+        history = self._train(task, model, lam, epochs, amp)
+        self.model = model.requires_grad_(False)
+        self.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in trainable}
+        return {"first_epoch_loss": float(history[0][0]), "final_loss": float(history[-1][0]),
+                "final_ce": float(history[-1][1]), "final_text_reg": float(history[-1][2]), "lambda": lam,
+                "epochs": float(epochs), "trainable_params": float(sum(v.numel() for v in self.state.values())),
+                "amp": float(amp.enabled)}
+
+    def _train(self, task: FitTask, model: torch.nn.Module, lam: float, epochs: int,
+               amp: MixedPrecision) -> list[np.ndarray]:
+        """Dassl SGD over the trainable tensors of ``model``; per epoch the mean (loss, CE, regulariser)."""
+        cfg = self.config
+        device = device_of(model)
         tokens = tokenize_prompts(task.backbone.tokenizer, task.space.prompts(), device)
         with torch.no_grad():
             t0 = class_text_features(model, tokens, len(task.space))
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         augment = train_augment(task.backbone.image_size, cfg.crop_scale, *pixel_stats(model),
                                 np.random.default_rng(task.seed), flip=cfg.flip)
         gen = torch.Generator().manual_seed(task.seed)
@@ -175,13 +188,7 @@ class ClipFit(Method):
                 amp.step(loss, opt)
                 losses.append((float(loss.detach()), float(ce.detach()), float(reg.detach())))
             history.append(np.mean(losses, axis=0))
-        self.model = model.requires_grad_(False)
-        names = set(trainable)
-        self.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}
-        return {"first_epoch_loss": float(history[0][0]), "final_loss": float(history[-1][0]),
-                "final_ce": float(history[-1][1]), "final_text_reg": float(history[-1][2]), "lambda": lam,
-                "epochs": float(epochs), "trainable_params": float(sum(v.numel() for v in self.state.values())),
-                "amp": float(amp.enabled)}
+        return history
 
     @staticmethod
     def _losses(model, tokens, t0, pixels, labels, scale) -> tuple[torch.Tensor, torch.Tensor]:
