@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 
 
 def dassl_lr(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int = 1, warmup_lr: float = 1e-5) -> float:
@@ -35,3 +39,121 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def count_trainable(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ---- encoder-level training (methods that run the CLIP encoders: ClipFit, CLIP-CITE) ----
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class MixedPrecision:
+    """fp32 master weights; with ``precision="amp"`` on CUDA, autocast to bf16 (fp16 with loss scaling where bf16
+    is unsupported). CPU always runs fp32 (spec §2.5, §8 item 8)."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        self.enabled = precision == "amp" and device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype is torch.float16)
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).removeprefix("torch.") if self.enabled else "fp32"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=self.dtype) if self.enabled else contextlib.nullcontext()
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def class_text_features(model: torch.nn.Module, tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Differentiable class embeddings ``[C, D]`` from ``tokens`` ``[C*T, L]`` (class-major, T templates each):
+    each prompt normalised, averaged over templates, normalised again (as the zero-shot classifier, spec §2.4)."""
+    emb = F.normalize(model.encode_text(tokens).float(), dim=-1)
+    return F.normalize(emb.view(n_classes, -1, emb.shape[-1]).mean(1), dim=-1)
+
+
+def tokenize_prompts(tokenizer, prompts: list[list[str]], device: torch.device) -> torch.Tensor:
+    """Tokens ``[C*T, L]`` of per-class prompt lists that all hold the same number ``T`` of templates."""
+    if len({len(p) for p in prompts}) > 1:
+        raise ValueError("every class needs the same number of prompt templates")
+    return tokenizer([text for texts in prompts for text in texts]).to(device)
+
+
+def freeze_except(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Freeze every parameter of ``model`` except those whose full name matches one of the anchored regexes;
+    return the trainable names (in model order)."""
+    compiled = [re.compile(p) for p in patterns]
+    names = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(c.fullmatch(name) for c in compiled))
+        if param.requires_grad:
+            names.append(name)
+    return names
+
+
+def pixel_stats(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation mean and std of the model's image tower (OpenAI's when the config sets none)."""
+    import open_clip
+
+    visual = model.visual
+    return (tuple(visual.image_mean or open_clip.OPENAI_DATASET_MEAN),
+            tuple(visual.image_std or open_clip.OPENAI_DATASET_STD))
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def apply_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A frozen eval-mode copy of ``model`` with the named parameters replaced by ``state``."""
+    tuned = copy.deepcopy(model).eval().requires_grad_(False)
+    params = dict(tuned.named_parameters())
+    for name, value in state.items():
+        if name not in params or params[name].shape != value.shape:
+            raise ValueError(f"saved parameter {name!r} {tuple(value.shape)} does not fit the backbone "
+                             f"({tuple(params[name].shape) if name in params else 'no such parameter'}); "
+                             "the cell was trained on another backbone - retrain it")
+        with torch.no_grad():
+            params[name].copy_(value)
+    return tuned
+
+
+def text_scorer(model: torch.nn.Module, tokenizer, prompts: list[list[str]], logit_scale: float,
+                amp: MixedPrecision) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Encode ``prompts`` through ``model``'s text encoder once; score pixel batches through its image encoder as
+    ``logit_scale * cos(image, class text)`` (logits on the CPU)."""
+    device = device_of(model)
+    tokens = tokenize_prompts(tokenizer, prompts, device)
+    with torch.no_grad(), amp.autocast():
+        text = class_text_features(model, tokens, len(prompts))
+    return image_scorer(model, text, logit_scale, amp)
+
+
+def image_scorer(model: torch.nn.Module, classifier: torch.Tensor, logit_scale: float,
+                 amp: MixedPrecision) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Score pixel batches as ``logit_scale * cos(image, classifier rows)``; ``classifier`` rows are normalised."""
+    device = device_of(model)
+    classifier = classifier.to(device)
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), amp.autocast():
+            feats = F.normalize(model.encode_image(x.to(device)).float(), dim=-1)
+        return (logit_scale * feats @ classifier.T).cpu()
+
+    return score
+
+
+def require_encoders(task, name: str, train: bool = False) -> None:
+    """Check that a task (or evaluation target) carries what an encoder-level method needs."""
+    if task.backbone is None:
+        raise ValueError(f"{name} runs the encoders: the task must carry the backbone (uses_backbone)")
+    if train and task.train_images is None:
+        raise ValueError(f"{name} trains on images: FitTask.train_images is missing")

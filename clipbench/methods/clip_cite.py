@@ -1,0 +1,310 @@
+"""CLIP-CITE: fully fine-tuned CLIP for few-shot learning (Liu et al., arXiv 2407.04003 v1; no public code).
+
+Trainable (spec §6.9): every parameter of both encoders plus a classifier ``W`` (``C_train x D``) initialised
+with the normalised text embeddings of ``prompt_template`` ("a photo of a {}") for the training classes. A
+frozen teacher (the original backbone, never modified) provides ``L_VLD`` targets.
+
+Losses on a batch of B augmented images (student image features ``f``, all normalised):
+
+* ``L_DVA = CE(dva_scale * cos(f, W), y)`` (temperature ``tau = 1 / dva_scale``; the text encoder takes no part);
+* ``L_SCL``: InfoNCE between each image and the prompt of its class through the student text encoder, scaled by
+  ``scl_scale``; the positive stays in the denominator and other in-batch items of the same class are masked
+  out; image->text and text->image terms averaged;
+* ``L_VLD``: KL divergence between teacher and student softmax distributions over the class prompts
+  (``vld_texts``: every training class, or the classes in the batch), logits ``vld_scale * cos``. The paper
+  prints ``KL(p_student || p_teacher)``; the default ``kl_direction="teacher_student"`` is the conventional
+  distillation ``KL(p_teacher || p_student) = sum p_teacher (log p_teacher - log p_student)``.
+
+Total ``L_DVA + 0.7 L_SCL + 0.1 L_VLD``. AdamW lr 5e-6 with cosine annealing, 20 epochs, batch 32 (EuroSAT 16,
+ImageNet 64), RandomResizedCrop only (no flip). Inference: WiSE-FT weight interpolation of every parameter
+``alpha * theta_ft + (1 - alpha) * theta_zs`` with ``alpha = 0.5`` (``W`` is interpolated with its initial
+value likewise). Base classes are scored by the interpolated ``W`` (``base_classifier="W"``) or by the target's
+prompts through the interpolated text encoder (``"text"``); classes not trained on (new classes,
+other datasets) always use the text route, so the method is not class-specific.
+
+Decisions on what the paper leaves UNSPECIFIED (each a config field): mean over the batch for all three terms
+(the paper writes sums for L_DVA and L_VLD); temperatures 1/100 (CLIP's logit scale); the positive in the SCL
+denominator; teacher texts = all training-class prompts; weight decay 0.1 on every tensor (FLYP / WiSE-FT
+practice); AdamW betas (0.9, 0.999), eps 1e-8; no warm-up; cosine stepped per iteration down to 0;
+RandomResizedCrop scale (0.08, 1) (torchvision's default); W initialised normalised; the last epoch is kept;
+Dassl batching (the last partial batch dropped when the set holds at least one batch); base classes via W;
+the fixed similarity scales make CLIP's ``logit_scale`` parameter receive no gradient. ``prompt_template=None``
+trains on the task's templates instead; ``frozen_pattern`` can keep parameters frozen (default: none).
+
+Storage: the state holds every trained parameter (about 600 MB in fp32 for ViT-B/16 per training cell) plus W
+and its initial value; the interpolation with the backbone's zero-shot weights happens when a predictor is
+built.
+
+Deviations: fp32 master weights with bf16 autocast on CUDA (``precision="amp"``); CPU runs fp32. Encoders stay
+in eval mode while training (ResNet BatchNorm statistics frozen). Text prompts come from ``prompt_template``
+for training (as the paper) and from the target's templates (the suite's ``text.template_set``) for the text
+route at inference, so that new-class scores use the same prompts as every other method.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clipbench.data.base import LabelSpace
+from clipbench.data.imageset import train_augment
+from clipbench.errors import ConfigError
+from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
+from clipbench.training import (
+    MixedPrecision,
+    apply_state,
+    class_text_features,
+    dassl_batches,
+    device_of,
+    image_scorer,
+    pick_device,
+    pixel_stats,
+    require_encoders,
+    set_lr,
+    text_scorer,
+    tokenize_prompts,
+)
+
+
+@dataclass(frozen=True)
+class ClipCiteConfig(MethodConfig):
+    prompt_template: str | None = "a photo of a {}"  # training prompts and W init (paper Eq. 2); None: the
+    # task's templates (the suite's ``text.template_set``, ensembled)
+    frozen_pattern: str = ""  # anchored regex of parameters kept frozen; "" = full fine-tuning (paper)
+    lambda_scl: float = 0.7
+    eta_vld: float = 0.1
+    dva_scale: float = 100.0  # 1 / tau of L_DVA (UNSPECIFIED)
+    scl_scale: float = 100.0  # similarity scale of L_SCL (UNSPECIFIED)
+    vld_scale: float = 100.0  # similarity scale of both L_VLD distributions (UNSPECIFIED)
+    vld_texts: Literal["all_classes", "batch"] = "all_classes"  # UNSPECIFIED
+    kl_direction: Literal["teacher_student", "student_teacher"] = "teacher_student"  # paper prints the latter
+    reduction: Literal["mean", "sum"] = "mean"  # over the batch, all three terms (paper: sums)
+    lr: float = 5e-6
+    weight_decay: float = 0.1  # UNSPECIFIED
+    betas: tuple[float, float] = (0.9, 0.999)  # UNSPECIFIED
+    eps: float = 1e-8  # UNSPECIFIED
+    warmup_steps: int = 0  # linear warm-up, in units of ``schedule_step`` (UNSPECIFIED)
+    schedule_step: Literal["iteration", "epoch"] = "iteration"  # where the cosine is stepped (UNSPECIFIED)
+    epochs: int = 20
+    batch_size: int = 32
+    batch_size_by_dataset: dict[str, int] = field(
+        default_factory=lambda: MappingProxyType({"eurosat": 16, "imagenet": 64}))
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # UNSPECIFIED
+    flip: bool = False
+    wise_alpha: float = 0.5  # weight of the fine-tuned parameters at inference
+    base_classifier: Literal["W", "text"] = "W"  # UNSPECIFIED
+    precision: Literal["fp32", "amp"] = "amp"  # amp: bf16/fp16 autocast on CUDA only; CPU is always fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def validate(self, where: str) -> None:
+        sizes = {"epochs": self.epochs, "batch_size": self.batch_size,
+                 **{f"batch_size_by_dataset.{k}": v for k, v in self.batch_size_by_dataset.items()}}
+        for name, value in sizes.items():
+            if value <= 0:
+                raise ConfigError(f"{where}.{name}: must be positive, got {value}")
+        for name in ("lambda_scl", "eta_vld", "weight_decay", "warmup_steps", "lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.wise_alpha <= 1.0:
+            raise ConfigError(f"{where}.wise_alpha: must be in [0, 1], got {self.wise_alpha}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"{where}.crop_scale: need 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        if self.frozen_pattern and not (self.frozen_pattern.startswith("^") and self.frozen_pattern.endswith("$")):
+            raise ConfigError(f"{where}.frozen_pattern: must be empty or anchored with ^...$, "
+                              f"got {self.frozen_pattern!r}")
+        if self.prompt_template is not None and self.prompt_template.count("{}") != 1:
+            raise ConfigError(f"{where}.prompt_template: needs exactly one '{{}}', got {self.prompt_template!r}")
+
+
+def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``base_lr`` to 0 at ``total``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def scl_loss(feats: torch.Tensor, texts: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """Per-item symmetric supervised contrastive loss ``[B]``: row i pairs image i with its class text; other items
+    of the same class are masked out of both denominators, the positive stays in."""
+    sims = scale * feats @ texts.T
+    same = labels[:, None] == labels[None, :]
+    mask = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    sims = sims.masked_fill(mask, float("-inf"))
+    target = torch.arange(len(labels), device=labels.device)
+    return 0.5 * (F.cross_entropy(sims, target, reduction="none") + F.cross_entropy(sims.T, target, reduction="none"))
+
+
+def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, direction: str) -> torch.Tensor:
+    """Per-item KL ``[B]``: ``teacher_student`` = KL(p_t || p_s); ``student_teacher`` = KL(p_s || p_t)."""
+    log_s, log_t = F.log_softmax(student_logits, dim=-1), F.log_softmax(teacher_logits, dim=-1)
+    if direction == "teacher_student":
+        return (log_t.exp() * (log_t - log_s)).sum(-1)
+    return (log_s.exp() * (log_s - log_t)).sum(-1)
+
+
+def make_student(model: torch.nn.Module, frozen_pattern: str) -> torch.nn.Module:
+    """A trainable eval-mode copy of ``model``: every parameter except those matching ``frozen_pattern``."""
+    student = copy.deepcopy(model).eval().requires_grad_(True)
+    if frozen_pattern:
+        frozen = re.compile(frozen_pattern)
+        for name, param in student.named_parameters():
+            param.requires_grad_(not frozen.fullmatch(name))
+    return student
+
+
+def training_prompts(cfg: ClipCiteConfig, space: LabelSpace) -> list[list[str]]:
+    """Per class, the prompts of training and of W's initialisation."""
+    if cfg.prompt_template is None:
+        return space.prompts()
+    return [[cfg.prompt_template.format(name.replace("_", " "))] for name in space.classnames]
+
+
+@torch.no_grad()
+def initial_classifier(model: torch.nn.Module, tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """W at initialisation: the normalised (template-ensembled) text embeddings ``[C, D]``."""
+    return class_text_features(model, tokens, n_classes)
+
+
+class ClipCite(Method):
+    """Full fine-tuning with a learnable classifier, contrastive alignment, teacher distillation, WiSE-FT."""
+
+    name = "clip_cite"
+    requires = Inputs.IMAGES
+    Config = ClipCiteConfig
+    selection = "none (last epoch)"
+
+    def __init__(self, config: ClipCiteConfig) -> None:
+        super().__init__(config)
+        self.state: dict[str, torch.Tensor] = {}  # "model.<name>" fine-tuned parameters, "W", "W0"
+        self._merged: torch.nn.Module | None = None
+
+    def fit(self, task: FitTask) -> dict[str, float]:
+        cfg = self.config
+        require_encoders(task, self.name, train=True)
+        device = pick_device(cfg.device)
+        torch.manual_seed(task.seed)
+        teacher = task.backbone.model if device_of(task.backbone.model) == device else \
+            copy.deepcopy(task.backbone.model).to(device)
+        student = make_student(teacher, cfg.frozen_pattern)
+        tokens = tokenize_prompts(task.backbone.tokenizer, training_prompts(cfg, task.space), device)
+        tokens = tokens.view(len(task.space), -1, tokens.shape[-1])  # [C, T, L]
+        w0 = initial_classifier(teacher, tokens.flatten(0, 1), len(task.space))
+        classifier = torch.nn.Parameter(w0.clone())
+        diagnostics = self._train(task, student, teacher, classifier, tokens, device)
+        self.state = {f"model.{n}": p.detach().cpu().clone() for n, p in student.named_parameters()
+                      if p.requires_grad}
+        self.state.update(W=classifier.detach().cpu().clone(), W0=w0.cpu().clone())
+        self._merged = None
+        return diagnostics
+
+    def _train(self, task: FitTask, student, teacher, classifier, tokens, device) -> dict[str, float]:
+        cfg = self.config
+        amp = MixedPrecision(cfg.precision, device)
+        dataset = task.dataset or task.space.dataset
+        batch_size = cfg.batch_size_by_dataset.get(dataset, cfg.batch_size)
+        n = len(task.train_images)
+        iters = n // batch_size if n >= batch_size else 1
+        total = cfg.epochs * iters if cfg.schedule_step == "iteration" else cfg.epochs
+        params = [*(p for p in student.parameters() if p.requires_grad), classifier]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                fused=True)
+        with torch.no_grad():
+            teacher_text = class_text_features(teacher, tokens.flatten(0, 1), len(tokens))
+        augment = train_augment(task.backbone.image_size, cfg.crop_scale, *pixel_stats(student),
+                                np.random.default_rng(task.seed), flip=cfg.flip)
+        gen = torch.Generator().manual_seed(task.seed)
+        history, step = [], 0
+        for epoch in range(cfg.epochs):
+            losses = []
+            for idx in dassl_batches(n, batch_size, gen):
+                set_lr(opt, cosine_lr(step if cfg.schedule_step == "iteration" else epoch, total, cfg.lr,
+                                      cfg.warmup_steps))
+                pixels, labels = task.train_images.batch(idx, augment)
+                with amp.autocast():
+                    terms = self._losses(student, teacher, classifier, tokens, teacher_text,
+                                         pixels.to(device), labels.to(device))
+                    loss = terms[0] + cfg.lambda_scl * terms[1] + cfg.eta_vld * terms[2]
+                amp.step(loss, opt)
+                losses.append([float(loss.detach()), *(float(t.detach()) for t in terms)])
+                step += 1
+            history.append(np.mean(losses, axis=0))
+        first, last = history[0], history[-1]
+        return {"first_epoch_loss": float(first[0]), "final_loss": float(last[0]), "final_dva": float(last[1]),
+                "final_scl": float(last[2]), "final_vld": float(last[3]), "epochs": float(cfg.epochs),
+                "batch_size": float(batch_size), "amp": float(amp.enabled),
+                "trainable_params": float(sum(p.numel() for p in params))}
+
+    def _losses(self, student, teacher, classifier, tokens, teacher_text, pixels, labels):
+        """``(L_DVA, L_SCL, L_VLD)`` of one batch."""
+        cfg = self.config
+        feats = F.normalize(student.encode_image(pixels).float(), dim=-1)
+        dva = F.cross_entropy(cfg.dva_scale * feats @ F.normalize(classifier, dim=-1).T, labels, reduction="none")
+        classes = torch.arange(len(tokens), device=labels.device)
+        if cfg.vld_texts == "batch":
+            classes = labels.unique()
+        text = class_text_features(student, tokens[classes].flatten(0, 1), len(classes))
+        rows = torch.searchsorted(classes, labels)
+        scl = scl_loss(feats, text[rows], labels, cfg.scl_scale)
+        with torch.no_grad():
+            teacher_feats = F.normalize(teacher.encode_image(pixels).float(), dim=-1)
+            teacher_logits = cfg.vld_scale * teacher_feats @ teacher_text[classes].T
+        vld = kl_loss(cfg.vld_scale * feats @ text.T, teacher_logits, cfg.kl_direction)
+        reduce = torch.mean if cfg.reduction == "mean" else torch.sum
+        return reduce(dva), reduce(scl), reduce(vld)
+
+    def _merged_model(self, target: EvalTarget) -> torch.nn.Module:
+        """The WiSE-FT interpolation of the fine-tuned and zero-shot parameters (built once)."""
+        if self._merged is None:
+            require_encoders(target, self.name)
+            if not self.state:
+                raise RuntimeError("clip_cite: call fit() or load_state_dict() before predicting")
+            zero_shot = dict(target.backbone.model.named_parameters())
+            alpha = self.config.wise_alpha
+            merged = {name: torch.lerp(zero_shot[name].detach().cpu(), value, alpha)
+                      for name, value in self._model_state().items()}
+            self._merged = apply_state(target.backbone.model, merged).to(pick_device(self.config.device))
+        return self._merged
+
+    def _model_state(self) -> dict[str, torch.Tensor]:
+        return {k.removeprefix("model."): v for k, v in self.state.items() if k.startswith("model.")}
+
+    def _classifier(self, target: EvalTarget) -> torch.Tensor | None:
+        """Interpolated W rows of the target classes, or None when the text route must be used."""
+        if self.config.base_classifier != "W":
+            return None
+        index = {cid: i for i, cid in enumerate(target.train_space.class_ids)}
+        if any(cid not in index for cid in target.space.class_ids):
+            return None
+        w = torch.lerp(self.state["W0"], self.state["W"], self.config.wise_alpha)
+        return F.normalize(w[[index[c] for c in target.space.class_ids]], dim=-1)
+
+    def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
+        model = self._merged_model(target)
+        amp = MixedPrecision(self.config.precision, device_of(model))
+        classifier = self._classifier(target)
+        if classifier is not None:
+            return image_scorer(model, classifier, target.logit_scale, amp)
+        return text_scorer(model, target.backbone.tokenizer, target.space.prompts(), target.logit_scale, amp)
+
+    def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
+        return self.predictor(target)(x)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = {"W", "W0"} - set(state)
+        if missing:
+            raise ValueError(f"clip_cite state lacks {sorted(missing)}; the cell is incomplete - retrain it")
+        self.state = {k: v.clone() for k, v in state.items()}
+        self._merged = None
+

@@ -1,0 +1,224 @@
+"""ClipFit: fine-tuning CLIP without extra parameters (Li et al., EMNLP'24, arXiv 2409.16718; minglllli/CLIPFit).
+
+Trainable (spec §6.8), selected by anchored name patterns on the open_clip model: the bias of the second MLP
+layer in every text block (``transformer.resblocks.{i}.mlp.c_proj.bias``; 12 x 512 = 6,144 on ViT-B/16) and
+weight + bias of every image-encoder LayerNorm (``visual.ln_pre``, ``visual.ln_post``, ``ln_1``/``ln_2`` of
+every visual block; 26 x 2 x 768 = 39,936 on ViT-B/16). On ResNets the image pattern matches nothing (the
+reference substring ``ln`` matches no BatchNorm), so only the 6,144 text biases train.
+
+Forward: the class text features are recomputed at every step from the hand-crafted prompts through the text
+encoder with the trainable biases; image features come from the image encoder with the trainable LayerNorms;
+logits ``s * cos(f, t_c)`` with the backbone's logit scale ``s``. Loss:
+``CE + lambda * (1 - mean_c cos(t_c, t0_c))`` where ``t0`` are the frozen original's text features of the same
+prompts (computed once; cosine eps 1e-7).
+
+lambda (README; the released trainer hard-codes 8): base-to-new 8 for all datasets; few-shot 8 for DTD and
+SUN397, 2 otherwise; cross-dataset / domain generalization UNSPECIFIED (``lambda_transfer``, default 8 = code
+default). A training cell is shared across protocols, so the method reads which classes it trains on from
+``FitTask.subset`` when the pipeline provides it: ``"base"`` -> ``lambda_base2new``; ``"transfer"`` (a
+dedicated transfer-source cell) -> ``lambda_transfer``; ``"all"`` (also the default while ``FitTask`` has no
+such field) -> the few-shot rule. The 16-shot all-class cell of a transfer source therefore serves
+cross-dataset and DG with the few-shot lambda of its dataset. ``lam`` overrides the rule for every cell.
+
+Optimisation (Dassl, spec §2.6/2.7): SGD lr 2e-3, momentum 0.9, weight decay 5e-4 on every trainable tensor,
+batch 32, one constant warm-up epoch at 1e-5 then cosine stepped per epoch; 10 epochs for ImageNet and
+Food101, 100 otherwise (``epochs_by_dataset``, keyed by registry dataset key); last epoch kept, nothing
+selected. Augmentation: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip, drawn from a generator
+seeded by the task seed. Images run through the encoders at every step (no feature cache).
+
+Prompts: ``FitTask.space`` / ``EvalTarget.space`` templates, i.e. the suite's ``text.template_set``. ClipFit's
+own CUSTOM templates equal CoOp's except DTD (``a photo of a {}, a type of texture.`` instead of
+``{} texture.``); use the ``clipfit`` template set to reproduce that. At transfer time the target's templates
+build the target classifier, as in the reference.
+
+Deviations: fp32 master weights with bf16 autocast on CUDA (``precision="amp"``; fp16 + loss scaling where bf16
+is unsupported) instead of the reference's fp16 weights; CPU runs fp32. The encoders stay in eval mode while
+training, so ResNet BatchNorm running statistics are not updated (the reference's train mode would update
+them; all reported ClipFit runs use ViT-B/16, which has no BatchNorm). Several templates per class (other
+template sets) are ensembled as in the zero-shot classifier; the reference uses one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clipbench.data.imageset import train_augment
+from clipbench.errors import ConfigError
+from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
+from clipbench.training import (
+    MixedPrecision,
+    apply_state,
+    class_text_features,
+    dassl_batches,
+    dassl_lr,
+    device_of,
+    freeze_except,
+    pick_device,
+    pixel_stats,
+    require_encoders,
+    set_lr,
+    text_scorer,
+    tokenize_prompts,
+)
+
+TEXT_PATTERN = r"^transformer\.resblocks\.\d+\.mlp\.c_proj\.bias$"
+IMAGE_PATTERN = r"^visual\.(ln_pre|ln_post|transformer\.resblocks\.\d+\.ln_[12])\.(weight|bias)$"
+
+
+@dataclass(frozen=True)
+class ClipFitConfig(MethodConfig):
+    text_pattern: str = TEXT_PATTERN  # trainable text parameters (anchored regex on open_clip names)
+    image_pattern: str = IMAGE_PATTERN  # trainable image parameters
+    lam: float | None = None  # if set: lambda for every cell, overriding the protocol rule below
+    lambda_base2new: float = 8.0  # README: base-to-new, every dataset
+    lambda_few_shot: float = 2.0  # README: few-shot, datasets not listed below
+    lambda_few_shot_by_dataset: dict[str, float] = field(
+        default_factory=lambda: MappingProxyType({"dtd": 8.0, "sun397": 8.0}))
+    lambda_transfer: float = 8.0  # UNSPECIFIED (code default); only for cells with FitTask.subset == "transfer"
+    lr: float = 2e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_lr: float = 1e-5  # one constant warm-up epoch (counted in ``epochs``)
+    batch_size: int = 32
+    epochs: int = 100
+    epochs_by_dataset: dict[str, int] = field(
+        default_factory=lambda: MappingProxyType({"imagenet": 10, "food101": 10}))
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # Dassl RandomResizedCrop scale
+    flip: bool = True
+    precision: Literal["fp32", "amp"] = "amp"  # amp: bf16/fp16 autocast on CUDA only; CPU is always fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def validate(self, where: str) -> None:
+        epochs = {"epochs": self.epochs, **{f"epochs_by_dataset.{k}": v for k, v in self.epochs_by_dataset.items()}}
+        for name, value in {**epochs, "batch_size": self.batch_size}.items():
+            if value <= 0:
+                raise ConfigError(f"{where}.{name}: must be positive, got {value}")
+        lambdas = {"lambda_base2new": self.lambda_base2new, "lambda_few_shot": self.lambda_few_shot,
+                   "lambda_transfer": self.lambda_transfer, "lam": 0.0 if self.lam is None else self.lam,
+                   **{f"lambda_few_shot_by_dataset.{k}": v for k, v in self.lambda_few_shot_by_dataset.items()}}
+        for name, value in lambdas.items():
+            if value < 0:
+                raise ConfigError(f"{where}.{name}: must be >= 0, got {value}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"{where}.crop_scale: need 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        for name in ("text_pattern", "image_pattern"):
+            pattern = getattr(self, name)
+            if not (pattern.startswith("^") and pattern.endswith("$")):
+                raise ConfigError(f"{where}.{name}: must be anchored with ^...$, got {pattern!r}")
+
+
+def clipfit_lambda(cfg: ClipFitConfig, dataset: str, subset: str) -> float:
+    """The regularisation weight of a cell training on ``subset`` ("all", "base" or "transfer") of ``dataset``."""
+    if cfg.lam is not None:
+        return cfg.lam
+    if subset == "base":
+        return cfg.lambda_base2new
+    if subset == "transfer":
+        return cfg.lambda_transfer
+    return cfg.lambda_few_shot_by_dataset.get(dataset, cfg.lambda_few_shot)
+
+
+def task_dataset(task: FitTask) -> str:
+    return task.dataset or task.space.dataset
+
+
+class ClipFit(Method):
+    """Text FFN biases and image LayerNorms fine-tuned with a text-feature regulariser."""
+
+    name = "clipfit"
+    requires = Inputs.IMAGES
+    Config = ClipFitConfig
+    selection = "none (last epoch)"
+
+    def __init__(self, config: ClipFitConfig) -> None:
+        super().__init__(config)
+        self.model: torch.nn.Module | None = None  # the tuned copy of the backbone model
+        self.state: dict[str, torch.Tensor] = {}
+
+    def fit(self, task: FitTask) -> dict[str, float]:
+        cfg = self.config
+        require_encoders(task, self.name, train=True)
+        device = pick_device(cfg.device)
+        torch.manual_seed(task.seed)
+        model = copy.deepcopy(task.backbone.model).to(device).eval()
+        trainable = set(freeze_except(model, [cfg.text_pattern, cfg.image_pattern]))
+        dataset = task_dataset(task)
+        lam = clipfit_lambda(cfg, dataset, getattr(task, "subset", "all"))
+        epochs = cfg.epochs_by_dataset.get(dataset, cfg.epochs)
+        amp = MixedPrecision(cfg.precision, device)
+        history = self._train(task, model, lam, epochs, amp)
+        self.model = model.requires_grad_(False)
+        self.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in trainable}
+        return {"first_epoch_loss": float(history[0][0]), "final_loss": float(history[-1][0]),
+                "final_ce": float(history[-1][1]), "final_text_reg": float(history[-1][2]), "lambda": lam,
+                "epochs": float(epochs), "trainable_params": float(sum(v.numel() for v in self.state.values())),
+                "amp": float(amp.enabled)}
+
+    def _train(self, task: FitTask, model: torch.nn.Module, lam: float, epochs: int,
+               amp: MixedPrecision) -> list[np.ndarray]:
+        """Dassl SGD over the trainable tensors of ``model``; per epoch the mean (loss, CE, regulariser)."""
+        cfg = self.config
+        device = device_of(model)
+        tokens = tokenize_prompts(task.backbone.tokenizer, task.space.prompts(), device)
+        with torch.no_grad():
+            t0 = class_text_features(model, tokens, len(task.space))
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        augment = train_augment(task.backbone.image_size, cfg.crop_scale, *pixel_stats(model),
+                                np.random.default_rng(task.seed), flip=cfg.flip)
+        gen = torch.Generator().manual_seed(task.seed)
+        history = []
+        for epoch in range(epochs):
+            set_lr(opt, dassl_lr(epoch, cfg.lr, epochs, warmup_lr=cfg.warmup_lr))
+            losses = []
+            for idx in dassl_batches(len(task.train_images), cfg.batch_size, gen):
+                pixels, labels = task.train_images.batch(idx, augment)
+                with amp.autocast():
+                    ce, reg = self._losses(model, tokens, t0, pixels.to(device), labels.to(device),
+                                           task.logit_scale)
+                    loss = ce + lam * reg
+                amp.step(loss, opt)
+                losses.append((float(loss.detach()), float(ce.detach()), float(reg.detach())))
+            history.append(np.mean(losses, axis=0))
+        return history
+
+    @staticmethod
+    def _losses(model, tokens, t0, pixels, labels, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the current text classifier and the text-feature regulariser ``1 - mean cos``."""
+        text = class_text_features(model, tokens, len(t0))
+        feats = F.normalize(model.encode_image(pixels).float(), dim=-1)
+        ce = F.cross_entropy(scale * feats @ text.T, labels)
+        reg = 1 - F.cosine_similarity(text, t0, dim=-1, eps=1e-7).mean()
+        return ce, reg
+
+    def _tuned(self, target: EvalTarget) -> torch.nn.Module:
+        """The tuned model; after ``load_state_dict`` it is rebuilt once from the target's backbone."""
+        if self.model is None:
+            require_encoders(target, self.name)
+            if not self.state:
+                raise RuntimeError("clipfit: call fit() or load_state_dict() before predicting")
+            self.model = apply_state(target.backbone.model, self.state).to(pick_device(self.config.device))
+        return self.model
+
+    def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
+        model = self._tuned(target)
+        amp = MixedPrecision(self.config.precision, device_of(model))
+        return text_scorer(model, target.backbone.tokenizer, target.space.prompts(), target.logit_scale, amp)
+
+    def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
+        return self.predictor(target)(x)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.state = {k: v.clone() for k, v in state.items()}
+        self.model = None

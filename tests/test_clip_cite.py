@@ -1,0 +1,189 @@
+"""CLIP-CITE: trainable parameters, identity at wise_alpha = 0, losses, learning, WiSE-FT interpolation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipbench.data import LabelSpace
+from clipbench.errors import ConfigError
+from clipbench.methods import EvalTarget
+from clipbench.methods.clip_cite import (
+    ClipCite,
+    ClipCiteConfig,
+    cosine_lr,
+    initial_classifier,
+    kl_loss,
+    make_student,
+    scl_loss,
+    training_prompts,
+)
+from clipbench.methods.zeroshot import zero_shot_logits
+from clipbench.training import count_trainable, tokenize_prompts
+from clipbench.typed import parse
+
+from conftest import encoder_task
+
+
+def make(**overrides) -> ClipCite:
+    return ClipCite(parse(ClipCiteConfig, {"epochs": 1, **overrides}, "test clip_cite"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return encoder_task(tmp_path_factory.mktemp("clip_cite"), n_classes=4, shots=4)
+
+
+def target(data, space=None) -> EvalTarget:
+    task = data["tasks"]["images"]
+    space = space or task.space
+    return EvalTarget(space, task.text_weights[: len(space)], task.logit_scale, task.space, backbone=data["backbone"])
+
+
+def test_trainable_parameters_vitb16_are_the_whole_model_plus_w():
+    import open_clip
+
+    model = open_clip.create_model("ViT-B-16", pretrained=None)
+    space = LabelSpace("d", ("a", "b", "c"), ("cat", "dog", "ship"), ("{}.",))
+    tokens = tokenize_prompts(open_clip.get_tokenizer("ViT-B-16"), training_prompts(ClipCiteConfig(), space),
+                              torch.device("cpu"))
+    w = initial_classifier(model, tokens, 3)
+    assert w.shape == (3, 512)
+    total = sum(p.numel() for p in model.parameters())
+    assert count_trainable(make_student(model, "")) + w.numel() == total + 3 * 512
+
+
+def test_fit_trains_every_parameter_and_w(data):
+    diagnostics = make().fit(data["tasks"]["images"])
+    backbone = data["backbone"].model
+    assert diagnostics["trainable_params"] == sum(p.numel() for p in backbone.parameters()) + 4 * 128
+
+
+def test_frozen_pattern_keeps_those_parameters_out_of_the_state(data):
+    method = make(frozen_pattern=r"^token_embedding\.weight$")
+    method.fit(data["tasks"]["images"])
+    assert "model.token_embedding.weight" not in method.state_dict()
+    assert "model.visual.conv1.weight" in method.state_dict()
+
+
+@pytest.mark.parametrize("overrides", [{"base_classifier": "text"},
+                                       {"base_classifier": "W", "prompt_template": "a photo of a {}."},
+                                       {"base_classifier": "W", "prompt_template": None}])
+def test_wise_alpha_zero_gives_the_zero_shot_logits(data, overrides):
+    method = make(wise_alpha=0.0, lr=1e-3, **overrides)
+    method.fit(data["tasks"]["images"])
+    logits = method.predictor(target(data))(data["x"]["images"])
+    assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], target(data)), atol=1e-4)
+
+
+def test_training_lowers_the_loss_and_fits_the_training_images(data):
+    task = data["tasks"]["images"]
+    x = task.train_images.pixels(range(len(task.train_images)), data["backbone"].preprocess)
+    before = F.cross_entropy(zero_shot_logits(data["backbone"].encode_images(x), target(data)), task.train.labels)
+    method = make(epochs=10, lr=1e-4, batch_size=8, crop_scale=[0.8, 1.0], wise_alpha=1.0)
+    diagnostics = method.fit(task)
+    after = F.cross_entropy(method.predictor(target(data))(x), task.train.labels)
+    assert diagnostics["final_loss"] < diagnostics["first_epoch_loss"]
+    assert after < before
+
+
+def test_wise_ft_interpolates_every_parameter_halfway(data):
+    method = make(lr=1e-3)
+    method.fit(data["tasks"]["images"])
+    merged = dict(method._merged_model(target(data)).named_parameters())
+    original = dict(data["backbone"].model.named_parameters())
+    name = "visual.transformer.resblocks.0.mlp.c_fc.weight"
+    tuned = method.state_dict()[f"model.{name}"]
+    assert not torch.equal(tuned, original[name])
+    assert torch.allclose(merged[name], (tuned + original[name]) / 2, atol=1e-7)
+
+
+def test_unseen_classes_use_the_text_route_and_seen_ones_w(data):
+    task = data["tasks"]["images"]
+    method = make(lr=1e-3)
+    method.fit(task)
+    text = make(lr=1e-3, base_classifier="text")
+    text.fit(task)
+    x = data["x"]["images"]
+    assert not torch.allclose(method.predictor(target(data))(x), text.predictor(target(data))(x))
+    new = replace(task.space, class_ids=tuple(f"n{i}" for i in range(len(task.space))))
+    assert torch.equal(method.predictor(target(data, new))(x), text.predictor(target(data, new))(x))
+
+
+def test_batch_size_follows_the_dataset(data):
+    task = replace(data["tasks"]["images"], dataset="eurosat")
+    assert make(batch_size=8).fit(task)["batch_size"] == 16
+
+
+def test_scl_without_shared_classes_is_the_clip_loss():
+    g = torch.Generator().manual_seed(0)
+    img, txt = (F.normalize(torch.randn(5, 8, generator=g), dim=-1) for _ in range(2))
+    labels = torch.arange(5)
+    logits = 10 * img @ txt.T
+    clip = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    assert torch.allclose(scl_loss(img, txt, labels, 10.0).mean(), clip)
+
+
+def test_scl_masks_other_items_of_the_same_class():
+    g = torch.Generator().manual_seed(1)
+    img, txt = (F.normalize(torch.randn(3, 8, generator=g), dim=-1) for _ in range(2))
+    labels = torch.tensor([0, 0, 1])
+    sims = 10 * img @ txt.T
+    first_i2t = -sims[0, 0] + torch.logsumexp(sims[0, [0, 2]], 0)  # item 1 shares the class: masked
+    first_t2i = -sims[0, 0] + torch.logsumexp(sims[[0, 2], 0], 0)
+    assert torch.allclose(scl_loss(img, txt, labels, 10.0)[0], 0.5 * (first_i2t + first_t2i))
+
+
+def test_kl_directions():
+    s, t = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.5]])
+    log_s, log_t = F.log_softmax(s, -1), F.log_softmax(t, -1)
+    assert torch.allclose(kl_loss(s, t, "teacher_student"), (log_t.exp() * (log_t - log_s)).sum(-1))
+    assert torch.allclose(kl_loss(s, t, "student_teacher"), (log_s.exp() * (log_s - log_t)).sum(-1))
+    assert torch.allclose(kl_loss(t, t, "teacher_student"), torch.zeros(1), atol=1e-7)
+
+
+def test_cosine_schedule_endpoints():
+    assert cosine_lr(0, 100, 5e-6, 0) == 5e-6
+    assert cosine_lr(50, 100, 5e-6, 0) == pytest.approx(2.5e-6)
+    assert cosine_lr(0, 100, 5e-6, 10) == pytest.approx(5e-7)
+
+
+@pytest.mark.parametrize("bad", [{"wise_alpha": 1.5}, {"epochs": 0}, {"prompt_template": "a photo"},
+                                 {"frozen_pattern": "token_embedding"}, {"kl_direction": "both"},
+                                 {"batch_size_by_dataset": {"eurosat": 0}}])
+def test_bad_config_is_rejected(bad):
+    with pytest.raises(ConfigError):
+        parse(ClipCiteConfig, bad, "test clip_cite")
+
+
+def test_several_templates_are_ensembled_in_training_and_in_w(data):
+    task = data["tasks"]["images"]
+    space = replace(task.space, templates=("a photo of a {}.", "a drawing of a {}."))
+    text = data["backbone"].text_classifier(space.prompts())
+    task = replace(task, space=space, text_weights=text)
+    method = make(wise_alpha=0.0, prompt_template=None, vld_texts="batch", lr=1e-3)
+    method.fit(task)
+    tgt = EvalTarget(space, text, task.logit_scale, space, backbone=data["backbone"])
+    logits = method.predictor(tgt)(data["x"]["images"])
+    assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], tgt), atol=1e-4)
+
+
+def test_defaults_are_the_paper_settings():
+    cfg = ClipCiteConfig()
+    assert (cfg.lambda_scl, cfg.eta_vld, cfg.lr, cfg.epochs, cfg.batch_size) == (0.7, 0.1, 5e-6, 20, 32)
+    assert dict(cfg.batch_size_by_dataset) == {"eurosat": 16, "imagenet": 64}
+    assert cfg.wise_alpha == 0.5 and not cfg.flip and cfg.prompt_template == "a photo of a {}"
+    assert cfg.frozen_pattern == ""
+
+
+def test_cosine_is_stepped_every_iteration(data, monkeypatch):
+    from clipbench.methods import clip_cite
+
+    seen = []
+    monkeypatch.setattr(clip_cite, "set_lr", lambda opt, lr: seen.append(lr))
+    make(epochs=2, batch_size=4, lr=1e-3).fit(data["tasks"]["images"])  # 16 images: 4 iterations per epoch
+    assert seen == pytest.approx([cosine_lr(i, 8, 1e-3, 0) for i in range(8)])
+    assert seen[0] == 1e-3 and seen == sorted(seen, reverse=True)
