@@ -1,5 +1,6 @@
-"""ProLIP: fine-tune only CLIP's visual embedding projection (Fahes et al., arXiv 2410.05270; astra-vision/ProLIP
-``methods/ProLIP.py``).
+"""ProLIP, visual projection fine-tuning (Fahes et al., arXiv 2410.05270; astra-vision/ProLIP; spec §6.7).
+
+Reference code: ``methods/ProLIP.py`` (``VisProjViT`` / ``VisProjRN``, ``search_init_hp``).
 
 Trainable: a copy of the visual projection, nothing else (spec §6.7). ViT: ``visual.proj`` ``[W, D]`` applied as
 ``pre @ P`` (ViT-B/16: 768 x 512 = 393,216 scalars). ResNet: the weight of ``visual.attnpool.c_proj`` ``[D, W]``
