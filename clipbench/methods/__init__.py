@@ -15,6 +15,7 @@ METHODS: Registry[type[Method]] = Registry("method", {
     "clip_adapter": "clipbench.methods.clip_adapter:ClipAdapter",
     "tip_adapter": "clipbench.methods.tip_adapter:TipAdapter",
     "tip_adapter_f": "clipbench.methods.tip_adapter_f:TipAdapterF",
+    "prolip": "clipbench.methods.prolip:Prolip",
     "clipfit": "clipbench.methods.clipfit:ClipFit",
     "clip_cite": "clipbench.methods.clip_cite:ClipCite",
 }, base=Method)
