@@ -15,6 +15,7 @@ METHODS: Registry[type[Method]] = Registry("method", {
     "clip_adapter": "clipbench.methods.clip_adapter:ClipAdapter",
     "tip_adapter": "clipbench.methods.tip_adapter:TipAdapter",
     "tip_adapter_f": "clipbench.methods.tip_adapter_f:TipAdapterF",
+    "coop": "clipbench.methods.coop:CoOp",
 }, base=Method)
 
 
