@@ -16,6 +16,7 @@ METHODS: Registry[type[Method]] = Registry("method", {
     "tip_adapter": "clipbench.methods.tip_adapter:TipAdapter",
     "tip_adapter_f": "clipbench.methods.tip_adapter_f:TipAdapterF",
     "coop": "clipbench.methods.coop:CoOp",
+    "cocoop": "clipbench.methods.cocoop:CoCoOp",
 }, base=Method)
 
 
