@@ -56,8 +56,8 @@ class CoCoOpConfig(MethodConfig):
             raise ConfigError(f"{where}.ctx_init: must be non-empty text or null")
         if self.lr < 0 or self.warmup_lr < 0:
             raise ConfigError(f"{where}: lr and warmup_lr must be >= 0, got {self.lr}, {self.warmup_lr}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ConfigError(f"{where}.warmup_epochs: must be in [0, epochs), got {self.warmup_epochs}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"{where}.warmup_epochs: must be >= 0, got {self.warmup_epochs}")
 
 
 class ConditionalPrompt(nn.Module):
