@@ -122,3 +122,19 @@ def test_bad_config_values_are_rejected():
                 {"epochs_by_shots": [[1, 0]]}):
         with pytest.raises(ConfigError):
             parse(CoOpConfig, bad, "test coop")
+
+
+def test_shared_prefix_encoding_equals_full_prompts(enc):
+    from clipbench.methods.coop import TextTower, encode_per_image
+
+    backbone = enc["backbone"]
+    prompts = PromptBuffers(backbone, enc["space"].classnames, 4, "end")
+    full_tower = TextTower(backbone.model, copy_weights=False, trim=False)
+    tower = TextTower(backbone.model, copy_weights=False)
+    assert tower.can_share_prefix and not full_tower.can_share_prefix
+    ctx = torch.randn(3, 4, backbone.model.token_embedding.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        shared = encode_per_image(tower, prompts, ctx)
+        full = torch.stack([full_tower(prompts.assemble(c), prompts.eot) for c in ctx])
+    assert shared.shape == full.shape == (3, len(prompts), backbone.embed_dim)
+    assert torch.allclose(shared, full, atol=1e-5, rtol=0)

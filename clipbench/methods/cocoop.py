@@ -13,7 +13,8 @@ selection. Class-agnostic: unseen classes and other datasets get prompts built f
 
 Deviations: trains on cached embeddings of augmented views (epoch ``e`` uses view ``e mod V``) with the suite's
 ``features.view_scale`` (RRC(0.5-1) + flip) instead of re-encoding Dassl RRC(0.08-1) + flip crops; fp32 instead
-of fp16; the text transformer runs only up to the last EOT position (``trim_prompts``, exact up to rounding).
+of fp16; with ``trim_prompts`` the text transformer runs only up to the last EOT position and computes the
+shared [SOT][ctx] positions once per image instead of once per class (both exact up to float rounding).
 Prediction encodes the prompts of all classes for every image (as the reference), in chunks of
 ``predict_chunk`` prompts.
 """
@@ -28,7 +29,7 @@ from torch import nn
 
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
-from clipbench.methods.coop import PromptBuffers, TextTower, init_context, require_backbone
+from clipbench.methods.coop import PromptBuffers, TextTower, encode_per_image, init_context, require_backbone
 from clipbench.training import dassl_batches, dassl_lr, set_lr
 
 
@@ -78,10 +79,7 @@ def conditional_logits(prompt: ConditionalPrompt, tower: TextTower, prompts: Pro
                        scale: float) -> torch.Tensor:
     """``[B, C]`` logits: every image's prompts for all classes through the text tower."""
     image = F.normalize(image, dim=-1)
-    ctx = prompt(image)
-    n, c = ctx.shape[0], len(prompts)
-    embeddings = prompts.assemble(ctx[:, None].expand(n, c, *ctx.shape[1:]))
-    text = tower(embeddings.flatten(0, 1), prompts.eot.repeat(n)).view(n, c, -1)
+    text = encode_per_image(tower, prompts, prompt(image))
     return scale * torch.einsum("bd,bcd->bc", image, F.normalize(text, dim=-1))
 
 

@@ -29,9 +29,10 @@ Deviations:
   step; the image encoder is frozen, so this equals re-encoding with that view sequence. The shared view cache
   uses the suite's ``features.view_scale`` (RRC(0.5-1) + flip) rather than Dassl's RRC(0.08-1) + flip.
 - fp32 throughout (reference: fp16 weights and context).
-- ``trim_prompts`` (default on): the transformer runs only up to the longest prompt's EOT position; under the
-  causal mask the EOT features do not depend on later positions, so this is exact up to float rounding (about
-  1e-6 here) and saves most of the 77-token work. With it off the text features equal ``encode_text`` bitwise.
+- ``trim_prompts`` (default on): the transformer runs only up to the longest prompt's EOT position, and for a
+  generic context at the end the shared [SOT][ctx] positions are computed once rather than once per class
+  (class tokens attend to their keys/values). Under the causal mask both are exact up to float rounding (about
+  1e-6 here) and save most of the work. With it off the text features equal ``encode_text`` bitwise.
 - ``ctx_init`` sets M to its number of BPE tokens (the reference counts words, which only differs for words
   that split into several tokens); with ``csc`` every class starts from the ``ctx_init`` embeddings (the
   reference falls back to a generic context).
@@ -140,8 +141,44 @@ class TextTower(nn.Module):
         x = embeddings[:, :length] + self.positional_embedding[:length]
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
         x = self.ln_final(self.transformer(x, attn_mask=mask))
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        return self._project(x[torch.arange(x.shape[0], device=x.device), eot])
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(x) if isinstance(self.projection, nn.Linear) else x @ self.projection
+
+    @property
+    def can_share_prefix(self) -> bool:
+        """Standard pre-norm open_clip blocks (batch-first attention, causal mask): prefix sharing is exact."""
+        blocks = self.transformer.resblocks
+        return self.trim and self.attn_mask is not None and all(
+            isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn.batch_first
+            and not hasattr(b, "ln_1_kv") and all(hasattr(b, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+            for b in blocks)
+
+    def encode_shared_prefix(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Text features ``[B, C, D]`` of prompts ``prefix[b] + suffix[c]`` (``[B, P, W]``, ``[C, S, W]``).
+
+        Under the causal mask the prefix positions never attend to the class tokens, so they are computed once
+        per prefix instead of once per class; the class tokens attend to the prefix keys/values of each layer.
+        Equals :meth:`forward` on the concatenated prompts up to float rounding. ``eot`` indexes the full prompt.
+        """
+        n_pre = prefix.shape[1]
+        length = int(eot.max()) + 1
+        pre = prefix + self.positional_embedding[:n_pre]
+        suf = suffix[:, :length - n_pre] + self.positional_embedding[n_pre:length]
+        n_img, n_cls, n_suf = pre.shape[0], suf.shape[0], suf.shape[1]
+        suf = suf.expand(n_img, *suf.shape).flatten(0, 1)  # [B*C, S, W]
+        pre_mask, suf_mask = self.attn_mask[:n_pre, :n_pre], self.attn_mask[n_pre:length, :length]
+        for block in self.transformer.resblocks:
+            h_pre, h_suf = block.ln_1(pre), block.ln_1(suf)
+            kv = torch.cat([h_pre.repeat_interleave(n_cls, dim=0), h_suf], dim=1)
+            suf = suf + block.ls_1(block.attention(h_suf, kv, kv, attn_mask=suf_mask))
+            pre = pre + block.ls_1(block.attention(h_pre, attn_mask=pre_mask))
+            suf = suf + block.ls_2(block.mlp(block.ln_2(suf)))
+            pre = pre + block.ls_2(block.mlp(block.ln_2(pre)))
+        suf = self.ln_final(suf).view(n_img, n_cls, n_suf, -1)
+        pooled = suf[:, torch.arange(n_cls, device=suf.device), eot - n_pre]  # [B, C, W]
+        return self._project(pooled)
 
 
 def tokenize_checked(tokenizer, texts: list[str], context_length: int) -> torch.Tensor:
@@ -209,6 +246,23 @@ class PromptBuffers(nn.Module):
         return torch.stack(rows, dim=-3)
 
 
+def encode_per_image(tower: TextTower, prompts: PromptBuffers, ctx: torch.Tensor) -> torch.Tensor:
+    """Text features ``[B, C, D]`` of all classes' prompts for each of the generic contexts ``[B, M, W]``."""
+    n_img, n_cls = ctx.shape[0], len(prompts)
+    if tower.can_share_prefix and prompts.position == "end":
+        prefix = torch.cat([prompts.prefix[:1].expand(n_img, -1, -1), ctx], dim=1)
+        return tower.encode_shared_prefix(prefix, prompts.suffix, prompts.eot)
+    embeddings = prompts.assemble(ctx[:, None].expand(n_img, n_cls, *ctx.shape[1:]))
+    return tower(embeddings.flatten(0, 1), prompts.eot.repeat(n_img)).view(n_img, n_cls, -1)
+
+
+def encode_context(tower: TextTower, prompts: PromptBuffers, ctx: torch.Tensor) -> torch.Tensor:
+    """Text features ``[C, D]`` for a generic ``[M, W]`` or class-specific ``[C, M, W]`` context."""
+    if ctx.dim() == 2:
+        return encode_per_image(tower, prompts, ctx[None])[0]
+    return tower(prompts.assemble(ctx), prompts.eot)
+
+
 def logits_of(image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
     return scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
 
@@ -246,7 +300,7 @@ class CoOp(Method):
         for epoch in range(epochs):
             set_lr(opt, dassl_lr(epoch, cfg.lr, epochs, warmup_lr=cfg.warmup_lr))
             for idx in dassl_batches(len(task.train), cfg.batch_size, gen):
-                text = tower(prompts.assemble(ctx), prompts.eot)
+                text = encode_context(tower, prompts, ctx)
                 loss = F.cross_entropy(logits_of(views[epoch % len(views)][idx], text, task.logit_scale),
                                        task.train.labels[idx])
                 opt.zero_grad(set_to_none=True)
@@ -271,7 +325,7 @@ class CoOp(Method):
         ctx = self._target_context(target)
         prompts = PromptBuffers(backbone, target.space.classnames, ctx.shape[-2], self.config.class_token_position)
         tower = TextTower(backbone.model, copy_weights=False, trim=self.config.trim_prompts)
-        return tower(prompts.assemble(ctx), prompts.eot).float()
+        return encode_context(tower, prompts, ctx).float()
 
     def predictor(self, target: EvalTarget):
         text = self.text_features(target)
