@@ -17,6 +17,7 @@ METHODS: Registry[type[Method]] = Registry("method", {
     "tip_adapter_f": "clipbench.methods.tip_adapter_f:TipAdapterF",
     "coop": "clipbench.methods.coop:CoOp",
     "cocoop": "clipbench.methods.cocoop:CoCoOp",
+    "zeroshot_ensemble": "clipbench.methods.zeroshot_ensemble:ZeroShotEnsemble",
 }, base=Method)
 
 
