@@ -39,6 +39,8 @@ FIREWALL_PARAMS = {
     "linear_probe": {"bisection_steps": 2},
     "tip_adapter": {"search_steps": [20, 5]},
     "tip_adapter_f": {"epochs": 2, "search_steps": [20, 5], "select_epoch_on_val": True},
+    "coop": {"n_ctx": 4, "epochs": 2},  # trained here once the train stage passes the backbone
+    "cocoop": {"epochs": 1},
 }
 
 _opened: list[str] | None = None
