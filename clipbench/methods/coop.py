@@ -41,8 +41,7 @@ Deviations:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -73,7 +72,7 @@ class CoOpConfig(MethodConfig):
     lr: float = 2e-3
     epochs: int | None = None  # fixed epoch count (overrides the two rules below)
     epochs_by_shots: tuple[tuple[int, int], ...] = ((1, 50), (2, 100), (4, 100), (8, 200), (16, 200))  # (K, epochs)
-    dataset_epochs: dict[str, int] = field(default_factory=lambda: MappingProxyType({"imagenet": 50}))
+    dataset_epochs: tuple[tuple[str, int], ...] = (("imagenet", 50),)  # (dataset, epochs for every K)
     batch_size: int = 32
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -84,8 +83,8 @@ class CoOpConfig(MethodConfig):
         _positive(self, where, "n_ctx", "batch_size")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"{where}.epochs: must be positive or null, got {self.epochs}")
-        for name, table in (("epochs_by_shots", dict(self.epochs_by_shots)), ("dataset_epochs", self.dataset_epochs)):
-            bad = {k: v for k, v in table.items() if v <= 0}
+        for name in ("epochs_by_shots", "dataset_epochs"):
+            bad = {k: v for k, v in getattr(self, name) if v <= 0}
             if bad:
                 raise ConfigError(f"{where}.{name}: epochs must be positive, got {bad}")
         if self.ctx_init is not None and not self.ctx_init.strip():
@@ -97,8 +96,9 @@ class CoOpConfig(MethodConfig):
         """``epochs`` if set, else the dataset's fixed count, else the entry of the largest listed shots <= K."""
         if self.epochs is not None:
             return self.epochs
-        if dataset in self.dataset_epochs:
-            return self.dataset_epochs[dataset]
+        fixed = dict(self.dataset_epochs)
+        if dataset in fixed:
+            return fixed[dataset]
         table = dict(self.epochs_by_shots)
         listed = [k for k in table if k <= shots]
         if not listed:
