@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +139,22 @@ def test_shared_prefix_encoding_equals_full_prompts(enc):
         full = torch.stack([full_tower(prompts.assemble(c), prompts.eot) for c in ctx])
     assert shared.shape == full.shape == (3, len(prompts), backbone.embed_dim)
     assert torch.allclose(shared, full, atol=1e-5, rtol=0)
+
+
+def test_toy_suite_prompts_fit_the_toy_text_encoder():
+    """The params.yaml overrides give prompts that fit the 16-token toy text encoder for every toy class."""
+    import open_clip
+
+    from clipbench.config import load_suite
+    from clipbench.data.toy import suite
+    from clipbench.methods.coop import PLACEHOLDER, tokenize_checked
+
+    cfg = load_suite(Path(__file__).resolve().parents[1] / "params.yaml")
+    if cfg.suite != "toy":
+        pytest.skip("params.yaml selects another suite")
+    tokenizer = open_clip.get_tokenizer("clipbench-toy-vit")
+    names = [c.classname for d in (*cfg.datasets, *cfg.targets) for c in suite.TOY_DATASETS[d].classes]
+    for method in ("coop", "cocoop"):
+        mc = cfg.method_config(method)
+        n_ctx = len(tokenizer.encode(mc.ctx_init)) if mc.ctx_init else mc.n_ctx
+        tokenize_checked(tokenizer, [" ".join([PLACEHOLDER] * n_ctx + [n]) + "." for n in names], 16)
