@@ -15,7 +15,8 @@ from clipbench.typed import parse
 from conftest import encoder_task, synthetic_task
 
 FAST = {"clip_adapter": {"epochs": 20}, "linear_probe": {"bisection_steps": 2}, "prolip": {"steps": 20},
-        "clipfit": {"epochs": 2}, "clip_cite": {"epochs": 2}}
+        "clipfit": {"epochs": 2}, "clip_cite": {"epochs": 2}, "coop": {"n_ctx": 4, "epochs": 2},
+        "cocoop": {"epochs": 2}}
 
 
 def make(name: str, **overrides):
