@@ -118,10 +118,10 @@ def image_level_flops(m: ImageLevelMethod, p: PaperProtocols, f_img: float, f_tx
         train_txt += epochs * images * m.text_per_image * 3 * f_txt
         train_txt += steps * classes * 3 * f_txt if m.text_per_step_all_classes else 0.0
     eval_images = sum(d.test for d, _, _ in training_cells(p, sources))
-    others = [d for d in sources if d.name != p.transfer_source]
-    eval_images += p.seeds * (sum(d.test for d in others) + sum(d.test for d in targets))
-    eval_prompts = sum(d.classes for d, _, _ in training_cells(p, sources))
-    eval_prompts += p.seeds * sum(d.classes for d in (*others, *targets))
+    transfer = any(d.name == p.transfer_source for d in sources)  # its cells also score the other test sets
+    others = [d for d in (*sources, *targets) if d.name != p.transfer_source] if transfer else []
+    eval_images += p.seeds * sum(d.test for d in others)
+    eval_prompts = sum(d.classes for d, _, _ in training_cells(p, sources)) + p.seeds * sum(d.classes for d in others)
     return {"train": train_img + train_txt, "train_image": train_img, "train_text": train_txt,
             "eval": eval_images * f_img + eval_prompts * f_txt, "eval_images": float(eval_images)}
 
