@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from clipbench import bench, compute_plan, features
@@ -55,8 +56,10 @@ def test_parse_stage_log_keeps_only_stage_commands():
     log = ("10.0 12.5 0 -m stages.extract --backbone toy_vit --dataset a\n"
            "20.0 20.5 0 -c print(1)\n"
            "30.0 31.0 2 -m stages.aggregate\n")
-    assert bench.parse_stage_log(log) == [("-m stages.extract --backbone toy_vit --dataset a", 2.5),
-                                          ("-m stages.aggregate", 1.0)]
+    rows = bench.parse_stage_log(log)
+    assert rows == [("-m stages.extract --backbone toy_vit --dataset a", 2.5), ("-m stages.aggregate", 1.0)]
+    assert bench.stage_kinds(rows + [("-m stages.extract --dataset b", 0.5)]) == {"extract": [2, 3.0],
+                                                                                    "aggregate": [1, 1.0]}
 
 
 def test_training_comparison_counts_the_reencoding_work(tmp_path):
@@ -101,7 +104,7 @@ def _fake_result(share: float) -> dict:
                "cached_encoded": 12, "cached_train_s": 0.5, "reencode_s": 6.0, "reencode_encoded": 12}],
         "d": {"stages": 10, "wall_s": 50.0, "stage_s": 50.0 * (1 - share), "bookkeeping_s": 50.0 * share,
               "share": share, "per_stage_s": 5.0 * share, "noop_s": 3.0, "noop_ran": 0, "methods": ["zeroshot"],
-              "toy_suite_stages": 40},
+              "toy_suite_stages": 40, "import_s": 2.0, "by_kind": bench.stage_kinds([("-m stages.train --x", 4.0)])},
         "e": [{"images": 10, "decoded": 10, "seconds": 1.0, "peak_rss_mb": 800.0, "decoded_if_held_mb": 2.0},
               {"images": 40, "decoded": 40, "seconds": 4.0, "peak_rss_mb": 804.0, "decoded_if_held_mb": 8.0}],
         "f": bench.gpu_estimate(flops),
@@ -127,3 +130,16 @@ def test_cli_offers_quick_and_full():
 
     out = CliRunner().invoke(main, ["bench", "--help"])
     assert out.exit_code == 0 and "--quick / --full" in out.output and "reports/bench.md" in out.output
+
+
+def test_overlapped_extraction_equals_sequential(tmp_path):
+    bb = bench.random_backbone("clipbench-toy-vit", "toy_vit")
+    paths = bench.write_jpegs(tmp_path, 7, side=48)
+    views = features.ViewSpec(2, (0.5, 1.0), 0)
+    counts = [features.EncodeCounter(), features.EncodeCounter()]
+    seq, ovl = (features.encode_paths(bb, tmp_path, paths, 3, views, c, overlap=o)
+                for c, o in zip(counts, (False, True), strict=True))
+    for key in ("plain", "pre", "views", "pre_views"):
+        assert torch.equal(getattr(seq, key), getattr(ovl, key))
+    assert seq.views.shape[:2] == (2, 7)
+    assert counts[0] == counts[1] == features.EncodeCounter(decoded=7, encoded=7 * 3)
