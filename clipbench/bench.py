@@ -455,8 +455,12 @@ def _import_floor(work: Path, env: dict) -> float:
 
 
 def _scratch_copy(root: Path, work: Path, params: dict) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
-                           text=True, check=True).stdout.split()
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
+                             text=True)
+    if listing.returncode != 0:
+        raise ConfigError(f"bench: {root} is not a git checkout of the project ({listing.stderr.strip()}); run "
+                          "`clipbench bench` from the project root")
+    files = listing.stdout.split()
     for name in files:
         if name.startswith(_COPY_SKIP) or not (root / name).is_file():
             continue
