@@ -101,7 +101,8 @@ def _fake_result(share: float) -> dict:
         "b": [{"model": "ViT-B-32", "image_size": 224, "images": 8, "batch_size": 4, "raw_ips": 10.0,
                "ours_ips": 9.5, "ratio": 0.95}],
         "c": [{"method": "CLIP-Adapter (real class)", "steps": "3 epochs", "images": 4, "extract_s": 1.0,
-               "cached_encoded": 12, "cached_train_s": 0.5, "reencode_s": 6.0, "reencode_encoded": 12}],
+               "cached_encoded": 12, "cached_train_s": 0.5, "reencode_s": 6.0, "reencode_encoded": 12,
+               "n_steps": 3, "reference_steps": 6}],
         "d": {"stages": 10, "wall_s": 50.0, "stage_s": 50.0 * (1 - share), "bookkeeping_s": 50.0 * share,
               "share": share, "per_stage_s": 5.0 * share, "noop_s": 3.0, "noop_ran": 0, "methods": ["zeroshot"],
               "toy_suite_stages": 40, "import_s": 2.0, "by_kind": bench.stage_kinds([("-m stages.train --x", 4.0)])},
@@ -120,6 +121,7 @@ def test_render_has_every_section_and_honest_verdicts(share, verdict):
     assert "**26 / 26 = 1.000**" in text and "Goal met." in text
     assert verdict in text
     assert "**4.0×**" in text  # (c): 6 s re-encoding vs 1 s extraction + 0.5 s training
+    assert "6.0× (6)" in text  # twice the steps: 12 s vs 1 s + 1 s
     assert "machine was shared" in text  # load average above the number of CPUs' comfort
 
 
