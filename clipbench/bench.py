@@ -192,11 +192,11 @@ def pool_sizes(cfg, layout) -> list[PoolSize]:
     return pools
 
 
-def encode_audit(work: Path, params: dict) -> dict:
-    """Run the suite's stage functions in-process in project ``work``; count image-tower inputs per phase.
+def encode_audit(work: Path, params: dict, reuse: Path | None = None) -> dict:
+    """Run the suite's stage functions in-process in a fresh project ``work``; count image-tower inputs.
 
-    Datasets already indexed and a backbone already prepared under ``work`` (e.g. by the DVC run of section d)
-    are reused; otherwise they are generated and a random-init backbone is written.
+    With ``reuse`` (a project that already ran, e.g. the DVC run of section d), its generated datasets, indexes
+    and backbone are reused; features, trained cells and results are always computed afresh here.
     """
     from clipbench.backbones import get_backbone
     from clipbench.backbones.spec import save_prepared
@@ -205,7 +205,11 @@ def encode_audit(work: Path, params: dict) -> dict:
     from clipbench.pipeline import download, evaluate, extract, split, train
     from clipbench.typed import parse
 
-    data_root = work / "data" / "raw"
+    data_root = (reuse or work) / "data" / "raw"
+    if reuse is not None:
+        for sub in (Path("data") / "index", Path("models") / "backbones"):
+            if (reuse / sub).is_dir():
+                shutil.copytree(reuse / sub, work / sub)
     cfg = parse(SuiteConfig, {**params, "data_root": str(data_root), "tracking": {"enabled": False}}, "bench suite")
     layout, bb = Layout(work), cfg.backbones[0]
     if not (layout.backbone(bb) / "checkpoint.safetensors").is_file():
@@ -221,11 +225,12 @@ def encode_audit(work: Path, params: dict) -> dict:
         for d in cfg.all_datasets():
             extract.run(backbone=bb, dataset=d, cfg=cfg, layout=layout, data_root=data_root,
                         test_only=d in cfg.targets)
+    trained = 0
     with tally_encoder() as fit, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. scikit-learn's note on 1-shot sets; not the bench's business
         for m in frozen:
             for d in cfg.datasets:
-                train.run(backbone=bb, method=m, dataset=d, cfg=cfg, layout=layout)
+                trained += train.run(backbone=bb, method=m, dataset=d, cfg=cfg, layout=layout)["trained"]
             evaluate.run(backbone=bb, method=m, cfg=cfg, layout=layout)
     pools = pool_sizes(cfg, layout)
     recorded = _recorded_counts(cfg, layout, bb)
@@ -233,7 +238,7 @@ def encode_audit(work: Path, params: dict) -> dict:
             "needed": needed_encodes(pools, cfg.features.views), "extract_encoded": ext.encoded,
             "extract_decoded": ext.decoded, "methods_encoded": fit.encoded, "methods_decoded": fit.decoded,
             "recorded_encoded": recorded, "seconds": time.perf_counter() - start,
-            "cells": _cell_count(cfg, frozen)}
+            "cells": _cell_count(cfg, frozen), "trained": trained}
 
 
 def _recorded_counts(cfg, layout, bb: str) -> int:
@@ -644,7 +649,7 @@ def run_bench(size: BenchSize, params: dict, root: Path, work: Path, log=print) 
     out["d"] = {**dvc_overhead(root, work / "d", dvc_suite), "methods": dvc_suite["methods"],
                 "toy_suite_stages": stage_count(params)}
     log("(a) encoder inputs of the toy suite vs unique images (reusing the data of d)")
-    out["a"] = encode_audit(work / "d", suite)
+    out["a"] = encode_audit(work / "a", suite, reuse=work / "d")
     log("(e) peak memory of extraction")
     out["e"] = peak_memory(work / "jpeg", size.memory_images)
     log("(f) FLOPs and GPU-hours of the paper suite")
@@ -690,7 +695,8 @@ def _render_a(r: dict) -> list[str]:
             for p in a["pools"]]
     return ["## (a) Image-encoder inputs vs the unique images needed (goal ≤ 1.05)", "",
             f"Reduced toy suite run through the stage functions in-process: extract every dataset, then train and "
-            f"evaluate every frozen-encoder method ({', '.join(a['methods'])}; {a['cells']} training cells). A "
+            f"evaluate every frozen-encoder method ({', '.join(a['methods'])}; {a['trained']} of {a['cells']} "
+            "training cells trained in this run, then every evaluation cell). A "
             "forward pre-hook on the open_clip image tower counts every image that enters it, whoever calls it.", "",
             *_table(["dataset", "train pool", "val pool", "test", f"needed (train × (1+{a['views']} views) + val + "
                      "test)"], rows), "",

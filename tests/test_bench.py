@@ -97,7 +97,7 @@ def _fake_result(share: float) -> dict:
         "size": "quick", "total_s": 100.0, "machine": machine,
         "a": {"methods": ["zeroshot"], "views": 2, "pools": [{"dataset": "d", "train": 5, "val": 2, "test": 9}],
               "needed": 26, "extract_encoded": 26, "extract_decoded": 16, "methods_encoded": 0,
-              "methods_decoded": 0, "recorded_encoded": 26, "cells": 3},
+              "methods_decoded": 0, "recorded_encoded": 26, "cells": 3, "trained": 3},
         "b": [{"model": "ViT-B-32", "image_size": 224, "images": 8, "batch_size": 4, "raw_ips": 10.0,
                "ours_ips": 9.5, "ratio": 0.95}],
         "c": [{"method": "CLIP-Adapter (real class)", "steps": "3 epochs", "images": 4, "extract_s": 1.0,
