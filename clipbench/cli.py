@@ -125,5 +125,33 @@ def check(metrics: Path, baseline: Path, update_baseline: bool, show_ok: bool) -
         sys.exit(1)
 
 
+@main.command()
+@click.option("--out", default="reports/bench.md", show_default=True, type=click.Path(path_type=Path))
+@click.option("--quick/--full", default=True, show_default=True,
+              help="--quick fits a few minutes of a shared CPU; --full runs params.yaml's suite and larger sizes.")
+@click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
+def bench(out: Path, quick: bool, params: Path) -> None:
+    """Benchmark (not a test): encoder work vs the floor, throughput, caching speed-up, DVC overhead, memory,
+    GPU-hours; writes a Markdown report. Run from the project root (it copies the project for `dvc repro`)."""
+    import tempfile
+
+    import yaml
+
+    from clipbench import bench as b
+    from clipbench.config import load_suite
+    from clipbench.io import atomic_write_text
+
+    try:
+        load_suite(params)
+        with tempfile.TemporaryDirectory(prefix="clipbench-bench-") as tmp:
+            result = b.run_bench(b.QUICK if quick else b.FULL, yaml.safe_load(params.read_text()), Path.cwd(),
+                                 Path(tmp), log=lambda msg: click.echo(msg, err=True))
+    except ClipbenchError as exc:
+        _fail(exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, b.render(result))
+    click.echo(f"{out} written ({result['total_s']:.0f} s)")
+
+
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ import torch
 
 from clipbench.backbones import Backbone
 from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor, view_rng
+from clipbench.data.imageset import prefetch
 from clipbench.errors import DataError
 from clipbench.io import atomic_directory, atomic_save_tensors, atomic_write_json, load_tensors
 
@@ -57,37 +58,60 @@ class Encoded:
     pre_views: torch.Tensor | None = None
 
 
-def _encode(backbone: Backbone, tensors: list[torch.Tensor], counter: EncodeCounter
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    counter.encoded += len(tensors)
-    return backbone.encode_images_with_pre(torch.stack(tensors))
+def _encode(backbone: Backbone, pixels: torch.Tensor, counter: EncodeCounter) -> tuple[torch.Tensor, torch.Tensor]:
+    counter.encoded += len(pixels)
+    return backbone.encode_images_with_pre(pixels)
 
 
 def _cat(parts: list[torch.Tensor], dim: int, width: int) -> torch.Tensor:
     return torch.cat(parts, dim=dim) if parts else torch.zeros(0, width)
 
 
-def encode_paths(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int,
-                 views: ViewSpec | None = None, counter: EncodeCounter | None = None) -> Encoded:
-    """Test-transform embeddings and, if ``views``, augmented-view embeddings, each with and without projection."""
-    counter = counter or EncodeCounter()
+def _on_gpu(backbone: Backbone) -> bool:
+    return any(p.is_cuda for p in backbone.model.visual.parameters())
+
+
+def _pixel_batches(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int,
+                   views: ViewSpec | None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``(decoded, view, pixels)`` per batch: the test transform (view -1), then each augmented view.
+
+    Each batch of files is decoded once; only that batch's images are alive, so memory does not grow with the
+    dataset. Views are a pure function of (path, view, seed), so the order of preparation cannot change them.
+    """
     mean, std = backbone.model.visual.image_mean, backbone.model.visual.image_std
-    pre, plain, pre_views, viewed = [], [], [], []
     for chunk in _batches(paths, batch_size):
         images = [open_rgb(image_dir / p) for p in chunk]
-        counter.decoded += len(images)
-        chunk_pre, chunk_plain = _encode(backbone, [backbone.preprocess(im) for im in images], counter)
-        pre.append(chunk_pre)
-        plain.append(chunk_plain)
-        if views and views.views:
-            encoded = [_encode(backbone, [to_normalised_tensor(
+        yield len(images), -1, torch.stack([backbone.preprocess(im) for im in images])
+        for v in range(views.views if views else 0):
+            yield 0, v, torch.stack([to_normalised_tensor(
                 augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std)
-                for p, im in zip(chunk, images, strict=True)], counter) for v in range(views.views)]
-            pre_views.append(torch.stack([e[0] for e in encoded]))
-            viewed.append(torch.stack([e[1] for e in encoded]))
+                for p, im in zip(chunk, images, strict=True)])
+
+
+def encode_paths(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int,
+                 views: ViewSpec | None = None, counter: EncodeCounter | None = None,
+                 overlap: bool | None = None) -> Encoded:
+    """Test-transform embeddings and, if ``views``, augmented-view embeddings, each with and without projection.
+
+    With ``overlap`` (default: when the model is on a GPU) a background thread decodes and transforms the next
+    batch while the current one is encoded; on a CPU the two would only compete for the same cores.
+    """
+    counter = counter or EncodeCounter()
+    n_views = views.views if views else 0
+    pre, plain = [], []
+    pre_views, viewed = [[] for _ in range(n_views)], [[] for _ in range(n_views)]
+    batches = _pixel_batches(backbone, image_dir, paths, batch_size, views)
+    if overlap if overlap is not None else _on_gpu(backbone):
+        batches = prefetch(batches, depth=1)
+    for decoded, view, pixels in batches:
+        counter.decoded += decoded
+        out_pre, out_proj = _encode(backbone, pixels, counter)
+        (pre if view < 0 else pre_views[view]).append(out_pre)
+        (plain if view < 0 else viewed[view]).append(out_proj)
+    stacked = [torch.stack([torch.cat(parts) for parts in lists]) if n_views and paths else None
+               for lists in (viewed, pre_views)]
     return Encoded(plain=_cat(plain, 0, backbone.embed_dim), pre=_cat(pre, 0, backbone.pre_proj_dim),
-                   views=torch.cat(viewed, dim=1) if viewed else None,
-                   pre_views=torch.cat(pre_views, dim=1) if pre_views else None)
+                   views=stacked[0], pre_views=stacked[1])
 
 
 def save_text(path: Path, weights: torch.Tensor, logit_scale: float, meta: dict) -> Path:

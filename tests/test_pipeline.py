@@ -94,6 +94,10 @@ def test_each_image_encoded_once_per_view(ran):
         n_test = len(load_index(layout.dataset_index(d)).splits.test)
         assert c["decoded"] == n_train + n_val + n_test
         assert c["encoded"] == n_train * (1 + cfg.features.views) + n_val + n_test
+        assert fit.meta["encode_counts"] == {"decoded": n_train + n_val,
+                                             "encoded": n_train * (1 + cfg.features.views) + n_val}
+        test = read_feature_dir(layout.test_features("toy_vit", d))
+        assert test.meta["encode_counts"] == {"decoded": n_test, "encoded": n_test}
 
 
 def test_rerun_recomputes_nothing_and_new_seed_only_new_cells(fresh):

@@ -7,9 +7,13 @@ reproducible from its seed alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +22,7 @@ from PIL import Image
 from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor
 
 Transform = Callable[[Image.Image], torch.Tensor]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,14 @@ class ImageSet:
         if i not in self._decoded:
             self._decoded[i] = np.asarray(open_rgb(Path(self.root) / self.paths[i]))
         return Image.fromarray(self._decoded[i])
+
+    def preload(self, workers: int = 4) -> ImageSet:
+        """Decode every image not decoded yet, ``workers`` files at a time (PIL releases the GIL while decoding)."""
+        todo = [i for i in range(len(self)) if i not in self._decoded]
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            arrays = list(pool.map(lambda i: np.asarray(open_rgb(Path(self.root) / self.paths[i])), todo))
+        self._decoded.update(zip(todo, arrays, strict=True))
+        return self
 
     @property
     def decoded(self) -> int:
@@ -65,3 +78,43 @@ def train_augment(size: int, scale: tuple[float, float], mean: Sequence[float], 
         return to_normalised_tensor(view, tuple(mean), tuple(std))
 
     return apply
+
+
+def prefetch(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``batches`` in order while one background thread prepares up to ``depth`` of the next ones.
+
+    Lets augmentation and pixel assembly of batch ``i + 1`` overlap the model step on batch ``i``. The producer
+    consumes ``batches`` sequentially, so an augmentation generator drawn only inside it stays deterministic;
+    do not draw from that generator in the loop body. An exception in the producer is re-raised here.
+    """
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if stop.is_set():
+                    return
+                slots.put((item, None))
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer
+            slots.put((done, exc))
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = slots.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                worker.join(0.01)

@@ -32,13 +32,18 @@ def run(*, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_r
     index = load_index(layout.dataset_index(dataset))
     image_dir = Path(data_root) / index.image_root
     key = feature_key(bb.sha256, cfg)
-    counter = features.EncodeCounter()
     _write_text(bb, index, cfg, layout)
     start = time.perf_counter()
-    _write_test(bb, index, image_dir, cfg, layout, key, counter)
+    counts = [_write_test(bb, index, image_dir, cfg, layout, key)]
     if not test_only:
-        _write_fit(bb, index, image_dir, cfg, layout, key, counter)
-    return {"decoded": counter.decoded, "encoded": counter.encoded, "seconds": time.perf_counter() - start}
+        counts.append(_write_fit(bb, index, image_dir, cfg, layout, key))
+    return {"decoded": sum(c.decoded for c in counts), "encoded": sum(c.encoded for c in counts),
+            "seconds": time.perf_counter() - start}
+
+
+def _counts(counter: features.EncodeCounter) -> dict[str, int]:
+    """Encoder work of one feature directory, stored in its ``meta.json`` as ``encode_counts``."""
+    return {"decoded": counter.decoded, "encoded": counter.encoded}
 
 
 def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> None:
@@ -50,19 +55,22 @@ def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> No
     features.save_text(layout.text_features(bb.spec.key, index.dataset), weights, bb.logit_scale, meta)
 
 
-def _write_test(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str,
-                counter: features.EncodeCounter) -> None:
+def _write_test(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str
+                ) -> features.EncodeCounter:
+    counter = features.EncodeCounter()
     paths = [r.path for r in index.splits.test]
     enc = features.encode_paths(bb, image_dir, paths, cfg.features.batch_size, counter=counter)
     labels = torch.tensor([r.label for r in index.splits.test], dtype=torch.long)
-    meta = {"feature_key": key, "index_hash": index.hash, "images": len(paths)}
+    meta = {"feature_key": key, "index_hash": index.hash, "images": len(paths), "encode_counts": _counts(counter)}
     features.write_feature_dir(layout.test_features(bb.spec.key, index.dataset),
                                {"features": enc.plain, "pre_features": enc.pre, "labels": labels},
                                {"test": paths}, meta)
+    return counter
 
 
-def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str,
-               counter: features.EncodeCounter) -> None:
+def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str
+               ) -> features.EncodeCounter:
+    counter = features.EncodeCounter()
     manifests = [read_manifest(p) for p in sorted(layout.splits(index.dataset).glob("*.json"))]
     train_pool = sorted({r.path for m in manifests for r in m.train})
     val_pool = sorted({r.path for m in manifests for r in m.val})
@@ -75,6 +83,7 @@ def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layou
     if train.views is not None:
         tensors["train_views"], tensors["train_pre_views"] = train.views, train.pre_views
     meta = {"feature_key": key, "index_hash": index.hash, "views": f.views, "train_images": len(train_pool),
-            "val_images": len(val_pool)}
+            "val_images": len(val_pool), "encode_counts": _counts(counter)}
     features.write_feature_dir(layout.fit_features(bb.spec.key, index.dataset), tensors,
                                {"train": train_pool, "val": val_pool}, meta)
+    return counter
