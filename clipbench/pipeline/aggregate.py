@@ -7,6 +7,7 @@ Outputs (all under ``reports/``, all recomputable from ``results.parquet`` and t
 * ``<protocol>.md`` (display table + published comparison) and ``<protocol>.csv`` (every entry, numeric);
 * ``completeness.md`` / ``.csv``: which planned cells exist, are n/a, missing or failed;
 * ``published.csv``: every entry that has a published counterpart, with the difference;
+* ``compare.md``: every method against zero-shot CLIP, paired over seeds × datasets (``clipbench compare``);
 * ``few_shot_curves.csv`` / ``base_new.csv``: the plotted series; ``plots/``: the PNGs;
 * ``summary.md`` (all of the above) and ``metrics.json`` (DVC metrics).
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipbench import plots, reference, report
+from clipbench import compare, plots, reference, report
 from clipbench.config import SuiteConfig
 from clipbench.io import atomic_write, atomic_write_json, atomic_write_text
 from clipbench.layout import Layout
@@ -108,6 +109,10 @@ def write_tables(results: pd.DataFrame, expected: pd.DataFrame | None, out: Path
     completeness_md = _completeness_section(completed, stats)
     atomic_write_text(out / "completeness.md", completeness_md)
     sections.append(completeness_md)
+    paired = ("## Paired comparison against zero-shot CLIP (per-seed differences over seeds × datasets)\n\n"
+              + compare.against_baseline(results))
+    atomic_write_text(out / "compare.md", paired)
+    sections.append(paired)
     if method_notes:
         sections.append("## Methods and validation policy\n\n" + method_notes)
     plots.write_plots(matched, out / "plots")
