@@ -107,13 +107,16 @@ def capture(browser: str, url: str, out: Path, *, size: str = "1600,1000", budge
 
 
 def screenshot_experiment(uri: str, experiment: str, out_dir: Path, browser: str | None = None) -> list[Path]:
-    """Screenshot the experiment's runs page and the compare view of its parent runs into ``out_dir``."""
+    """Screenshot the experiment's runs table, its chart view and the compare view of its parent runs."""
     browser = browser or find_browser()
     if browser is None:
         raise ClipbenchError(f"no headless browser found (tried {', '.join(BROWSERS)}); `apt-get install chromium`")
+    out_dir = Path(out_dir)
     with mlflow_ui(uri) as base:
         exp = experiment_id(base, experiment)
-        runs = capture(browser, f"{base}/#/experiments/{exp}", Path(out_dir) / "mlflow-runs.png")
+        runs = capture(browser, f"{base}/#/experiments/{exp}/runs", out_dir / "mlflow-runs.png", size="2000,900")
+        charts = capture(browser, f"{base}/#/experiments/{exp}/runs?compareRunsMode=CHART",
+                         out_dir / "mlflow-charts.png", size="2000,1200", budget_ms=60000)
         query = {"runs": json.dumps(parent_run_ids(base, exp)), "experiments": json.dumps([exp])}
         compare = f"{base}/#/compare-runs?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
-        return [runs, capture(browser, compare, Path(out_dir) / "mlflow-compare.png", size="1600,1400")]
+        return [runs, charts, capture(browser, compare, out_dir / "mlflow-compare.png", size="1600,1400")]

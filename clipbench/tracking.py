@@ -6,10 +6,12 @@ Layout:
 * one **parent run** per (method, backbone, protocol, method config), named ``<method> · <backbone>``, holding
   the protocol table's numbers for that row as consistently named metrics (``<dataset or average>/<setting>``,
   e.g. ``average/H``, ``dtd/acc_16shot``; the same names for every method, so the UI's compare view and
-  parallel-coordinates plot line methods up), the method config as params, completeness counts as tags, and
-  the protocol's tables and plots as artifacts;
+  parallel-coordinates plot line methods up), method/backbone/protocol as params (the method config, whose
+  keys differ between methods, is the ``config.json`` artifact and the ``config_hash`` tag), completeness
+  counts as tags, and the protocol's tables and plots as artifacts;
 * one **child run** per result cell (method, backbone, protocol, source, dataset, shots, seed), nested under
-  its parent (``mlflow.parentRunId``), with the cell's metrics (``acc`` or ``base``/``new``).
+  its parent (``mlflow.parentRunId``), with the cell's metrics (``acc`` or ``base``/``new``) and the method
+  config as params.
 
 Every run carries lineage tags (git commit, DVC stage, split hash, feature key, config hash, package versions).
 Logging is idempotent: a child is keyed by the cell's evaluation keys and a parent by its group and config
@@ -37,6 +39,7 @@ PARENT_TAG = "clipbench.parent"
 GROUP_TAG = "clipbench.group"
 CONTENT_TAG = "clipbench.content"
 CURRENT_TAG = "clipbench.current"
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 CELL_KEYS = ["protocol", "method", "backbone", "source", "dataset", "shots", "seed"]
 
 
@@ -93,8 +96,12 @@ def log_results(results: pd.DataFrame, *, uri: str, experiment_prefix: str, conf
 
 
 def _experiment(client: Any, name: str, uri: str) -> str:
+    """Find or create the experiment; it is marked as model training (the UI then opens on its runs table)."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_root(uri))
+    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_root(uri))
+    if exp is None or exp.tags.get(KIND_TAG) != MODEL_TRAINING:
+        client.set_experiment_tag(exp_id, KIND_TAG, MODEL_TRAINING)
+    return exp_id
 
 
 def _runs_by_tag(client: Any, exp_id: str, tag: str, value: str | None = None) -> dict[str, Any]:
@@ -141,8 +148,9 @@ def _parent(client: Any, exp_id: str, g: pd.DataFrame, protocol: str, method: st
         return existing.info.run_id, "unchanged"
     if existing is None:
         run_id, state = client.create_run(exp_id, tags=tags).info.run_id, "created"
-        params = _flatten("", {"method": method, "backbone": backbone, "protocol": protocol, "config": config}, {})
+        params = {"method": method, "backbone": backbone, "protocol": protocol}
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        client.log_dict(run_id, {"method": method, "config": config}, "config.json")
     else:
         run_id, state = existing.info.run_id, "updated"
     now = int(time.time() * 1000)

@@ -3,6 +3,8 @@ lineage tags, artifacts, and idempotent re-logging."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -56,6 +58,10 @@ def test_parents_group_children_with_comparable_metrics_and_lineage(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(zs.info.run_id, "plots")}
     assert artifacts == {"plots/base_new_toy_vit.png"}
     assert {a.path for a in client.list_artifacts(zs.info.run_id, "tables")} >= {"tables/base2new.md"}
+    assert set(zs.data.params) == {"method", "backbone", "protocol"}
+    ca = next(p for p in parents.values() if p.data.tags["method"] == "clip_adapter")
+    config = client.download_artifacts(ca.info.run_id, "config.json", str(tmp_path))
+    assert json.loads(open(config).read())["config"] == {"alpha": 0.2}
     few = [r for r in _runs(client, "cb/few_shot") if r.data.tags.get("clipbench.role") == "parent"]
     assert all({"average/acc_1shot", "average/acc_16shot", "toy_scenes/acc_16shot"} <= set(p.data.metrics)
                for p in few)
