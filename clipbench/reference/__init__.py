@@ -122,4 +122,6 @@ def match(entries: pd.DataFrame, template_set: str, ref: pd.DataFrame | None = N
         else:
             found.append({"published": math.nan, "published_printed": "", "delta": math.nan,
                           "published_paper": "", "published_source": "", "published_note": ""})
-    return pd.concat([entries.reset_index(drop=True), pd.DataFrame(found, index=range(len(entries)))], axis=1)
+    columns = ["published", "published_printed", "delta", "published_paper", "published_source", "published_note"]
+    extra = pd.DataFrame(found, index=range(len(entries)), columns=columns)
+    return pd.concat([entries.reset_index(drop=True), extra], axis=1)
