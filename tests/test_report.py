@@ -266,3 +266,35 @@ def test_every_published_row_is_annotated_and_shipped():
     assert set(ref.templates) <= {"custom", "custom+imagenet7", "clipfit", "photo", "ensemble", "any"}
     assert reference.PUBLISHED_FILE.read_bytes().count(b"\r\n") == 581
     assert re.search(r'"reference/\*\.csv"', (reference.PUBLISHED_FILE.parents[2] / "pyproject.toml").read_text())
+
+
+def test_aggregate_stage_marks_deleted_rows_and_absent_tables_as_missing(tmp_path):
+    from clipbench.config import SuiteConfig
+    from clipbench.layout import Layout
+    from clipbench.results import RESULT_FILE, write_results
+    from clipbench.typed import parse
+
+    from conftest import tiny_params
+
+    cfg, layout = parse(SuiteConfig, tiny_params(), "test params"), Layout(tmp_path)
+    plan = aggregate.expected_rows(cfg)
+    rng = np.random.default_rng(0)
+    for method in ("zeroshot", "clip_adapter"):  # linear_probe's table is absent
+        rows = plan[plan.method == method].assign(value=rng.uniform(20, 90, (plan.method == method).sum()),
+                                                 status="ok", n=10, note="", config_hash="c", split_hash="s",
+                                                 feature_key="f", train_key="t", train_seconds=0.0,
+                                                 eval_seconds=0.0, diagnostics="{}")
+        rows = rows.assign(eval_key=[f"{method}-{i}" for i in range(len(rows))])
+        if method == "clip_adapter":
+            rows = rows[~((rows.protocol == "few_shot") & (rows.shots == 4) & (rows.seed == 2))]
+        write_results(rows, layout.results("toy_vit", method) / RESULT_FILE)
+    aggregate.run(cfg=cfg, layout=layout)
+    matrix = _read(tmp_path / "reports" / "completeness.csv")
+    few = matrix[(matrix.protocol == "few_shot") & (matrix.shots == 4)]
+    assert few["clip_adapter/toy_vit"].tolist() == ["MISSING 1/2 (missing seed 2)"]
+    assert few["zeroshot/toy_vit"].tolist() == ["ok"]
+    assert (matrix["linear_probe/toy_vit"].str.startswith("MISSING 0/")).all()
+    table = (tmp_path / "reports" / "few_shot.md").read_text()
+    assert "| clip_adapter | toy_vit | 4 | 1 |" in table and "incomplete (0/1)" in table
+    written = pd.read_parquet(tmp_path / "reports" / "results.parquet")
+    assert len(written) == len(plan[plan.method != "linear_probe"]) - 1
