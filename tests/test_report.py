@@ -219,6 +219,8 @@ def test_published_join_respects_backbone_shots_templates_and_traps():
     assert math.isnan(_published(backbone="toy_vit").published)
     assert math.isnan(_published(template_set="photo").published)
     assert _published(metric="H").published == 70.22  # hm
+    assert _published(method="coop").published == 76.47 and math.isnan(_published(method="coop", shots=4).published)
+    assert _published(shots=4).published == 72.43  # zero-shot numbers do not depend on shots
     rn50 = {"protocol": "few_shot", "backbone": _rn50(), "metric": "acc"}
     assert _published(**rn50, shots=4).published == 58.18  # CoOp single-template baseline (trap 1)
     assert _published(template_set="custom+imagenet7", **rn50, shots=4).published == 60.32  # Tip baseline
