@@ -192,7 +192,11 @@ def _children(client: Any, exp_id: str, parent: str, g: pd.DataFrame, config: di
     created = skipped = 0
     for (protocol, method, backbone, source, dataset, shots, seed), cell in _cell_runs(g):
         cell_key = "-".join(sorted(cell.eval_key))
-        if cell_key in known:
+        if cell_key in known:  # logged before; runs from before parents existed are attached now
+            old = known[cell_key]
+            if old.data.tags.get("mlflow.parentRunId") != parent:
+                client.log_batch(old.info.run_id, tags=[RunTag("mlflow.parentRunId", parent),
+                                                        RunTag("clipbench.role", "cell")])
             skipped += 1
             continue
         tags = {"method": method, "backbone": backbone, "protocol": protocol, "source": source, "dataset": dataset,

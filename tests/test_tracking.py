@@ -93,3 +93,16 @@ def test_a_new_method_config_gets_a_new_current_parent(tmp_path):
     parents = [r for r in _runs(client, "cb/few_shot") if r.data.tags.get("clipbench.role") == "parent"]
     current = {p.data.tags["config_hash"]: p.data.tags["clipbench.current"] for p in parents}
     assert current == {"cfg-zeroshot": "false", "cfg-new": "true"}
+
+
+def test_cells_logged_before_parents_existed_are_attached_to_their_parent(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    results = make_results(methods=("zeroshot",), shots=(16,), seeds=(1,))
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("cb/domain_generalization")
+    cell = results[(results.protocol == "domain_generalization") & (results.dataset == "toy_objects")]
+    orphan = client.create_run(exp, tags={tracking.KEY_TAG: "-".join(sorted(cell.eval_key))}).info.run_id
+    summary = _log(results, tmp_path, uri)
+    assert summary["already_logged"] == 1
+    parent = client.get_run(orphan).data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).data.tags["clipbench.role"] == "parent"
