@@ -100,6 +100,30 @@ def results(reports: Path) -> None:
 
 
 @main.command()
+@click.argument("method_a")
+@click.argument("method_b")
+@click.option("--results", "results_path", default="reports/results.parquet", show_default=True,
+              type=click.Path(path_type=Path))
+@click.option("--protocol", type=click.Choice(["few_shot", "base2new", "cross_dataset", "domain_generalization"]),
+              help="Restrict to one protocol (default: every protocol both methods have).")
+@click.option("--summary-only", is_flag=True, help="Leave out the per-seed differences.")
+def compare(method_a: str, method_b: str, results_path: Path, protocol: str | None, summary_only: bool) -> None:
+    """Paired comparison METHOD_A − METHOD_B on shared cells: per-seed differences, t-test and Wilcoxon."""
+    from clipbench import compare as paired
+    from clipbench.results import read_results
+
+    try:
+        results = read_results([results_path])
+    except ClipbenchError as exc:
+        _fail(exc)
+    unknown = [m for m in (method_a, method_b) if m not in set(results.method)]
+    if unknown:
+        _fail(ClipbenchError(f"method {unknown[0]!r} has no rows in {results_path}; it has: "
+                             f"{', '.join(sorted(set(results.method)))}"))
+    click.echo(paired.render(results, method_a, method_b, protocol, per_seed=not summary_only))
+
+
+@main.command()
 @click.option("--metrics", default="reports/metrics.json", show_default=True, type=click.Path(path_type=Path))
 @click.option("--baseline", default="baselines/toy.json", show_default=True, type=click.Path(path_type=Path))
 @click.option("--update-baseline", is_flag=True, help="Rewrite the baseline with the current metrics.")

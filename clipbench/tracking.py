@@ -1,24 +1,46 @@
 """MLflow tracking: the only module that imports mlflow.
 
-One experiment per protocol (``<prefix>/<protocol>``) and one run per result cell (method, backbone,
-protocol, source, dataset, shots, seed) holding the cell's metrics (``acc`` or ``base``/``new``), the method's
-resolved config as params, and lineage tags. Logging is idempotent: a run is keyed by the cell's evaluation
-key, so re-logging the same results creates nothing new. A tracking store that cannot be reached is reported
-once as a warning; results stay in the result files either way.
+Layout:
+
+* one experiment per protocol (``<prefix>/<protocol>``);
+* one **parent run** per (method, backbone, protocol, method config), named ``<method> · <backbone>``, holding
+  the protocol table's numbers for that row as consistently named metrics (``<dataset or average>/<setting>``,
+  e.g. ``average/H``, ``dtd/acc_16shot``; the same names for every method, so the UI's compare view and
+  parallel-coordinates plot line methods up), method/backbone/protocol as params (the method config, whose
+  keys differ between methods, is the ``config.json`` artifact and the ``config_hash`` tag), completeness
+  counts as tags, and the protocol's tables and plots as artifacts;
+* one **child run** per result cell (method, backbone, protocol, source, dataset, shots, seed), nested under
+  its parent (``mlflow.parentRunId``), with the cell's metrics (``acc`` or ``base``/``new``) and the method
+  config as params.
+
+Every run carries lineage tags (git commit, DVC stage, split hash, feature key, config hash, package versions).
+Logging is idempotent: a child is keyed by the cell's evaluation keys and a parent by its group and config
+hash, so re-logging the same results creates nothing; new results update the parent's metrics in place.
+Parents of an older method config stay, tagged ``clipbench.current = false``. A tracking store that cannot
+be reached is reported once as a warning; results stay in the result files either way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import time
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 log = logging.getLogger(__name__)
 KEY_TAG = "clipbench.eval_key"
+PARENT_TAG = "clipbench.parent"
+GROUP_TAG = "clipbench.group"
+CONTENT_TAG = "clipbench.content"
+CURRENT_TAG = "clipbench.current"
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+CELL_KEYS = ["protocol", "method", "backbone", "source", "dataset", "shots", "seed"]
 
 
 def _flatten(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
@@ -30,43 +52,42 @@ def _flatten(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _cell_runs(results: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame]]:
-    keys = ["protocol", "method", "backbone", "source", "dataset", "shots", "seed"]
-    return results.groupby(keys, sort=True)
+def parent_metrics(entries: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, float]]:
+    """``{(protocol, method, backbone): {"<column>/<setting>": value}}`` of the complete table entries."""
+    out: dict[tuple[str, str, str], dict[str, float]] = {}
+    for e in entries[entries.status == "ok"].to_dict("records"):
+        setting = f"{e['metric']}_{int(e['shots'])}shot" if e["protocol"] == "few_shot" else e["metric"]
+        out.setdefault((e["protocol"], e["method"], e["backbone"]), {})[f"{e['column']}/{setting}"] = float(e["mean"])
+    return out
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store live next to the database (``mlartifacts/``); servers choose their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
 
 
 def log_results(results: pd.DataFrame, *, uri: str, experiment_prefix: str, configs: dict[str, dict],
-                lineage: dict[str, str]) -> dict[str, Any]:
-    """Log every cell of ``results`` as an MLflow run; return a summary (never raises on store failures)."""
+                lineage: dict[str, str], entries: pd.DataFrame | None = None,
+                artifacts: dict[str, list[Path]] | None = None) -> dict[str, Any]:
+    """Log parents and children for ``results`` (see the module docstring); never raises on store failures."""
     try:
-        import mlflow
-        from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
-        created, skipped = 0, 0
-        for (protocol, method, backbone, source, dataset, shots, seed), g in _cell_runs(results):
-            exp_id = _experiment(client, f"{experiment_prefix}/{protocol}")
-            cell_key = "-".join(sorted(g.eval_key))
-            if _exists(client, exp_id, cell_key):
-                skipped += 1
-                continue
-            tags = {"method": method, "backbone": backbone, "protocol": protocol, "source": source,
-                    "dataset": dataset, "shots": str(shots), "seed": str(seed), KEY_TAG: cell_key,
-                    "split_hash": g.split_hash.iloc[0], "config_hash": g.config_hash.iloc[0],
-                    "feature_key": g.feature_key.iloc[0], "status": ",".join(sorted(set(g.status))), **lineage,
-                    "mlflow.runName": f"{method}/{backbone}/{source}->{dataset}/{shots}shot/seed{seed}"}
-            run = client.create_run(exp_id, tags=tags)
-            params = _flatten("", {"method": method, "shots": int(shots), "seed": int(seed),
-                                   "config": configs.get(method, {})}, {})
-            metrics = [Metric(m, float(v), 0, 0) for m, v in zip(g.metric, g.value, strict=True) if not math.isnan(v)]
-            client.log_batch(run.info.run_id, metrics=metrics,
-                             params=[Param(k, v) for k, v in params.items()],
-                             tags=[RunTag(k, str(v)) for k, v in tags.items()])
-            client.set_terminated(run.info.run_id)
-            created += 1
-        return {"status": "ok", "uri": uri, "created": created, "already_logged": skipped}
+        metrics = parent_metrics(entries) if entries is not None else {}
+        summary = {"status": "ok", "uri": uri, "created": 0, "already_logged": 0, "parents_created": 0,
+                   "parents_updated": 0, "parents_unchanged": 0}
+        for (protocol, method, backbone), g in results.groupby(["protocol", "method", "backbone"], sort=True):
+            exp_id = _experiment(client, f"{experiment_prefix}/{protocol}", uri)
+            parent, state = _parent(client, exp_id, g, protocol, method, backbone, configs.get(method, {}), lineage,
+                                    metrics.get((protocol, method, backbone), {}), (artifacts or {}).get(protocol, []))
+            summary[f"parents_{state}"] += 1
+            created, skipped = _children(client, exp_id, parent, g, configs.get(method, {}), lineage)
+            summary["created"] += created
+            summary["already_logged"] += skipped
+        return summary
     except Exception as exc:  # noqa: BLE001 - any store failure must leave the pipeline's results intact
         message = f"MLflow tracking at {uri!r} failed ({type(exc).__name__}: {exc}); results are still in reports/"
         warnings.warn(message, stacklevel=2)
@@ -74,14 +95,125 @@ def log_results(results: pd.DataFrame, *, uri: str, experiment_prefix: str, conf
         return {"status": "unavailable", "uri": uri, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _experiment(client: Any, name: str) -> str:
+def _experiment(client: Any, name: str, uri: str) -> str:
+    """Find or create the experiment; it is marked as model training (the UI then opens on its runs table)."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_root(uri))
+    if exp is None or exp.tags.get(KIND_TAG) != MODEL_TRAINING:
+        client.set_experiment_tag(exp_id, KIND_TAG, MODEL_TRAINING)
+    return exp_id
 
 
-def _exists(client: Any, exp_id: str, key: str) -> bool:
-    found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
-    return len(found) > 0
+def _runs_by_tag(client: Any, exp_id: str, tag: str, value: str | None = None) -> dict[str, Any]:
+    """Runs of ``exp_id`` that carry ``tag`` (optionally = ``value``), keyed by the tag's value (all pages)."""
+    found, token = {}, None
+    query = f"tags.`{tag}` = '{value}'" if value is not None else f"tags.`{tag}` LIKE '%'"
+    while True:
+        page = client.search_runs([exp_id], filter_string=query, max_results=1000, page_token=token)
+        found.update({r.data.tags[tag]: r for r in page})
+        token = page.token
+        if not token:
+            return found
+
+
+def _content_key(g: pd.DataFrame, metrics: dict[str, float], files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(set(g.eval_key)):
+        digest.update(key.encode())
+    for name, value in sorted(metrics.items()):
+        digest.update(f"{name}={value!r}".encode())
+    for path in sorted(files):
+        digest.update(Path(path).name.encode() + (Path(path).read_bytes() if Path(path).is_file() else b""))
+    return digest.hexdigest()[:16]
+
+
+def _parent(client: Any, exp_id: str, g: pd.DataFrame, protocol: str, method: str, backbone: str, config: dict,
+            lineage: dict[str, str], metrics: dict[str, float], files: list[Path]) -> tuple[str, str]:
+    """Find or create the parent run of one (method, backbone, protocol, config); return (run id, what happened)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    group = f"{protocol}/{method}/{backbone}"
+    config_hash = str(g.config_hash.iloc[0])
+    key = f"{group}/{config_hash}"
+    content = _content_key(g, metrics, files)
+    counts = g.status.value_counts().to_dict()
+    tags = {"method": method, "backbone": backbone, "protocol": protocol, "config_hash": config_hash,
+            "clipbench.role": "parent", GROUP_TAG: group, PARENT_TAG: key, CONTENT_TAG: content, CURRENT_TAG: "true",
+            "cells": str(g.groupby(CELL_KEYS).ngroups), **{f"results.{s}": str(n) for s, n in sorted(counts.items())},
+            "split_hashes": ",".join(sorted(set(g.split_hash.astype(str))))[:5000], "feature_keys":
+            ",".join(sorted(set(g.feature_key.astype(str))))[:5000], **lineage, "dvc_stage": f"evaluate@{backbone}-"
+            f"{method}", "mlflow.runName": f"{method} · {backbone}"}
+    existing = _runs_by_tag(client, exp_id, PARENT_TAG, key).get(key)
+    if existing is not None and existing.data.tags.get(CONTENT_TAG) == content:
+        return existing.info.run_id, "unchanged"
+    if existing is None:
+        run_id, state = client.create_run(exp_id, tags=tags).info.run_id, "created"
+        params = {"method": method, "backbone": backbone, "protocol": protocol}
+        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        client.log_dict(run_id, {"method": method, "config": config}, "config.json")
+    else:
+        run_id, state = existing.info.run_id, "updated"
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
+                     tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    for path in files:
+        if Path(path).is_file():
+            client.log_artifact(run_id, str(path), artifact_path="plots" if Path(path).suffix == ".png" else "tables")
+    client.set_terminated(run_id)
+    _mark_current(client, exp_id, group, key)
+    return run_id, state
+
+
+def _mark_current(client: Any, exp_id: str, group: str, key: str) -> None:
+    """Only the parent of the current config is ``clipbench.current = true`` within its group."""
+    token = None
+    while True:
+        page = client.search_runs([exp_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}'", max_results=1000,
+                                  page_token=token)
+        for run in page:
+            current = "true" if run.data.tags.get(PARENT_TAG) == key else "false"
+            if run.data.tags.get(CURRENT_TAG) != current:
+                client.set_tag(run.info.run_id, CURRENT_TAG, current)
+        token = page.token
+        if not token:
+            return
+
+
+def _cell_runs(g: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame]]:
+    return g.groupby(CELL_KEYS, sort=True)
+
+
+def _children(client: Any, exp_id: str, parent: str, g: pd.DataFrame, config: dict,
+              lineage: dict[str, str]) -> tuple[int, int]:
+    """One child run per cell of ``g`` not logged yet; return (created, already logged)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    known = _runs_by_tag(client, exp_id, KEY_TAG)
+    created = skipped = 0
+    for (protocol, method, backbone, source, dataset, shots, seed), cell in _cell_runs(g):
+        cell_key = "-".join(sorted(cell.eval_key))
+        if cell_key in known:  # logged before; runs from before parents existed are attached now
+            old = known[cell_key]
+            if old.data.tags.get("mlflow.parentRunId") != parent:
+                client.log_batch(old.info.run_id, tags=[RunTag("mlflow.parentRunId", parent),
+                                                        RunTag("clipbench.role", "cell")])
+            skipped += 1
+            continue
+        tags = {"method": method, "backbone": backbone, "protocol": protocol, "source": source, "dataset": dataset,
+                "shots": str(shots), "seed": str(seed), KEY_TAG: cell_key, "clipbench.role": "cell",
+                "mlflow.parentRunId": parent, "split_hash": cell.split_hash.iloc[0],
+                "config_hash": cell.config_hash.iloc[0], "feature_key": cell.feature_key.iloc[0],
+                "train_key": cell.train_key.iloc[0], "status": ",".join(sorted(set(cell.status))), **lineage,
+                "dvc_stage": f"evaluate@{backbone}-{method}",
+                "mlflow.runName": f"{method}/{backbone}/{source}->{dataset}/{shots}shot/seed{seed}"}
+        run = client.create_run(exp_id, tags=tags)
+        params = _flatten("", {"method": method, "shots": int(shots), "seed": int(seed), "config": config}, {})
+        metrics = [Metric(m, float(v), 0, 0) for m, v in zip(cell.metric, cell.value, strict=True) if not math.isnan(v)]
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        client.set_terminated(run.info.run_id)
+        created += 1
+    return created, skipped
 
 
 def search_runs(uri: str, experiment: str) -> pd.DataFrame:

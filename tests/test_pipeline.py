@@ -8,7 +8,6 @@ import math
 
 import pandas as pd
 import pytest
-from test_methods import FAST
 
 from clipbench import tracking
 from clipbench.config import SuiteConfig
@@ -19,6 +18,7 @@ from clipbench.results import RESULT_FILE
 from clipbench.typed import parse
 
 from conftest import make_project, tiny_params
+from test_methods import FAST
 
 
 def run_all(cfg, layout, data_root, skip_backbone=True):

@@ -1,4 +1,8 @@
-"""Stage ``track``: log the aggregated results to MLflow (see :mod:`clipbench.tracking`)."""
+"""Stage ``track``: log the aggregated results to MLflow (see :mod:`clipbench.tracking`).
+
+Parent runs get the numbers of the protocol tables written by ``aggregate`` (``reports/<protocol>.csv``) and
+the protocol's tables and plots as artifacts, so MLflow shows exactly what the reports show.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import pandas as pd
+
 from clipbench import tracking
 from clipbench.config import SuiteConfig
 from clipbench.io import atomic_write_json
 from clipbench.layout import Layout
+from clipbench.protocols import PROTOCOLS
 from clipbench.results import read_results
 from clipbench.typed import to_plain
+
+PACKAGES = ("clipbench", "torch", "open_clip_torch", "dvc", "mlflow", "numpy", "pandas", "scikit-learn")
+PLOT_PREFIX = {"few_shot": "few_shot_", "base2new": "base_new_"}
 
 
 def git_commit(root: Path) -> str:
@@ -32,16 +42,37 @@ def _version(package: str) -> str:
 
 
 def lineage(cfg: SuiteConfig, root: Path) -> dict[str, str]:
-    return {"git_commit": git_commit(root), "suite": cfg.suite, "dvc_stage": "track",
-            **{f"version.{p}": _version(p) for p in ("clipbench", "torch", "open_clip_torch", "dvc")}}
+    return {"git_commit": git_commit(root), "suite": cfg.suite, "template_set": cfg.text.template_set,
+            "tracked_by": "track", **{f"version.{p}": _version(p) for p in PACKAGES}}
+
+
+def report_entries(reports: Path) -> pd.DataFrame | None:
+    """The table entries ``aggregate`` wrote (``None`` if any protocol table is absent)."""
+    paths = [reports / f"{p}.csv" for p in PROTOCOLS]
+    if not all(p.is_file() for p in paths):
+        return None
+    frames = [pd.read_csv(p, float_precision="round_trip", keep_default_na=False, na_values=[""]) for p in paths]
+    return pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(len(f) for f in frames) else None
+
+
+def report_artifacts(reports: Path) -> dict[str, list[Path]]:
+    """Per protocol: its table (md, csv), the completeness matrix, the summary and its plots."""
+    shared = [reports / "completeness.md", reports / "summary.md"]
+    out = {}
+    for protocol in PROTOCOLS:
+        plots = sorted((reports / "plots").glob(f"{PLOT_PREFIX[protocol]}*.png")) if protocol in PLOT_PREFIX else []
+        out[protocol] = [reports / f"{protocol}.md", reports / f"{protocol}.csv", *shared, *plots]
+    return out
 
 
 def run(*, cfg: SuiteConfig, layout: Layout) -> dict:
     summary: dict = {"status": "disabled"}
     if cfg.tracking.enabled:
-        results = read_results([layout.reports() / "results.parquet"])
+        reports = layout.reports()
+        results = read_results([reports / "results.parquet"])
         configs = {m: to_plain(cfg.method_config(m)) for m in cfg.methods}
         summary = tracking.log_results(results, uri=cfg.tracking.uri, experiment_prefix=cfg.tracking.experiment_prefix,
-                                       configs=configs, lineage=lineage(cfg, layout.root))
+                                       configs=configs, lineage=lineage(cfg, layout.root),
+                                       entries=report_entries(reports), artifacts=report_artifacts(reports))
     atomic_write_json(layout.reports() / "tracking.json", summary)
     return summary

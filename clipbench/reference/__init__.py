@@ -1,0 +1,126 @@
+"""Published reference numbers (``published.csv``) and how a clipbench table entry finds its counterpart.
+
+``published.csv`` and its ``README.md`` are shipped unchanged; ``sources.csv`` annotates every (paper, method)
+pair of it with the clipbench method key it corresponds to (empty: none), the prompt-template setting the
+number was obtained with, a rank among duplicate sources (1 = primary; a reprint ranks lower), whether it is
+used for comparison at all, and the caveat a reader must see (the "known traps" of the README).
+
+A published value is shown beside a reproduced entry only when method, backbone, protocol, dataset, shots,
+metric and template setting all match:
+
+* backbone: the clipbench backbone's open_clip architecture with OpenAI weights (``ViT-B-16`` = ``ViT-B/16``);
+* shots: equal, except for a training-free method (zero-shot CLIP), whose numbers do not depend on shots
+  (published as shot count 0, or as the table's 16 in base-to-new);
+* transfer protocols: the clipbench source must be ``imagenet`` (every published transfer number is);
+* ``average``: only when the entry averages exactly the datasets the published average is over (11 datasets
+  for few-shot and base-to-new, the 10 cross-dataset targets, the 4 domain-generalization targets);
+* template setting, compared per dataset: ``custom`` is CoOp's hand-crafted template per dataset,
+  ``custom+imagenet7`` the same but the 7-template ensemble on ImageNet and its variants (Tip-Adapter, ProLIP),
+  ``clipfit`` the same as ``custom`` except DTD, ``photo`` and ``ensemble`` stand alone and ``any`` marks a
+  method whose number does not depend on hand-crafted templates (learned prompts, linear probe). The clipbench
+  side's setting is the suite's ``text.template_set`` name.
+
+Duplicate published rows are never averaged: the lowest rank wins, then file order.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+from clipbench.errors import DataError
+
+_DIR = Path(__file__).parent
+PUBLISHED_FILE = _DIR / "published.csv"
+SOURCES_FILE = _DIR / "sources.csv"
+
+CLASSIFICATION = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+TRANSFER_SOURCE = "imagenet"
+AVERAGED = {"few_shot": frozenset(CLASSIFICATION), "base2new": frozenset(CLASSIFICATION),
+            "cross_dataset": frozenset(CLASSIFICATION) - {TRANSFER_SOURCE},
+            "domain_generalization": frozenset(IMAGENET_FAMILY) - {TRANSFER_SOURCE}}
+TRAINING_FREE = frozenset({"zeroshot"})
+METRIC_NAMES = {"acc": "acc", "base": "base", "new": "new", "H": "hm"}
+_ARCHITECTURES = {"ViT-B-16": "ViT-B/16", "ViT-B-32": "ViT-B/32", "RN50": "RN50", "RN101": "RN101"}
+
+
+@cache
+def published() -> pd.DataFrame:
+    """``published.csv`` joined with its annotations; ``printed`` keeps each value as printed."""
+    table = pd.read_csv(PUBLISHED_FILE, dtype=str, keep_default_na=False, encoding="utf-8")
+    notes = pd.read_csv(SOURCES_FILE, dtype=str, keep_default_na=False, encoding="utf-8")
+    merged = table.merge(notes, on=["paper", "method"], how="left", validate="many_to_one", indicator=True)
+    unannotated = merged[merged["_merge"] != "both"][["paper", "method"]].drop_duplicates()
+    if len(unannotated):
+        raise DataError(f"{SOURCES_FILE} lacks an annotation for {unannotated.iloc[0].to_dict()}; add a row")
+    return merged.drop(columns="_merge").assign(
+        printed=merged["value"], value=merged["value"].astype(float), shots=merged["shots"].astype(int),
+        rank=merged["rank"].astype(int), order=range(len(merged)))
+
+
+def published_backbone(key: str) -> str | None:
+    """The published name of a clipbench backbone key (``None`` for non-OpenAI or unregistered backbones)."""
+    from clipbench.backbones.spec import BACKBONES
+
+    if key not in BACKBONES.names():
+        return None
+    spec = BACKBONES.get(key)
+    return _ARCHITECTURES.get(spec.model) if spec.pretrained == "openai" else None
+
+
+def effective_templates(setting: str, dataset: str) -> str:
+    """The templates a setting uses on ``dataset`` (``average``: the setting itself), for like-with-like joins."""
+    if dataset == "average":
+        return setting
+    if setting == "custom+imagenet7":
+        return "imagenet7" if dataset in IMAGENET_FAMILY else "custom"
+    if setting == "clipfit":
+        return "clipfit" if dataset == "dtd" else "custom"
+    return setting
+
+
+def _candidates(ref: pd.DataFrame, entry: dict, template_set: str) -> pd.DataFrame:
+    protocol, dataset, shots = entry["protocol"], entry["column"], int(entry["shots"])
+    if protocol in ("cross_dataset", "domain_generalization") and entry["source"] != TRANSFER_SOURCE:
+        return ref.iloc[:0]
+    averaged = frozenset(filter(None, str(entry.get("datasets") or "").split(";")))
+    if dataset == "average" and averaged != AVERAGED.get(protocol):
+        return ref.iloc[:0]
+    shot_ok = (ref.shots == shots) | (entry["method"] in TRAINING_FREE)  # zero-shot: no shot dependence
+    mine = effective_templates(template_set, dataset)
+    templ_ok = (ref.templates == "any") | ref.templates.map(lambda t: effective_templates(t, dataset) == mine)
+    return ref[(ref.use == "yes") & (ref.clipbench_method == entry["method"]) & (ref.protocol == protocol)
+               & (ref.dataset == dataset) & (ref.metric == METRIC_NAMES.get(entry["metric"], "")) & shot_ok
+               & templ_ok]
+
+
+def match(entries: pd.DataFrame, template_set: str, ref: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``entries`` with ``published``, ``delta`` (reproduced − published), ``published_paper``/``_source``/``_note``.
+
+    ``entries`` needs columns protocol, method, backbone, source, shots, column (dataset or ``average``),
+    metric, mean, status and, for averages, ``datasets`` (the averaged dataset keys, ``;``-separated).
+    ``delta`` is given only for complete (``ok``) entries.
+    """
+    ref = published() if ref is None else ref
+    found = []
+    for entry in entries.to_dict("records"):
+        name = published_backbone(entry["backbone"])
+        rows = _candidates(ref[ref.backbone == name], entry, template_set) if name else ref.iloc[:0]
+        if len(rows):
+            best = rows.sort_values(["rank", "order"]).iloc[0]
+            ok = entry.get("status", "ok") == "ok"
+            found.append({"published": best.value, "published_printed": best.printed,
+                          "delta": entry["mean"] - best.value if ok else math.nan,
+                          "published_paper": best.paper, "published_source": best.source,
+                          "published_note": best.note})
+        else:
+            found.append({"published": math.nan, "published_printed": "", "delta": math.nan,
+                          "published_paper": "", "published_source": "", "published_note": ""})
+    columns = ["published", "published_printed", "delta", "published_paper", "published_source", "published_note"]
+    extra = pd.DataFrame(found, index=range(len(entries)), columns=columns)
+    return pd.concat([entries.reset_index(drop=True), extra], axis=1)
