@@ -165,7 +165,8 @@ def reduced_params(params: dict, sources: int = 1) -> dict:
     for name in p["methods"]:
         defaults = {f.name: f.default for f in dataclasses.fields(METHODS.get(name).Config)}
         own = dict(method_params.get(name) or {})
-        own.update({k: min(own.get(k, defaults[k]), cap) for k, cap in _SHRINK.items() if k in defaults})
+        own.update({k: min(own.get(k, defaults[k]), cap) for k, cap in _SHRINK.items()
+                    if k in defaults and own.get(k, defaults[k]) is not None})
         method_params[name] = own
     p["method_params"] = method_params
     return p
@@ -174,8 +175,7 @@ def reduced_params(params: dict, sources: int = 1) -> dict:
 def is_frozen_encoder(method: str) -> bool:
     from clipbench.methods import METHODS, Inputs
 
-    cls = METHODS.get(method)
-    return cls.requires != Inputs.IMAGES and not cls.needs_backbone()
+    return METHODS.get(method).requires is not Inputs.IMAGES
 
 
 def pool_sizes(cfg, layout) -> list[PoolSize]:
@@ -316,6 +316,12 @@ class ReencodedViews:
 
     def __len__(self) -> int:
         return self.count
+
+    def float(self) -> ReencodedViews:
+        """The tensor calls a method makes on its view cache (``.float().clone()``) keep the stand-in."""
+        return self
+
+    clone = float
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor, view_rng
