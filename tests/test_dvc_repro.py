@@ -38,10 +38,12 @@ def workspace(tmp_path_factory) -> Path:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, work / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["protocols"]["few_shot"].update(shots=[1, 4], seeds=[1, 2])
-    params["protocols"]["base2new"].update(shots=4, seeds=[1])
-    for key in ("cross_dataset", "domain_generalization"):
-        params["protocols"][key].update(shots=4, seeds=[1])
+    sources, target = params["datasets"][:2], params["targets"][:1]  # the DVC mechanics, not every dataset
+    params.update(datasets=sources, targets=target)
+    params["protocols"]["few_shot"].update(datasets=sources, shots=[1, 4], seeds=[1, 2])
+    params["protocols"]["base2new"].update(datasets=sources, shots=4, seeds=[1])
+    params["protocols"]["cross_dataset"].update(source=sources[0], targets=sources[1:], shots=4, seeds=[1])
+    params["protocols"]["domain_generalization"].update(source=sources[0], targets=target, shots=4, seeds=[1])
     params["toy_pretrain"].update(images=128, steps=3, batch_size=32)
     params["features"]["views"] = 2
     params["methods"] = ["zeroshot", "linear_probe", "clip_adapter"]  # the DVC mechanics, not every method
@@ -64,7 +66,7 @@ def test_repro_then_noop_then_only_changed_method(workspace):
     params["method_params"]["clip_adapter"]["alpha"] = 0.5
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace))
+    sources = params["datasets"]
     assert {s for s in third if s.startswith(("train@", "evaluate@"))} == {
-        "train@toy_vit-clip_adapter-toy_objects", "train@toy_vit-clip_adapter-toy_textures",
-        "train@toy_vit-clip_adapter-toy_scenes", "evaluate@toy_vit-clip_adapter"}
+        *(f"train@toy_vit-clip_adapter-{d}" for d in sources), "evaluate@toy_vit-clip_adapter"}
     assert not any(s.startswith(("download", "split", "backbone", "extract")) for s in third)
