@@ -18,6 +18,7 @@ from clipbench.backbones.toy_pretrain import ToyPretrainConfig
 from clipbench.data import DATASETS
 from clipbench.data.coop import COUNT_MODES
 from clipbench.data.custom import CustomDataset, register_custom_datasets
+from clipbench.data.integrity import IMAGE_CHECKS
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, MethodConfig
 from clipbench.typed import parse, stable_hash, to_plain
@@ -126,6 +127,9 @@ class SuiteConfig:
     # "exact": assert the published split sizes (spec §3.1, §3.5); "classes": only the class counts (subsets,
     # test fixtures). Structure (files, labels, every class in every split) is always checked.
     data_counts: str = "exact"
+    # how the download stage checks every listed image before any compute: "structure" (header + end marker),
+    # "decode" (full decode, slow) or "off" (containment only); see clipbench/data/integrity.py
+    image_check: str = "structure"
     # user datasets (folder-per-class tree or CSV lists), registered under their key: clipbench/data/custom.py
     custom_datasets: dict[str, CustomDataset] = field(default_factory=lambda: MappingProxyType({}))
     method_params: dict[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
@@ -137,6 +141,8 @@ class SuiteConfig:
     def validate(self, where: str) -> None:
         if self.data_counts not in COUNT_MODES:
             raise ConfigError(f"{where}.data_counts: {self.data_counts!r} is not one of {', '.join(COUNT_MODES)}")
+        if self.image_check not in IMAGE_CHECKS:
+            raise ConfigError(f"{where}.image_check: {self.image_check!r} is not one of {', '.join(IMAGE_CHECKS)}")
         register_custom_datasets(self.custom_datasets, f"{where}.custom_datasets")  # before names are checked
         _check_names(self, where)
         _check_protocols(self, where)

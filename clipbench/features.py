@@ -25,7 +25,13 @@ from clipbench.backbones import Backbone
 from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor, view_rng
 from clipbench.data.imageset import prefetch
 from clipbench.errors import DataError
-from clipbench.io import atomic_directory, atomic_save_tensors, atomic_write_json, load_tensors
+from clipbench.io import (
+    atomic_directory,
+    atomic_save_tensors,
+    atomic_write_json,
+    load_tensors,
+    load_tensors_with_metadata,
+)
 
 
 @dataclass
@@ -122,12 +128,8 @@ def save_text(path: Path, weights: torch.Tensor, logit_scale: float, meta: dict)
 def load_text(path: Path) -> tuple[torch.Tensor, float, dict]:
     if not path.is_file():
         raise DataError(f"text features {path} are missing; run the extract stage (`dvc repro extract`)")
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as fh:
-        meta = json.loads(fh.metadata()["meta"])
-    t = load_tensors(path)
-    return t["weights"], float(t["logit_scale"][0]), meta
+    t, metadata = load_tensors_with_metadata(path)
+    return t["weights"], float(t["logit_scale"][0]), json.loads(metadata["meta"])
 
 
 def write_feature_dir(path: Path, tensors: dict[str, torch.Tensor], index: dict, meta: dict) -> None:

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from clipbench.errors import DataError
+from clipbench.safeload import refuse_serialized_objects
 
 
 def _tmp_sibling(path: Path, directory: bool = False) -> Path:
@@ -54,7 +58,25 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """Load a safetensors file; a pickle, a truncated or a corrupt file raises :class:`DataError` naming it."""
+    return load_tensors_with_metadata(path)[0]
+
+
+def load_tensors_with_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and the string metadata of a safetensors file (errors as in :func:`load_tensors`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing; re-run the stage that writes it (`dvc repro`)")
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[8:9] != b"{":  # a safetensors file starts with an 8-byte header length, then its JSON header
+        refuse_serialized_objects(head, path, "a safetensors file")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it "
+                        "and re-run the stage that writes it (`dvc repro`)") from exc
 
 
 @contextmanager

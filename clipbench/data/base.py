@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from clipbench.errors import DataError
+from clipbench.safeload import refuse_serialized_objects
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,10 @@ def read_split_json(path: Path, *, require: tuple[str, ...] = ("train", "val", "
     """Read a CoOp ``split_zhou_*.json`` file: ``{"train"|"val"|"test": [[relpath, label, classname], ...]}``."""
     if not path.is_file():
         raise DataError(f"split file {path} is missing; run `dvc repro download` or place the CoOp split file there")
+    data = path.read_bytes()
+    refuse_serialized_objects(data, path, "a CoOp split_zhou_*.json file")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"split file {path} is not valid JSON ({exc}); re-download it") from exc
     if not isinstance(raw, dict) or set(raw) != {"train", "val", "test"}:

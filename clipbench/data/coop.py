@@ -173,6 +173,17 @@ def read_wnid_names(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(ids), tuple(names)
 
 
+def check_duplicates(splits: DatasetSplits, source: Path) -> None:
+    """No image is listed twice, within a split or across splits (a training image in test leaks its label)."""
+    seen: dict[str, str] = {}
+    for split in ("train", "val", "test"):
+        for i, r in enumerate(getattr(splits, split)):
+            if r.path in seen:
+                raise DataError(f"{source}: {r.path!r} is listed twice ({seen[r.path]} and {split}[{i}]); "
+                                "the split file is corrupted — re-download it or remove the duplicate")
+            seen[r.path] = f"{split}[{i}]"
+
+
 def check_counts(spec: DatasetSpec, splits: DatasetSplits, mode: str = "exact") -> list[str]:
     """Differences from the published sizes (``mode="classes"`` checks only the class count)."""
     if mode not in COUNT_MODES:
@@ -190,6 +201,7 @@ def check_counts(spec: DatasetSpec, splits: DatasetSplits, mode: str = "exact") 
 def validate(spec: DatasetSpec, data_root: Path, counts: str = "exact") -> DatasetSplits:
     """Read ``spec`` and compare with the published sizes; a mismatch raises with the fix."""
     splits = spec.read(data_root)
+    check_duplicates(splits, spec.root(data_root) / getattr(spec, "split_file", ""))
     problems = check_counts(spec, splits, counts)
     if problems:
         raise DataError(f"{spec.name} at {spec.root(data_root)} does not match the published CoOp split "

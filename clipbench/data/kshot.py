@@ -46,6 +46,14 @@ def sample_per_class(items: tuple[Record, ...], k: int, rng: random.Random) -> t
     return tuple(out)
 
 
+def short_classes(items: tuple[Record, ...], k: int) -> dict[str, int]:
+    """Classes with fewer than ``k`` items (``{label: (classname, count)}``); the sampler keeps all their items."""
+    counts: dict[int, tuple[str, int]] = {}
+    for item in items:
+        counts[item.label] = (item.classname, counts.get(item.label, ("", 0))[1] + 1)
+    return {label: v for label, v in counts.items() if v[1] < k}
+
+
 @dataclass(frozen=True)
 class KShotSplit:
     """A K-shot train subset and its validation subset, for one dataset and seed."""

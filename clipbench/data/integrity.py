@@ -1,0 +1,99 @@
+"""Checks of every listed image before any compute: containment, duplicates, presence and file structure.
+
+The download stage runs :func:`check_images` on each dataset it indexes, so a listed file that escapes the
+data folder, is empty, is not an image or was cut short stops the pipeline at its first stage with the file
+named, instead of failing hours later during extraction or being skipped silently.
+
+Modes (``image_check`` in params.yaml):
+
+* ``structure`` (default): the file resolves inside the dataset's image root (a symlink pointing out of it is
+  refused; a symlinked dataset *folder* is fine), is not empty, its header names a format Pillow can decode,
+  and a JPEG or PNG file ends with its end marker (JPEG EOI ``FF D9``, PNG ``IEND`` chunk, allowing up to
+  :data:`TAIL` bytes of trailing padding), which catches interrupted downloads. It reads a header and a
+  1 KiB tail per image, in :data:`WORKERS` threads.
+* ``decode``: additionally decode every image in full (as slow as decoding the dataset once). Use it when
+  the end-marker rule is not enough, or when a dataset legitimately appends data after the end marker.
+* ``off``: containment only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from clipbench.data.base import Record
+from clipbench.errors import DataError
+
+IMAGE_CHECKS = ("structure", "decode", "off")
+TAIL = 1024
+WORKERS = 8
+_SHOW = 5
+_JPEG, _PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
+_END = {_JPEG: b"\xff\xd9", _PNG: b"IEND"}
+
+
+def check_images(image_root: Path, records: Iterable[Record], mode: str = "structure", fix: str = "") -> int:
+    """Check each record's image under ``image_root``; raise one :class:`DataError` listing the bad files.
+
+    Returns the number of images checked.
+    """
+    if mode not in IMAGE_CHECKS:
+        raise ValueError(f"image_check must be one of {IMAGE_CHECKS}, got {mode!r}")
+    paths = sorted({r.path for r in records})
+    root = os.path.realpath(image_root)
+    problems = [p for p in (_contained(root, image_root, rel) for rel in paths) if p]
+    if problems:
+        _raise(image_root, problems, "escape the dataset folder",
+               "copy the files into the dataset folder or symlink the whole dataset folder instead")
+    if mode != "off":
+        with ThreadPoolExecutor(WORKERS) as pool:
+            found = pool.map(lambda rel: _structure(image_root / rel, mode == "decode"), paths, chunksize=64)
+            problems = [p for p in found if p]
+        if problems:
+            _raise(image_root, problems, "are unreadable",
+                   f"replace these files (re-download or re-extract the dataset). {fix}".strip())
+    return len(paths)
+
+
+def _raise(image_root: Path, problems: list[str], what: str, action: str) -> None:
+    shown = "; ".join(problems[:_SHOW]) + ("; ..." if len(problems) > _SHOW else "")
+    raise DataError(f"{len(problems)} listed images under {image_root} {what}: {shown}. Fix: {action}")
+
+
+def _contained(real_root: str, image_root: Path, rel: str) -> str | None:
+    real = os.path.realpath(image_root / rel)
+    if real == real_root or not real.startswith(real_root + os.sep):
+        return f"{image_root / rel} resolves to {real}"
+    return None
+
+
+def _structure(path: Path, decode: bool) -> str | None:
+    """``None`` if ``path`` looks like a complete image, else ``"<path>: <reason>"``."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return f"{path}: empty file (0 bytes)"
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(max(0, size - TAIL))
+            tail = fh.read()
+        with Image.open(path) as img:
+            if decode:
+                img.load()
+    except FileNotFoundError:
+        return f"{path}: missing"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"{path}: not a decodable image ({exc})"
+    return _truncation(path, head, tail)
+
+
+def _truncation(path: Path, head: bytes, tail: bytes) -> str | None:
+    for magic, end in _END.items():
+        if head.startswith(magic) and end not in tail:
+            kind = "JPEG" if magic == _JPEG else "PNG"
+            return f"{path}: truncated ({kind} end marker missing)"
+    return None
