@@ -43,6 +43,7 @@ def dtd_sources(tmp_path, monkeypatch):
 
 
 def run(tmp_path, dataset="dtd"):
+    (tmp_path / "data").mkdir(exist_ok=True)  # a missing data_root is an error (tests/test_bad_input.py)
     return download.run(dataset=dataset, data_root=tmp_path / "data", layout=Layout(tmp_path), counts="classes")
 
 
