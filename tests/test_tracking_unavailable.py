@@ -95,6 +95,29 @@ def test_probe_tells_reachable_from_unreachable_stores(tmp_path):
         assert tracking.probe(f"http://127.0.0.1:{server.getsockname()[1]}", 2.0) is None
 
 
+def test_a_host_that_does_not_answer_is_reported_after_the_timeout(monkeypatch):
+    def silent(address, timeout):
+        assert timeout == 0.5
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(tracking.socket, "create_connection", silent)
+    assert tracking.probe("https://tracking.invalid", 0.5) == "no answer within 0.5 s"
+
+
+def test_a_server_that_accepts_but_never_replies_is_bounded_by_mlflow_timeouts(caplog, recwarn):
+    """The probe passes (the port listens); MLflow's request then times out after one bounded retry."""
+    results = make_results(methods=("zeroshot",), shots=(16,), seeds=(1,))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+        summary = tracking.log_results(results, uri=uri, experiment_prefix="cb", configs={}, lineage={},
+                                       timeout_s=1, retries=1)
+    assert summary["status"] == "unavailable" and "timed out" in summary["error"].lower()
+    assert len([w for w in recwarn if issubclass(w.category, tracking.TrackingUnavailableWarning)]) == 1
+    assert not [r for r in caplog.records if r.name.startswith("urllib3") and r.levelno >= 30]
+
+
 def test_mlflow_http_bounds_are_set_for_the_call_only(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
