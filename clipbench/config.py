@@ -108,9 +108,21 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """Where ``track`` logs; a store that cannot be reached or written only warns (:mod:`clipbench.tracking`)."""
+
     enabled: bool = True
     uri: str = "sqlite:///mlflow.db"  # relative sqlite paths resolve against the project root
     experiment_prefix: str = "clipbench"
+    # seconds to wait for an http(s) server before ``track`` gives up (probe, then each MLflow request)
+    timeout_s: float = 5.0
+    # MLflow's own retries of a failed http(s) request while ``track`` runs (MLflow's default is 7, minutes)
+    retries: int = 2
+
+    def validate(self, where: str) -> None:
+        if not self.timeout_s > 0:
+            raise ConfigError(f"{where}.timeout_s: must be > 0 seconds, got {self.timeout_s!r}")
+        if self.retries < 0:
+            raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries!r}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Exceptions raised at clipbench's boundaries; each message names the file, key or value and the fix."""
+"""Exceptions and warnings raised at clipbench's boundaries; each message names the file, key or value and the fix."""
 
 
 class ClipbenchError(Exception):
@@ -22,3 +22,7 @@ class DataError(ClipbenchError):
 
 class NotApplicable(ClipbenchError):
     """A method cannot produce predictions for this evaluation (e.g. class-specific weights on unseen classes)."""
+
+
+class ClipbenchWarning(UserWarning):
+    """Base class for clipbench's own warnings; the stage shims show each as one log line."""

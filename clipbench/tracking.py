@@ -16,8 +16,14 @@ Layout:
 Every run carries lineage tags (git commit, DVC stage, split hash, feature key, config hash, package versions).
 Logging is idempotent: a child is keyed by the cell's evaluation keys and a parent by its group and config
 hash, so re-logging the same results creates nothing; new results update the parent's metrics in place.
-Parents of an older method config stay, tagged ``clipbench.current = false``. A tracking store that cannot
-be reached is reported once as a warning; results stay in the result files either way.
+Parents of an older method config stay, tagged ``clipbench.current = false``.
+
+A store that cannot be reached costs seconds, not minutes: before MLflow is touched, an http(s) URI's host
+is probed with a TCP connection (``timeout_s``; through the proxy when one applies) and a sqlite or file
+store's directory is created and test-written; while logging, MLflow's own HTTP timeout and retries are
+bounded by ``timeout_s`` and ``retries`` (environment variables set for the call, restored afterwards; other
+URI schemes are not probed). Any failure is one :class:`TrackingUnavailableWarning` naming the URI, the
+error and how to retry, and the summary says ``status: unavailable``; results stay in the result files.
 """
 
 from __future__ import annotations
@@ -25,15 +31,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import socket
+import tempfile
 import time
+import urllib.request
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from clipbench.errors import ClipbenchWarning
+
 KEY_TAG = "clipbench.eval_key"
 PARENT_TAG = "clipbench.parent"
 GROUP_TAG = "clipbench.group"
@@ -68,31 +81,123 @@ def artifact_root(uri: str) -> str | None:
     return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
 
 
+class TrackingUnavailableWarning(ClipbenchWarning):
+    """The tracking store could not be reached or written; every result is still in the result files."""
+
+
+# A stage whose output did not change is not re-run by a plain `dvc repro`: force this one stage only
+# (`-f` alone would also force every upstream stage).
+RETRY_COMMAND = "dvc repro -s -f track"
+
+
 def log_results(results: pd.DataFrame, *, uri: str, experiment_prefix: str, configs: dict[str, dict],
                 lineage: dict[str, str], entries: pd.DataFrame | None = None,
-                artifacts: dict[str, list[Path]] | None = None) -> dict[str, Any]:
+                artifacts: dict[str, list[Path]] | None = None, timeout_s: float = 5.0,
+                retries: int = 2) -> dict[str, Any]:
     """Log parents and children for ``results`` (see the module docstring); never raises on store failures."""
+    error = probe(uri, timeout_s)
+    if error is not None:
+        return _unavailable(uri, error)
     try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        metrics = parent_metrics(entries) if entries is not None else {}
-        summary = {"status": "ok", "uri": uri, "created": 0, "already_logged": 0, "parents_created": 0,
-                   "parents_updated": 0, "parents_unchanged": 0}
-        for (protocol, method, backbone), g in results.groupby(["protocol", "method", "backbone"], sort=True):
-            exp_id = _experiment(client, f"{experiment_prefix}/{protocol}", uri)
-            parent, state = _parent(client, exp_id, g, protocol, method, backbone, configs.get(method, {}), lineage,
-                                    metrics.get((protocol, method, backbone), {}), (artifacts or {}).get(protocol, []))
-            summary[f"parents_{state}"] += 1
-            created, skipped = _children(client, exp_id, parent, g, configs.get(method, {}), lineage)
-            summary["created"] += created
-            summary["already_logged"] += skipped
-        return summary
+        with _bounded_http(timeout_s, retries):
+            return _log(results, uri, experiment_prefix, configs, lineage, entries, artifacts)
     except Exception as exc:  # noqa: BLE001 - any store failure must leave the pipeline's results intact
-        message = f"MLflow tracking at {uri!r} failed ({type(exc).__name__}: {exc}); results are still in reports/"
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
-        return {"status": "unavailable", "uri": uri, "error": f"{type(exc).__name__}: {exc}"}
+        return _unavailable(uri, f"{type(exc).__name__}: {exc}")
+
+
+def _log(results: pd.DataFrame, uri: str, experiment_prefix: str, configs: dict[str, dict], lineage: dict[str, str],
+         entries: pd.DataFrame | None, artifacts: dict[str, list[Path]] | None) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    metrics = parent_metrics(entries) if entries is not None else {}
+    summary = {"status": "ok", "uri": uri, "created": 0, "already_logged": 0, "parents_created": 0,
+               "parents_updated": 0, "parents_unchanged": 0}
+    for (protocol, method, backbone), g in results.groupby(["protocol", "method", "backbone"], sort=True):
+        exp_id = _experiment(client, f"{experiment_prefix}/{protocol}", uri)
+        parent, state = _parent(client, exp_id, g, protocol, method, backbone, configs.get(method, {}), lineage,
+                                metrics.get((protocol, method, backbone), {}), (artifacts or {}).get(protocol, []))
+        summary[f"parents_{state}"] += 1
+        created, skipped = _children(client, exp_id, parent, g, configs.get(method, {}), lineage)
+        summary["created"] += created
+        summary["already_logged"] += skipped
+    return summary
+
+
+def _unavailable(uri: str, error: str) -> dict[str, Any]:
+    """Warn once, on one line, and return the summary ``track`` records."""
+    error = " ".join(error.split())[:500]
+    warnings.warn(f"MLflow tracking at {uri!r} is unavailable ({error}); results are still in reports/ "
+                  f"(results.parquet and the tables); start the server or fix tracking.uri in params.yaml, then "
+                  f"run `{RETRY_COMMAND}`", TrackingUnavailableWarning, stacklevel=3)
+    return {"status": "unavailable", "uri": uri, "error": error, "retry": RETRY_COMMAND}
+
+
+def probe(uri: str, timeout_s: float) -> str | None:
+    """Why the store at ``uri`` cannot be used (``None`` if it looks usable or its scheme is not probed)."""
+    parts = urlsplit(uri)
+    try:
+        if parts.scheme in ("http", "https"):
+            _connect(parts.scheme, parts.hostname or "", parts.port, timeout_s)
+        elif parts.scheme == "sqlite":
+            _sqlite_writable(uri)
+        elif parts.scheme == "file" or len(parts.scheme) <= 1:  # file:// URI, plain or drive-letter path
+            _dir_writable(Path(parts.path if parts.scheme == "file" else uri))
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _connect(scheme: str, host: str, port: int | None, timeout_s: float) -> None:
+    """Open and close a TCP connection to the server, or to the proxy that requests would use for it."""
+    proxy = urllib.request.getproxies().get(scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        target = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = target.hostname or "", target.port or 8080
+    with socket.create_connection((host, port or (443 if scheme == "https" else 80)), timeout=timeout_s):
+        pass
+
+
+def _sqlite_writable(uri: str) -> None:
+    path = uri[len("sqlite:///"):].split("?")[0] if uri.startswith("sqlite:///") else ""
+    if path in ("", ":memory:"):
+        return
+    db = Path(path)
+    _dir_writable(db.parent)
+    if db.exists():
+        with open(db, "ab"):  # appends nothing; fails on a read-only database
+            pass
+
+
+def _dir_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and write (then delete) a file in it, as the store and its artifacts will."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+        pass
+
+
+@contextmanager
+def _bounded_http(timeout_s: float, retries: int) -> Iterator[None]:
+    """Bound MLflow's per-request timeout and retries (its defaults add up to minutes) for one call; each retry's
+    log line is held back (a failure that outlasts them is the one warning)."""
+    values = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))),
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    saved = {name: os.environ.get(name) for name in values}
+    retry_log = logging.getLogger("urllib3.connectionpool")
+    level = retry_log.level
+    os.environ.update(values)
+    retry_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        retry_log.setLevel(level)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _experiment(client: Any, name: str, uri: str) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 
 from clipbench.config import SuiteConfig, load_suite
-from clipbench.errors import ClipbenchError
+from clipbench.errors import ClipbenchError, ClipbenchWarning
 from clipbench.layout import Layout
 
 
@@ -20,11 +21,25 @@ def parser(doc: str | None, *names: str) -> argparse.ArgumentParser:
     return p
 
 
+def _log_own_warnings() -> None:
+    """Show clipbench's warnings as one log line each (Python's display adds the file and a source line)."""
+    show = warnings.showwarning
+
+    def log_or_show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ClipbenchWarning):
+            logging.getLogger(category.__module__).warning("%s", message)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = log_or_show
+
+
 def main(body: Callable[[argparse.Namespace, SuiteConfig, Layout], object], p: argparse.ArgumentParser) -> None:
     """Run ``body(args, cfg, layout)``; clipbench errors exit with status 2 and a one-line message."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for ours in ("clipbench", "stage"):
         logging.getLogger(ours).setLevel(logging.INFO)
+    _log_own_warnings()
     args = p.parse_args()
     try:
         cfg = load_suite(args.params)

@@ -2,6 +2,11 @@
 
 Parent runs get the numbers of the protocol tables written by ``aggregate`` (``reports/<protocol>.csv``) and
 the protocol's tables and plots as artifacts, so MLflow shows exactly what the reports show.
+
+A store that cannot be reached or written gives one warning and ``reports/tracking.json`` with ``status:
+unavailable``, the error and the retry command; the stage still succeeds. Because that file then matches
+``dvc.lock``, a plain ``dvc repro`` does not try again once the server is up: ``dvc repro -s -f track`` does
+(changing ``tracking`` in ``params.yaml`` also re-runs the stage).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def report_entries(reports: Path) -> pd.DataFrame | None:
     paths = [reports / f"{p}.csv" for p in PROTOCOLS]
     if not all(p.is_file() for p in paths):
         return None
-    frames = [pd.read_csv(p, float_precision="round_trip", keep_default_na=False, na_values=[""]) for p in paths]
+    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
     return pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(len(f) for f in frames) else None
 
 
@@ -73,6 +78,7 @@ def run(*, cfg: SuiteConfig, layout: Layout) -> dict:
         configs = {m: to_plain(cfg.method_config(m)) for m in cfg.methods}
         summary = tracking.log_results(results, uri=cfg.tracking.uri, experiment_prefix=cfg.tracking.experiment_prefix,
                                        configs=configs, lineage=lineage(cfg, layout.root),
-                                       entries=report_entries(reports), artifacts=report_artifacts(reports))
+                                       entries=report_entries(reports), artifacts=report_artifacts(reports),
+                                       timeout_s=cfg.tracking.timeout_s, retries=cfg.tracking.retries)
     atomic_write_json(layout.reports() / "tracking.json", summary)
     return summary
