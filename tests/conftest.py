@@ -63,6 +63,26 @@ def small_toy_module():
         yield
 
 
+@pytest.fixture(scope="session")
+def _empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow sqlite store with its schema created once (creating the tables takes ~8 s per store)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, _empty_mlflow_db) -> str:
+    """A fresh, empty MLflow sqlite store in ``tmp_path`` (a copy of the session's template)."""
+    import shutil
+
+    path = tmp_path / "mlflow.db"
+    shutil.copy(_empty_mlflow_db, path)
+    return f"sqlite:///{path}"
+
+
 def make_project(tmp_path: Path) -> tuple[SuiteConfig, Layout, Path]:
     """A miniature project: suite config, layout rooted in tmp_path, data_root, and a prepared random backbone."""
     data_root = tmp_path / "data" / "raw"

@@ -12,8 +12,8 @@ from test_tracking import _log
 pytestmark = pytest.mark.skipif(find_browser() is None, reason="headless Chromium not installed")
 
 
-def test_ui_serves_parent_runs_and_screenshots_them(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_ui_serves_parent_runs_and_screenshots_them(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     _log(make_results(shots=(16,), seeds=(1, 2)), tmp_path, uri)
     shots = screenshot_experiment(uri, "cb/base2new", tmp_path / "shots")
     assert [p.name for p in shots] == ["mlflow-runs.png", "mlflow-charts.png", "mlflow-compare.png"]

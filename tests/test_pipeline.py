@@ -133,9 +133,9 @@ def test_changing_one_methods_param_retrains_only_it(fresh):
     assert out["zeroshot"]["trained"] == out["linear_probe"]["trained"] == 0
 
 
-def test_tracking_logs_one_run_per_cell_and_is_idempotent(ran, tmp_path):
+def test_tracking_logs_one_run_per_cell_and_is_idempotent(ran, tmp_path, mlflow_uri):
     cfg, layout, *_ = ran
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     cfg_t = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True, uri=uri))
     summary = track.run(cfg=cfg_t, layout=layout)
     results = pd.read_parquet(layout.reports() / "results.parquet")

@@ -30,8 +30,8 @@ def _runs(client, name):
     return client.search_runs([exp.experiment_id], max_results=5000)
 
 
-def test_parents_group_children_with_comparable_metrics_and_lineage(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_parents_group_children_with_comparable_metrics_and_lineage(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     results = make_results(shots=(1, 16), seeds=(1, 2))
     summary = _log(results, tmp_path, uri)
     cells = results.groupby(tracking.CELL_KEYS).ngroups
@@ -67,8 +67,8 @@ def test_parents_group_children_with_comparable_metrics_and_lineage(tmp_path):
                for p in few)
 
 
-def test_relogging_is_idempotent_and_a_new_seed_adds_only_its_cells(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_relogging_is_idempotent_and_a_new_seed_adds_only_its_cells(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     two = make_results(shots=(16,), seeds=(1, 2))
     _log(two, tmp_path, uri)
     again = _log(two, tmp_path, uri)
@@ -83,8 +83,8 @@ def test_relogging_is_idempotent_and_a_new_seed_adds_only_its_cells(tmp_path):
     assert len(parents) == 2 and all(p.data.tags["results.ok"] == "9" for p in parents)
 
 
-def test_a_new_method_config_gets_a_new_current_parent(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_new_method_config_gets_a_new_current_parent(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     results = make_results(methods=("zeroshot",), shots=(16,), seeds=(1,))
     _log(results, tmp_path, uri)
     changed = results.assign(config_hash="cfg-new", eval_key=results.eval_key + "-v2")
@@ -95,8 +95,8 @@ def test_a_new_method_config_gets_a_new_current_parent(tmp_path):
     assert current == {"cfg-zeroshot": "false", "cfg-new": "true"}
 
 
-def test_cells_logged_before_parents_existed_are_attached_to_their_parent(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_cells_logged_before_parents_existed_are_attached_to_their_parent(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     results = make_results(methods=("zeroshot",), shots=(16,), seeds=(1,))
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("cb/domain_generalization")
