@@ -25,7 +25,7 @@ import safetensors.torch
 import torch
 from dvc_workspace import dvc_env, make_workspace, ran_stages, reduced_params, run
 
-from clipbench import io
+from clipbench import io, tracking
 from clipbench.pipeline import download, extract, split
 
 SOURCE = "toy_objects"
@@ -215,3 +215,54 @@ def test_kill_9_mid_stage_then_repro_matches_uninterrupted_run(tmp_path):
         assert (work / "reports" / name).read_bytes() == (reference / "reports" / name).read_bytes(), name
     assert not [p for d in OUTPUT_DIRS for p in temporaries(work / d)]
     assert ran_stages(run([sys.executable, "-m", "dvc", "repro"], work)) == set()
+
+
+# --- MLflow logging interrupted between two store calls ----------------------------------------------------------
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an ``Exception``, so nothing in clipbench catches it."""
+
+
+def _logged(uri: str) -> dict[str, tuple]:
+    """Active runs by name: (metrics, whether the content/key commit tag is present, pending tag)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    out = {}
+    for exp in client.search_experiments():
+        for r in client.search_runs([exp.experiment_id], max_results=5000):
+            done = tracking.CONTENT_TAG in r.data.tags or tracking.KEY_TAG in r.data.tags
+            out[f"{exp.name}/{r.data.tags['mlflow.runName']}"] = (
+                r.data.metrics, done, r.data.tags.get(tracking.PENDING_TAG), r.data.params)
+    return out
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 4])
+def test_tracking_killed_between_store_calls_is_completed_by_the_next_run(tmp_path, monkeypatch, kill_at):
+    from mlflow.tracking import MlflowClient
+
+    from test_report import make_results
+    from test_tracking import _log
+
+    results = make_results(shots=(1,), seeds=(1,))
+    reference = f"sqlite:///{tmp_path / 'reference.db'}"
+    _log(results, tmp_path / "ref", reference)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    calls, real = [], MlflowClient.log_batch
+
+    def log_batch(self, *args, **kwargs):  # the kill_at-th batch never reaches the store
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise Killed
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    with pytest.raises(Killed):
+        _log(results, tmp_path / "work", uri)
+    monkeypatch.undo()
+    _log(results, tmp_path / "work", uri)
+    expected, got = _logged(reference), _logged(uri)
+    assert got.keys() == expected.keys()
+    for name, (metrics, done, pending, params) in got.items():
+        assert (metrics, done, params) == expected[name][:2] + expected[name][3:], name
+        assert pending in (None, "false"), name
