@@ -37,12 +37,12 @@ def reduced_params(sources: int = 2, targets: int = 1, shots: tuple[int, ...] = 
     a few-step toy backbone and local sqlite tracking (the DVC mechanics, not every dataset or method)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     src, tgt = params["datasets"][:sources], params["targets"][:targets]
-    one, first = max(shots), list(seeds[:1])
+    one, first = max(shots), seeds[:1]
     params.update(datasets=src, targets=tgt)
     params["protocols"]["few_shot"].update(datasets=src, shots=list(shots), seeds=list(seeds))
-    params["protocols"]["base2new"].update(datasets=src, shots=one, seeds=first)
-    params["protocols"]["cross_dataset"].update(source=src[0], targets=src[1:] or tgt, shots=one, seeds=first)
-    params["protocols"]["domain_generalization"].update(source=src[0], targets=tgt, shots=one, seeds=first)
+    params["protocols"]["base2new"].update(datasets=src, shots=one, seeds=list(first))
+    params["protocols"]["cross_dataset"].update(source=src[0], targets=src[1:] or tgt, shots=one, seeds=list(first))
+    params["protocols"]["domain_generalization"].update(source=src[0], targets=tgt, shots=one, seeds=list(first))
     params["toy_pretrain"].update(images=128, steps=3, batch_size=32)
     params["features"]["views"] = 2
     methods = methods or {"zeroshot": {}, "linear_probe": {}, "clip_adapter": {"epochs": 3}}
