@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import shutil
@@ -18,19 +20,61 @@ from safetensors.torch import save_file
 from clipbench.errors import DataError
 from clipbench.safeload import refuse_serialized_objects
 
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 def _tmp_sibling(path: Path, directory: bool = False) -> Path:
+    """A fresh ``.<name>.<pid>.<random>.tmp`` next to ``path``, after removing those a killed writer left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     maker = tempfile.mkdtemp if directory else tempfile.mkstemp
-    out = maker(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    out = maker(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     if not directory:
         os.close(out[0])
         return Path(out[1])
     return Path(out)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove temporary siblings of ``path`` whose writing process no longer exists (killed mid-write)."""
+    stale = []
+    for tmp in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
+        pid = tmp.name[len(Path(path).name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            stale.append(tmp)
+    return stale
+
+
+def _write_error(err: OSError, path: Path, detail: str = "") -> OSError:
+    """``err`` restated with the artifact it was writing (and what to do when the disk is full)."""
+    hint = "; free disk space and re-run" if err.errno in DISK_FULL else ""
+    where = f"{path} ({detail})" if detail else str(path)
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return OSError(err.errno, f"could not write {where}: {reason}{hint}")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (the single place text artifacts reach the disk)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, then rename it into place.
+
+    On any error (a full disk included) the temporary is removed, ``path`` keeps its previous content and the
+    ``OSError`` names ``path``."""
     path = Path(path)
     tmp = _tmp_sibling(path)
     try:
@@ -38,13 +82,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise _write_error(err, path) from err
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: write_bytes(tmp, text.encode()))
 
 
 def atomic_write_json(path: Path, obj: Any) -> Path:
@@ -81,14 +127,21 @@ def load_tensors_with_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dic
 
 @contextmanager
 def atomic_directory(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``path`` only if the block completes."""
+    """Yield a temporary directory that replaces ``path`` only if the block completes.
+
+    A disk-full error inside the block is re-raised naming ``path``; ``path`` keeps its previous content."""
     path = Path(path)
     tmp = _tmp_sibling(path, directory=True)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            raise _write_error(err, path, "while writing its files") from err
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = _tmp_sibling(path, directory=True)
+            os.rmdir(old)
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

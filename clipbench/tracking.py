@@ -16,7 +16,9 @@ Layout:
 Every run carries lineage tags (git commit, DVC stage, split hash, feature key, config hash, package versions).
 Logging is idempotent: a child is keyed by the cell's evaluation keys and a parent by its group and config
 hash, so re-logging the same results creates nothing; new results update the parent's metrics in place.
-Parents of an older method config stay, tagged ``clipbench.current = false``.
+Parents of an older method config stay, tagged ``clipbench.current = false``. A logging run killed half-way is
+completed by the next one: a parent's content tag and a child's key are written last, and a child created but
+never filled (tagged ``clipbench.pending = true``) is deleted.
 
 A store that cannot be reached costs seconds, not minutes: before MLflow is touched, an http(s) URI's host
 is probed with a TCP connection (``timeout_s``; through the proxy when one applies) and a sqlite or file
@@ -52,6 +54,7 @@ PARENT_TAG = "clipbench.parent"
 GROUP_TAG = "clipbench.group"
 CONTENT_TAG = "clipbench.content"
 CURRENT_TAG = "clipbench.current"
+PENDING_TAG = "clipbench.pending"  # a child run created but not yet logged (set false with its metrics)
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 CELL_KEYS = ["protocol", "method", "backbone", "source", "dataset", "shots", "seed"]
 
@@ -251,21 +254,23 @@ def _parent(client: Any, exp_id: str, g: pd.DataFrame, protocol: str, method: st
     existing = _runs_by_tag(client, exp_id, PARENT_TAG, key).get(key)
     if existing is not None and existing.data.tags.get(CONTENT_TAG) == content:
         return existing.info.run_id, "unchanged"
+    pending = {k: v for k, v in tags.items() if k != CONTENT_TAG}  # the content tag is set last (commit marker)
     if existing is None:
-        run_id, state = client.create_run(exp_id, tags=tags).info.run_id, "created"
-        params = {"method": method, "backbone": backbone, "protocol": protocol}
-        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        client.log_dict(run_id, {"method": method, "config": config}, "config.json")
+        run_id, state = client.create_run(exp_id, tags=pending).info.run_id, "created"
     else:
         run_id, state = existing.info.run_id, "updated"
+    params = {"method": method, "backbone": backbone, "protocol": protocol}  # same values on every attempt
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    client.log_dict(run_id, {"method": method, "config": config}, "config.json")
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
-                     tags=[RunTag(k, str(v)) for k, v in tags.items()])
+                     tags=[RunTag(k, str(v)) for k, v in pending.items()])
     for path in files:
         if Path(path).is_file():
             client.log_artifact(run_id, str(path), artifact_path="plots" if Path(path).suffix == ".png" else "tables")
     client.set_terminated(run_id)
     _mark_current(client, exp_id, group, key)
+    client.set_tag(run_id, CONTENT_TAG, content)  # a parent interrupted before this line is redone next time
     return run_id, state
 
 
@@ -284,6 +289,16 @@ def _mark_current(client: Any, exp_id: str, group: str, key: str) -> None:
             return
 
 
+def _delete_pending(client: Any, exp_id: str) -> None:
+    """Delete child runs an interrupted logging run created but never filled (``clipbench.pending = true``)."""
+    while True:
+        page = client.search_runs([exp_id], filter_string=f"tags.`{PENDING_TAG}` = 'true'", max_results=1000)
+        for run in page:
+            client.delete_run(run.info.run_id)
+        if not page.token:
+            return
+
+
 def _cell_runs(g: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame]]:
     return g.groupby(CELL_KEYS, sort=True)
 
@@ -293,6 +308,7 @@ def _children(client: Any, exp_id: str, parent: str, g: pd.DataFrame, config: di
     """One child run per cell of ``g`` not logged yet; return (created, already logged)."""
     from mlflow.entities import Metric, Param, RunTag
 
+    _delete_pending(client, exp_id)
     known = _runs_by_tag(client, exp_id, KEY_TAG)
     created = skipped = 0
     for (protocol, method, backbone, source, dataset, shots, seed), cell in _cell_runs(g):
@@ -305,17 +321,18 @@ def _children(client: Any, exp_id: str, parent: str, g: pd.DataFrame, config: di
             skipped += 1
             continue
         tags = {"method": method, "backbone": backbone, "protocol": protocol, "source": source, "dataset": dataset,
-                "shots": str(shots), "seed": str(seed), KEY_TAG: cell_key, "clipbench.role": "cell",
+                "shots": str(shots), "seed": str(seed), "clipbench.role": "cell",
                 "mlflow.parentRunId": parent, "split_hash": cell.split_hash.iloc[0],
                 "config_hash": cell.config_hash.iloc[0], "feature_key": cell.feature_key.iloc[0],
                 "train_key": cell.train_key.iloc[0], "status": ",".join(sorted(set(cell.status))), **lineage,
                 "dvc_stage": f"evaluate@{backbone}-{method}",
                 "mlflow.runName": f"{method}/{backbone}/{source}->{dataset}/{shots}shot/seed{seed}"}
-        run = client.create_run(exp_id, tags=tags)
+        run = client.create_run(exp_id, tags={**tags, PENDING_TAG: "true"})
         params = _flatten("", {"method": method, "shots": int(shots), "seed": int(seed), "config": config}, {})
         metrics = [Metric(m, float(v), 0, 0) for m, v in zip(cell.metric, cell.value, strict=True) if not math.isnan(v)]
+        final = {**tags, KEY_TAG: cell_key, PENDING_TAG: "false"}  # one batch: the key only with the metrics
         client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
-                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
+                         tags=[RunTag(k, str(v)) for k, v in final.items()])
         client.set_terminated(run.info.run_id)
         created += 1
     return created, skipped

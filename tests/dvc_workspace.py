@@ -1,0 +1,65 @@
+"""Scratch copies of the project for tests that run DVC: tracked files plus a reduced ``params.yaml``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment a DVC subprocess runs in (this interpreter's scripts first on PATH, no analytics)."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def run(args: list[str], cwd: Path) -> str:
+    """Run ``args`` in ``cwd``; fail the test with the output tail if it exits non-zero."""
+    proc = subprocess.run(args, cwd=cwd, env=dvc_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    """Names of the stages a ``dvc repro`` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def reduced_params(sources: int = 2, targets: int = 1, shots: tuple[int, ...] = (1, 4), seeds: tuple[int, ...] = (1, 2),
+                   methods: dict[str, dict] | None = None) -> dict:
+    """``params.yaml`` cut down to the first ``sources`` datasets and ``targets`` targets, small shot counts,
+    a few-step toy backbone and local sqlite tracking (the DVC mechanics, not every dataset or method)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    src, tgt = params["datasets"][:sources], params["targets"][:targets]
+    one, first = max(shots), seeds[:1]
+    params.update(datasets=src, targets=tgt)
+    params["protocols"]["few_shot"].update(datasets=src, shots=list(shots), seeds=list(seeds))
+    params["protocols"]["base2new"].update(datasets=src, shots=one, seeds=list(first))
+    params["protocols"]["cross_dataset"].update(source=src[0], targets=src[1:] or tgt, shots=one, seeds=list(first))
+    params["protocols"]["domain_generalization"].update(source=src[0], targets=tgt, shots=one, seeds=list(first))
+    params["toy_pretrain"].update(images=128, steps=3, batch_size=32)
+    params["features"]["views"] = 2
+    methods = methods or {"zeroshot": {}, "linear_probe": {}, "clip_adapter": {"epochs": 3}}
+    params["methods"], params["method_params"] = list(methods), dict(methods)
+    params["tracking"]["uri"] = "sqlite:///mlflow.db"
+    return params
+
+
+def make_workspace(dest: Path, params: dict) -> Path:
+    """Copy the tracked and unignored files (no reports, no dvc.lock) to ``dest``, write ``params``, git-init."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if name.startswith(("reports/", "dvc.lock")) or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    return dest
