@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -63,3 +66,19 @@ def make_workspace(dest: Path, params: dict) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], dest)
     return dest
+
+
+def killed_when(args: list[str], cwd: Path, ready: Callable[[], bool], log: Path, timeout: float = 900) -> None:
+    """Start ``args`` in its own process group and SIGKILL the whole group as soon as ``ready()``."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, cwd=cwd, env=dvc_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, f"{' '.join(args)} ended too early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "timed out waiting for the point to interrupt"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

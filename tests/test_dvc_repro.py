@@ -1,13 +1,19 @@
-"""`dvc repro` end to end on a reduced toy suite in a scratch copy of the project (slow: ~2-3 min)."""
+"""`dvc repro` end to end on a reduced toy suite in a scratch copy of the project (slow: a few minutes).
+
+The tests share one workspace and run in order: a full repro, a no-op, a changed method parameter, then
+``kill -9`` in the middle of two stages with the reproduced project as the uninterrupted reference.
+"""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
-from dvc_workspace import make_workspace, reduced_params
+from dvc_workspace import killed_when, make_workspace, reduced_params
 from dvc_workspace import ran_stages as _ran
 from dvc_workspace import run as _run
 
@@ -35,3 +41,38 @@ def test_repro_then_noop_then_only_changed_method(workspace):
     assert {s for s in third if s.startswith(("train@", "evaluate@"))} == {
         *(f"train@toy_vit-clip_adapter-{d}" for d in sources), "evaluate@toy_vit-clip_adapter"}
     assert not any(s.startswith(("download", "split", "backbone", "extract")) for s in third)
+
+
+OUTPUTS = ("data", "features", "models", "results", "reports")
+
+
+def _results(work: Path) -> pd.DataFrame:
+    return pd.read_parquet(work / "reports" / "results.parquet").drop(columns=["train_seconds", "eval_seconds"])
+
+
+def test_kill_9_mid_stage_then_repro_matches_the_uninterrupted_run(workspace, tmp_path):
+    """SIGKILL the whole ``dvc repro`` process group while a stage writes, twice; plain ``dvc repro`` recovers."""
+    reference = _results(workspace)
+    tables = {p.name: p.read_bytes() for p in (workspace / "reports").glob("*.csv")}
+    source = yaml.safe_load((workspace / "params.yaml").read_text())["datasets"][0]
+    forced = [sys.executable, "-m", "dvc", "repro", "--force", "--single-item"]
+
+    feats = workspace / "features" / "toy_vit" / source  # 1: extract has written its text features, not fit/
+    killed_when([*forced, f"extract@toy_vit-{source}"], workspace, lambda: (feats / "text.safetensors").is_file()
+                and not (feats / "fit").exists(), tmp_path / "kill1.log")
+    assert not (feats / "fit").exists()
+    assert _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace)) >= {f"extract@toy_vit-{source}"}
+
+    cells = workspace / "models" / "toy_vit" / "linear_probe" / source  # 2: between two cells of a train stage
+    planned = len(list(cells.iterdir()))
+    shutil.rmtree(cells)  # a persistent cell store: delete it so that every cell trains again
+    killed_when([sys.executable, "-m", "dvc", "repro"], workspace,
+                lambda: cells.is_dir() and any(cells.glob("*/cell.json")), tmp_path / "kill2.log")
+    assert 0 < len(list(cells.glob("*/cell.json"))) < planned
+    resumed = _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace))
+    assert {f"train@toy_vit-linear_probe-{source}", "aggregate", "track"} <= resumed
+
+    pd.testing.assert_frame_equal(_results(workspace), reference)
+    assert {p.name: p.read_bytes() for p in (workspace / "reports").glob("*.csv")} == tables
+    assert not [p for d in OUTPUTS for p in (workspace / d).rglob("*.tmp")]
+    assert _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace)) == set()
