@@ -31,8 +31,15 @@ def _tmp_sibling(path: Path, directory: bool = False) -> Path:
     out = maker(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     if not directory:
         os.close(out[0])
-        return Path(out[1])
-    return Path(out)
+    tmp = Path(out if directory else out[1])
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())  # tempfile creates 0600/0700; use the umask
+    return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _pid_alive(pid: int) -> bool:

@@ -206,3 +206,15 @@ def test_tracking_killed_between_store_calls_is_completed_by_the_next_run(tmp_pa
     for name, (metrics, done, pending, params) in got.items():
         assert (metrics, done, params) == expected[name][:2] + expected[name][3:], name
         assert pending in (None, "false"), name
+
+
+def test_artifacts_get_the_umask_permissions_not_tempfile_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.atomic_write_json(tmp_path / "a.json", {"x": 1})
+        with io.atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
