@@ -17,6 +17,12 @@ def _one_run(root) -> pd.DataFrame:
     return pd.read_parquet(layout.reports() / "results.parquet")
 
 
+def _manifests(root) -> dict[str, bytes]:
+    files = sorted((root / "data" / "splits").rglob("*.json"))
+    assert files
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
 def test_two_runs_identical(tmp_path, small_toy):
     a, b = _one_run(tmp_path / "a"), _one_run(tmp_path / "b")
     keys = ["method", "protocol", "source", "shots", "seed", "dataset", "subset"]
@@ -24,4 +30,5 @@ def test_two_runs_identical(tmp_path, small_toy):
     assert len(merged) == len(a) == len(b)
     assert merged.value_a.fillna(-1).tolist() == merged.value_b.fillna(-1).tolist()
     assert (merged.split_hash_a == merged.split_hash_b).all()
+    assert _manifests(tmp_path / "a") == _manifests(tmp_path / "b")  # byte-identical split manifests
     assert (merged.train_key_a == merged.train_key_b).all()
