@@ -1,4 +1,4 @@
-"""Backbone specifications, preparation and loading (see the package docstring)."""
+"""Backbone preparation and loading (see the package docstring); the specs live in :mod:`.registry`."""
 
 from __future__ import annotations
 
@@ -8,46 +8,21 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 
+from clipbench.backbones.registry import BACKBONES, BackboneSpec, get_backbone, import_open_clip
 from clipbench.errors import DataError
 from clipbench.io import atomic_save_tensors, atomic_write_json
-from clipbench.registry import Registry
 
 log = logging.getLogger(__name__)
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(_CONFIG_DIR)
 
 CHECKPOINT = "checkpoint.safetensors"
 MANIFEST = "backbone.json"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One backbone: an open_clip architecture and where its weights come from."""
-
-    key: str
-    model: str  # open_clip architecture name (a built-in config or one in model_configs/)
-    pretrained: str  # open_clip pretrained tag, or "toy" for weights pretrained by clipbench
-    force_quick_gelu: bool = False  # OpenAI checkpoints were trained with QuickGELU (spec §2.1 pitfall)
-    source: Literal["hub", "toy"] = "hub"
-
-
-BACKBONES: Registry[BackboneSpec] = Registry("backbone", {
-    "toy_vit": BackboneSpec("toy_vit", "clipbench-toy-vit", "toy", source="toy"),
-    "vitb16_openai": BackboneSpec("vitb16_openai", "ViT-B-16", "openai", force_quick_gelu=True),
-    "vitb32_openai": BackboneSpec("vitb32_openai", "ViT-B-32", "openai", force_quick_gelu=True),
-    "rn50_openai": BackboneSpec("rn50_openai", "RN50", "openai", force_quick_gelu=True),
-    "rn101_openai": BackboneSpec("rn101_openai", "RN101", "openai", force_quick_gelu=True),
-})
-
-
-def get_backbone(key: str) -> BackboneSpec:
-    return BACKBONES.get(key)
+__all__ = ["BACKBONES", "CHECKPOINT", "MANIFEST", "Backbone", "BackboneSpec", "checkpoint_path", "get_backbone",
+           "load_backbone", "prepare_backbone", "save_prepared", "sha256_file"]
 
 
 def checkpoint_path(directory: Path) -> Path:
@@ -76,6 +51,7 @@ def prepare_backbone(spec: BackboneSpec, directory: Path, cache_dir: Path | None
     """Fetch a hub backbone through open_clip and store it locally (toy backbones: see ``toy_pretrain``)."""
     if spec.source != "hub":
         raise ValueError(f"backbone {spec.key!r} is prepared by pretraining, not by download")
+    open_clip = import_open_clip()
     model = open_clip.create_model(spec.model, pretrained=spec.pretrained, force_quick_gelu=spec.force_quick_gelu,
                                    cache_dir=str(cache_dir) if cache_dir else None)
     return save_prepared(spec, model, directory, {"open_clip_version": open_clip.__version__})
@@ -178,6 +154,7 @@ def load_backbone(key: str, directory: Path) -> Backbone:
     path = checkpoint_path(directory)
     if not path.is_file():
         raise DataError(f"backbone checkpoint {path} is missing; run `dvc repro backbone@{key}` first")
+    open_clip = import_open_clip()
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.model, pretrained=str(path), force_quick_gelu=spec.force_quick_gelu)
