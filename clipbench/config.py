@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from clipbench.backbones.spec import BACKBONES
+from clipbench.backbones.registry import BACKBONES
 from clipbench.backbones.toy_pretrain import ToyPretrainConfig
 from clipbench.data import DATASETS
 from clipbench.data.coop import COUNT_MODES

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipbench.backbones import get_backbone
+from clipbench.backbones import get_backbone, import_open_clip
 from clipbench.backbones.spec import save_prepared
 from clipbench.config import SuiteConfig
 from clipbench.data import LabelSpace
@@ -88,8 +88,7 @@ def make_project(tmp_path: Path) -> tuple[SuiteConfig, Layout, Path]:
     data_root = tmp_path / "data" / "raw"
     cfg = parse(SuiteConfig, tiny_params(data_root=str(data_root)), "test params")
     layout = Layout(tmp_path)
-    import open_clip
-
+    open_clip = import_open_clip()
     torch.manual_seed(0)
     model = open_clip.create_model(get_backbone("toy_vit").model)
     save_prepared(get_backbone("toy_vit"), model, layout.backbone("toy_vit"), {"note": "random init for tests"})
@@ -138,12 +137,11 @@ def encoder_task(root: Path, n_classes: int = 4, shots: int = 2, views: int = 2,
     """A tiny task for methods that use the backbone: random-init ``toy_vit``, rendered images on disk, and the
     projected / pre-projection features a pipeline would cache. Returns ``task``, ``backbone`` and per-input
     evaluation data ``x`` (``{"features", "pre_proj", "images"}``) with ``labels`` for the val images."""
-    import open_clip
-
     from clipbench.backbones.spec import Backbone
     from clipbench.data.images import augmented_view, to_normalised_tensor, view_rng
     from clipbench.data.imageset import ImageSet
 
+    open_clip = import_open_clip()
     spec = get_backbone("toy_vit")
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(spec.model)

@@ -144,8 +144,7 @@ def test_shared_prefix_encoding_equals_full_prompts(enc):
 
 def test_toy_suite_prompts_fit_the_toy_text_encoder():
     """The params.yaml overrides give prompts that fit the 16-token toy text encoder for every toy class."""
-    import open_clip
-
+    from clipbench.backbones import import_open_clip
     from clipbench.config import load_suite
     from clipbench.data.toy import suite
     from clipbench.prompting import PLACEHOLDER, tokenize_checked
@@ -153,7 +152,7 @@ def test_toy_suite_prompts_fit_the_toy_text_encoder():
     cfg = load_suite(Path(__file__).resolve().parents[1] / "params.yaml")
     if cfg.suite != "toy":
         pytest.skip("params.yaml selects another suite")
-    tokenizer = open_clip.get_tokenizer("clipbench-toy-vit")
+    tokenizer = import_open_clip().get_tokenizer("clipbench-toy-vit")
     names = [c.classname for d in (*cfg.datasets, *cfg.targets) for c in suite.TOY_DATASETS[d].classes]
     for method in ("coop", "cocoop"):
         mc = cfg.method_config(method)

@@ -187,3 +187,32 @@ def test_every_registered_method_runs_through_train_and_evaluate(ran, name):
     assert ok.value.between(0, 100).all() and len(ok) > 0
     if not METHODS.get(name).class_specific:
         assert (results.status == "ok").all(), results[results.status != "ok"][["protocol", "dataset", "note"]]
+
+
+def test_feature_methods_train_and_evaluate_without_open_clip(ran, tmp_path):
+    """A fresh stage process for a features-only method never imports open_clip or torchvision."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, layout, data_root, _, _ = ran
+    root = tmp_path / "copy"
+    shutil.copytree(layout.root, root)
+    tests = Path(__file__).parent
+    probe = "\n".join([
+        "import sys", "from pathlib import Path", f"sys.path.insert(0, {str(tests)!r})",
+        "from conftest import tiny_params", "from clipbench.config import SuiteConfig",
+        "from clipbench.layout import Layout", "from clipbench.pipeline import evaluate, train",
+        "from clipbench.typed import parse",
+        f"cfg = parse(SuiteConfig, tiny_params(data_root={str(root / data_root.relative_to(layout.root))!r}), 'p')",
+        f"layout = Layout(Path({str(root)!r}))",
+        "train.run(backbone='toy_vit', method='zeroshot', dataset='toy_objects', cfg=cfg, layout=layout)",
+        "evaluate.run(backbone='toy_vit', method='zeroshot', cfg=cfg, layout=layout)",
+        "print([m for m in ('open_clip', 'torchvision') if m in sys.modules])",
+    ])
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONPATH": str(tests.parent)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,53 +1,29 @@
-"""Backbone specifications, preparation and loading (see the package docstring)."""
+"""Backbone preparation and loading (see the package docstring); the specs live in :mod:`.registry`."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 
+from clipbench.backbones.registry import BACKBONES, BackboneSpec, get_backbone, import_open_clip
 from clipbench.errors import DataError
 from clipbench.io import atomic_save_tensors, atomic_write_json
-from clipbench.registry import Registry
 
 log = logging.getLogger(__name__)
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(_CONFIG_DIR)
 
 CHECKPOINT = "checkpoint.safetensors"
 MANIFEST = "backbone.json"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One backbone: an open_clip architecture and where its weights come from."""
-
-    key: str
-    model: str  # open_clip architecture name (a built-in config or one in model_configs/)
-    pretrained: str  # open_clip pretrained tag, or "toy" for weights pretrained by clipbench
-    force_quick_gelu: bool = False  # OpenAI checkpoints were trained with QuickGELU (spec §2.1 pitfall)
-    source: Literal["hub", "toy"] = "hub"
-
-
-BACKBONES: Registry[BackboneSpec] = Registry("backbone", {
-    "toy_vit": BackboneSpec("toy_vit", "clipbench-toy-vit", "toy", source="toy"),
-    "vitb16_openai": BackboneSpec("vitb16_openai", "ViT-B-16", "openai", force_quick_gelu=True),
-    "vitb32_openai": BackboneSpec("vitb32_openai", "ViT-B-32", "openai", force_quick_gelu=True),
-    "rn50_openai": BackboneSpec("rn50_openai", "RN50", "openai", force_quick_gelu=True),
-    "rn101_openai": BackboneSpec("rn101_openai", "RN101", "openai", force_quick_gelu=True),
-})
-
-
-def get_backbone(key: str) -> BackboneSpec:
-    return BACKBONES.get(key)
+__all__ = ["BACKBONES", "CHECKPOINT", "MANIFEST", "Backbone", "BackboneSpec", "checkpoint_path", "get_backbone",
+           "load_backbone", "prepare_backbone", "save_prepared", "sha256_file", "verify_checkpoint"]
 
 
 def checkpoint_path(directory: Path) -> Path:
@@ -76,8 +52,14 @@ def prepare_backbone(spec: BackboneSpec, directory: Path, cache_dir: Path | None
     """Fetch a hub backbone through open_clip and store it locally (toy backbones: see ``toy_pretrain``)."""
     if spec.source != "hub":
         raise ValueError(f"backbone {spec.key!r} is prepared by pretraining, not by download")
-    model = open_clip.create_model(spec.model, pretrained=spec.pretrained, force_quick_gelu=spec.force_quick_gelu,
-                                   cache_dir=str(cache_dir) if cache_dir else None)
+    open_clip = import_open_clip()
+    try:
+        model = open_clip.create_model(spec.model, pretrained=spec.pretrained, force_quick_gelu=spec.force_quick_gelu,
+                                       cache_dir=str(cache_dir) if cache_dir else None)
+    except Exception as exc:  # open_clip wraps download failures in RuntimeError; a bad cached file raises others
+        raise DataError(f"backbone {spec.key}: open_clip cannot fetch {spec.model} {spec.pretrained!r} "
+                        f"({_first_line(exc)}); check network access or the open_clip cache, then run "
+                        f"`dvc repro backbone@{spec.key}`") from exc
     return save_prepared(spec, model, directory, {"open_clip_version": open_clip.__version__})
 
 
@@ -173,16 +155,76 @@ def _without_projection(visual: torch.nn.Module) -> Iterator[None]:
 
 
 def load_backbone(key: str, directory: Path) -> Backbone:
-    """Load a prepared backbone from ``directory`` through open_clip's local-checkpoint route."""
-    spec = get_backbone(key)
+    """Load a prepared backbone from ``directory`` through open_clip's local-checkpoint route.
+
+    The checkpoint is verified first (:func:`verify_checkpoint`); every failure is a :class:`DataError` naming
+    the file and how to prepare it again.
+    """
+    spec, directory = get_backbone(key), Path(directory)
+    sha = verify_checkpoint(spec, directory)
     path = checkpoint_path(directory)
-    if not path.is_file():
-        raise DataError(f"backbone checkpoint {path} is missing; run `dvc repro backbone@{key}` first")
+    open_clip = import_open_clip()
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.model, pretrained=str(path), force_quick_gelu=spec.force_quick_gelu)
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise DataError(f"backbone checkpoint {path} cannot be loaded as {spec.model} ({exc}); it is corrupt or "
-                        f"of another architecture. Delete {directory} and run `dvc repro backbone@{key}`") from exc
+    except Exception as exc:  # measured: RuntimeError, AssertionError, StopIteration, SafetensorError (an Exception)
+        raise DataError(f"backbone checkpoint {path} does not load as {spec.model} ({_first_line(exc)}); "
+                        f"{_fix(spec, directory)}") from exc
     model.eval()
-    return Backbone(spec, model, preprocess, open_clip.get_tokenizer(spec.model), sha256_file(path))
+    return Backbone(spec, model, preprocess, open_clip.get_tokenizer(spec.model), sha)
+
+
+def verify_checkpoint(spec: BackboneSpec, directory: Path) -> str:
+    """The sha256 of ``directory``'s checkpoint once it is known to be a safetensors file whose sha256 and
+    architecture match ``backbone.json`` (cheap checks only: no model is built)."""
+    path, fix = checkpoint_path(directory), _fix(spec, directory)
+    if not path.is_file():
+        raise DataError(f"backbone checkpoint {path} is missing; {fix}")
+    _check_safetensors(path, fix)
+    manifest = _read_manifest(Path(directory) / MANIFEST, fix)
+    sha = sha256_file(path)
+    if sha != manifest["sha256"]:
+        raise DataError(f"backbone checkpoint {path} does not match the sha256 in {MANIFEST} (corrupt or modified); "
+                        f"{fix}")
+    prepared = (manifest.get("model"), manifest.get("force_quick_gelu"))
+    if prepared != (spec.model, spec.force_quick_gelu):
+        raise DataError(f"backbone checkpoint {path} was prepared as {prepared[0]} (force_quick_gelu={prepared[1]}), "
+                        f"but backbone {spec.key!r} is {spec.model} (force_quick_gelu={spec.force_quick_gelu}); {fix}")
+    return sha
+
+
+def _fix(spec: BackboneSpec, directory: Path) -> str:
+    run = f"run `dvc repro backbone@{spec.key}`"
+    return f"delete {directory} and {run}" if Path(directory).exists() else run
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _check_safetensors(path: Path, fix: str) -> None:
+    """Reject anything that does not start like a safetensors file (8-byte header length, then a JSON object)."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    size = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if 0 <= size <= path.stat().st_size - 8 and head[8:9] == b"{":
+        return
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        raise DataError(f"backbone checkpoint {path} is a pickle / torch.save file; clipbench only loads safetensors "
+                        f"(convert a state dict with safetensors.torch.save_file); {fix}")
+    raise DataError(f"backbone checkpoint {path} is not a valid safetensors file (corrupt or truncated); {fix}")
+
+
+def _read_manifest(path: Path, fix: str) -> dict[str, Any]:
+    """``backbone.json``, which must record the checkpoint's sha256."""
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"backbone manifest {path} is missing, so the checkpoint cannot be verified; {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"backbone manifest {path} is not readable JSON ({exc}); {fix}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str):
+        raise DataError(f"backbone manifest {path} records no checkpoint sha256; {fix}")
+    return manifest

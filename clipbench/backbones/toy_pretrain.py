@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 
-from clipbench.backbones.spec import BackboneSpec, save_prepared
+from clipbench.backbones.registry import BackboneSpec, import_open_clip
+from clipbench.backbones.spec import save_prepared
 from clipbench.data.toy.suite import pretraining_pairs
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -
 
 def pretrain(spec: BackboneSpec, cfg: ToyPretrainConfig, directory: Path) -> Path:
     """Pretrain ``spec``'s architecture from scratch and save it as a prepared backbone in ``directory``."""
+    open_clip = import_open_clip()
     torch.manual_seed(cfg.seed)
     model = open_clip.create_model(spec.model)
     tokenizer = open_clip.get_tokenizer(spec.model)

@@ -9,14 +9,23 @@ from __future__ import annotations
 import math
 import zlib
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
 
 from clipbench.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _tf() -> ModuleType:
+    """torchvision's functional transforms, imported on first use (``import torchvision`` costs seconds)."""
+    import torchvision.transforms.functional as TF
+
+    return TF
 
 
 def open_rgb(path: Path) -> Image.Image:
@@ -63,9 +72,11 @@ def augmented_view(img: Image.Image, size: int, scale: tuple[float, float], rng:
                    flip: bool = True) -> Image.Image:
     """RandomResizedCrop(size, scale, bicubic) then (if ``flip``) a horizontal flip with probability 0.5."""
     top, left, h, w = random_resized_crop_params(img.width, img.height, scale, rng)
-    out = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=InterpolationMode.BICUBIC)
+    TF = _tf()
+    out = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=TF.InterpolationMode.BICUBIC)
     return TF.hflip(out) if flip and rng.uniform() < 0.5 else out
 
 
 def to_normalised_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    TF = _tf()
     return TF.normalize(TF.to_tensor(img), list(mean), list(std))

@@ -16,14 +16,16 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig, train_class_index
+
+if TYPE_CHECKING:  # scikit-learn is imported where it fits (seconds of start-up for every suite load otherwise)
+    from sklearn.linear_model import LogisticRegression
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class LinearProbe(Method):
         self._fits: dict[float, LogisticRegression] = {}
 
     def _fit_c(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
         clf = LogisticRegression(C=c, max_iter=self.config.max_iter, solver="lbfgs")
         # Multi-threaded BLAS on these small matrices is 20-50x slower than one thread (measured here).
         with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):

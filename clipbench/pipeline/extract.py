@@ -17,7 +17,7 @@ from clipbench.data.kshot import read_manifest
 from clipbench.layout import Layout
 from clipbench.typed import stable_hash
 
-_CODE = ("clipbench.features", "clipbench.data.images", "clipbench.backbones.spec")
+_CODE = ("clipbench.features", "clipbench.data.images", "clipbench.backbones.registry", "clipbench.backbones.spec")
 
 
 def feature_key(backbone_sha: str, cfg: SuiteConfig) -> str:

@@ -65,7 +65,7 @@ def published() -> pd.DataFrame:
 
 def published_backbone(key: str) -> str | None:
     """The published name of a clipbench backbone key (``None`` for non-OpenAI or unregistered backbones)."""
-    from clipbench.backbones.spec import BACKBONES
+    from clipbench.backbones.registry import BACKBONES
 
     if key not in BACKBONES.names():
         return None
