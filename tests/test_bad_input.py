@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 
 from clipbench.backbones import get_backbone
+from clipbench.backbones.registry import import_open_clip
 from clipbench.backbones.spec import CHECKPOINT, load_backbone, save_prepared
 from clipbench.config import SuiteConfig, load_suite
 from clipbench.data import get_dataset
@@ -137,7 +138,7 @@ def _download(p: Project, dataset: str = "dtd", data_root: Path | None = None) -
 
 
 def _backbone_dir(p: Project, model: torch.nn.Module | None = None) -> Path:
-    import open_clip
+    open_clip = import_open_clip()
 
     spec = get_backbone("toy_vit")
     torch.manual_seed(0)
@@ -147,7 +148,7 @@ def _backbone_dir(p: Project, model: torch.nn.Module | None = None) -> Path:
 
 
 def _wrong_architecture(p: Project) -> Path:
-    import open_clip
+    open_clip = import_open_clip()
 
     model = open_clip.create_model(get_backbone("toy_vit").model)
     model.visual.proj = torch.nn.Parameter(torch.zeros(model.visual.proj.shape[0], 64))  # another embed dim
@@ -327,7 +328,7 @@ def _modes(root: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("mode", ["grayscale-jpeg", "cmyk-jpeg", "rgba-png", "palette-png", "16-bit-png",
                                   "grey-alpha-png"])
 def test_unusual_image_modes_pass_the_checks_and_decode_to_rgb(tmp_path, mode):
-    import open_clip
+    open_clip = import_open_clip()
 
     path = _modes(tmp_path)[mode]
     records = [Record(path.name, 0, "x")]
