@@ -139,7 +139,6 @@ def _download(p: Project, dataset: str = "dtd", data_root: Path | None = None) -
 
 def _backbone_dir(p: Project, model: torch.nn.Module | None = None) -> Path:
     open_clip = import_open_clip()
-
     spec = get_backbone("toy_vit")
     torch.manual_seed(0)
     directory = p.root / "models" / "toy_vit"
@@ -149,7 +148,6 @@ def _backbone_dir(p: Project, model: torch.nn.Module | None = None) -> Path:
 
 def _wrong_architecture(p: Project) -> Path:
     open_clip = import_open_clip()
-
     model = open_clip.create_model(get_backbone("toy_vit").model)
     model.visual.proj = torch.nn.Parameter(torch.zeros(model.visual.proj.shape[0], 64))  # another embed dim
     return _backbone_dir(p, model)
