@@ -55,9 +55,10 @@ def test_kill_9_mid_stage_then_repro_matches_the_uninterrupted_run(workspace, tm
     reference = _results(workspace)
     tables = {p.name: p.read_bytes() for p in (workspace / "reports").glob("*.csv")}
     source = yaml.safe_load((workspace / "params.yaml").read_text())["datasets"][0]
-    # --no-run-cache: the interrupted and the resumed stages really execute (DVC could otherwise restore their
-    # outputs from its run cache, which would not exercise clipbench's own recovery)
-    repro = [sys.executable, "-m", "dvc", "repro", "--no-run-cache"]
+    # Without its cache DVC cannot restore a missing output ("is cached - skipping run, checking out outputs"),
+    # so the interrupted stages must really run again: the situation of a first run killed half-way.
+    shutil.rmtree(workspace / ".dvc" / "cache")
+    repro = [sys.executable, "-m", "dvc", "repro"]
 
     feats = workspace / "features" / "toy_vit" / source  # 1: extract has written its text features, not fit/
     extract = [*repro, "--force", "--single-item", f"extract@toy_vit-{source}"]
