@@ -87,10 +87,14 @@ def test_with_w_equal_w0_predictions_are_the_zero_shot_logits(enc):
     assert torch.equal(method.predict(pre, target(task)), expected)
 
 
-def test_training_lowers_the_loss(enc):
+def _training_args(enc) -> tuple:
+    """(initial projection, train features, text weights, logit scale) of the pre-projection task."""
     task = enc["tasks"]["pre_proj"]
-    initial = Projection.from_visual(task.backbone.model.visual)
-    args = (initial, task.train, task.text_weights, task.logit_scale)
+    return Projection.from_visual(task.backbone.model.visual), task.train, task.text_weights, task.logit_scale
+
+
+def test_training_lowers_the_loss(enc):
+    args = _training_args(enc)
     _, first = train_projection(*args, lr=1e-3, lam=0.0, steps=1, eps=1e-4)
     _, later = train_projection(*args, lr=1e-3, lam=0.0, steps=60, eps=1e-4)
     assert later["final_ce"] < first["final_ce"]
@@ -102,9 +106,8 @@ def test_penalty_is_the_sum_of_squares_not_the_mean():
 
 
 def test_penalty_pulls_towards_the_initial_projection(enc):
-    task = enc["tasks"]["pre_proj"]
-    initial = Projection.from_visual(task.backbone.model.visual)
-    args = (initial, task.train, task.text_weights, task.logit_scale)
+    args = _training_args(enc)
+    initial = args[0]
     free, _ = train_projection(*args, lr=1e-2, lam=0.0, steps=30, eps=1e-4)
     held, _ = train_projection(*args, lr=1e-2, lam=10.0, steps=30, eps=1e-4)
     assert penalty(held.weight, initial.weight) < penalty(free.weight, initial.weight)
