@@ -73,7 +73,7 @@ def test_kill_9_mid_stage_then_repro_matches_the_uninterrupted_run(workspace, tm
     killed_when(repro, workspace, lambda: cells.is_dir() and any(cells.glob("*/cell.json")), tmp_path / "kill2.log")
     assert 0 < len(list(cells.glob("*/cell.json"))) < planned
     resumed = _ran(_run(repro, workspace))
-    assert {f"train@toy_vit-linear_probe-{source}", "aggregate", "track"} <= resumed
+    assert f"train@toy_vit-linear_probe-{source}" in resumed  # evaluation then finds the same trained states
 
     pd.testing.assert_frame_equal(_results(workspace), reference)
     assert {p.name: p.read_bytes() for p in (workspace / "reports").glob("*.csv")} == tables
