@@ -119,8 +119,9 @@ def test_poisoned_or_deleted_test_data_changes_no_trained_state_or_selection(tmp
     assert _train_all(cfg, layout, methods) == clean
 
     read_tensors: list[str] = []
-    original = cb_io.load_file
-    monkeypatch.setattr(cb_io, "load_file", lambda path, *a, **k: read_tensors.append(str(path)) or original(path))
+    original = cb_io.safe_open  # the one place clipbench reads tensors (clipbench.io.load_tensors_with_metadata)
+    monkeypatch.setattr(cb_io, "safe_open", lambda path, *a, **k: read_tensors.append(str(path)) or original(
+        path, *a, **k))
     for d in cfg.datasets:
         shutil.rmtree(layout.test_features("toy_vit", d))
     _opened = []
