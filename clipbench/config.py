@@ -21,6 +21,7 @@ from clipbench.data.custom import CustomDataset, register_custom_datasets
 from clipbench.data.integrity import IMAGE_CHECKS
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, MethodConfig
+from clipbench.runtime import RuntimeConfig
 from clipbench.typed import parse, stable_hash, to_plain
 
 
@@ -149,6 +150,7 @@ class SuiteConfig:
     text: TextConfig = TextConfig()
     toy_pretrain: ToyPretrainConfig = ToyPretrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    runtime: RuntimeConfig = RuntimeConfig()  # where and how cells run; never part of a cell key
 
     def validate(self, where: str) -> None:
         if self.data_counts not in COUNT_MODES:

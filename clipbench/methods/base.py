@@ -30,6 +30,7 @@ import torch
 from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import ImageSet
 from clipbench.errors import NotApplicable
+from clipbench.runtime import DEFAULT_RUNTIME, RuntimeConfig
 
 if TYPE_CHECKING:
     from clipbench.backbones import Backbone
@@ -84,6 +85,7 @@ class FitTask:
     backbone: Backbone | None = None
     train_images: ImageSet | None = None
     val_images: ImageSet | None = None
+    runtime: RuntimeConfig = DEFAULT_RUNTIME  # device and precision (never part of a cell key)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class EvalTarget:
     logit_scale: float
     train_space: LabelSpace
     backbone: Backbone | None = None  # set for methods with ``uses_backbone``
+    runtime: RuntimeConfig = DEFAULT_RUNTIME  # device and precision (never part of a cell key)
 
 
 @dataclass(frozen=True)
