@@ -6,7 +6,16 @@ Adding a method: create ``clipbench/methods/<key>.py`` with a provenance docstri
 
 from __future__ import annotations
 
-from clipbench.methods.base import EvalTarget, FeatureSet, FitTask, Inputs, Method, MethodConfig
+from clipbench.methods.base import (
+    EvalTarget,
+    FeatureSet,
+    FitTask,
+    Inputs,
+    Method,
+    MethodConfig,
+    check_by_dataset,
+    resolve_config,
+)
 from clipbench.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", {
@@ -28,4 +37,5 @@ def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
-__all__ = ["METHODS", "EvalTarget", "FeatureSet", "FitTask", "Inputs", "Method", "MethodConfig", "get_method"]
+__all__ = ["METHODS", "EvalTarget", "FeatureSet", "FitTask", "Inputs", "Method", "MethodConfig", "check_by_dataset",
+           "get_method", "resolve_config"]

@@ -29,8 +29,9 @@ import torch
 
 from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import ImageSet
-from clipbench.errors import NotApplicable
+from clipbench.errors import ConfigError, NotApplicable
 from clipbench.runtime import DEFAULT_RUNTIME, RuntimeConfig
+from clipbench.typed import parse, to_plain
 
 if TYPE_CHECKING:
     from clipbench.backbones import Backbone
@@ -103,6 +104,28 @@ class EvalTarget:
 @dataclass(frozen=True)
 class MethodConfig:
     """Base of method configs; subclasses add typed fields with documented defaults."""
+
+
+def resolve_config(config: MethodConfig, dataset: str, where: str = "method_params") -> MethodConfig:
+    """The config a cell whose source is ``dataset`` runs with.
+
+    A config with a ``by_dataset: dict[str, dict[str, Any]]`` field holds per-dataset overrides of its own fields
+    (the reference's dataset-specific settings); the resolved config applies ``by_dataset[dataset]`` and drops the
+    table, so a cell's key depends only on its own dataset's entry. Configs without the field are returned as is.
+    """
+    table = getattr(config, "by_dataset", None)
+    if table is None:
+        return config
+    overrides = to_plain(table.get(dataset, {}))
+    if "by_dataset" in overrides:
+        raise ConfigError(f"{where}.by_dataset.{dataset}: by_dataset cannot be nested")
+    return parse(type(config), {**to_plain(config), "by_dataset": {}, **overrides}, f"{where}.by_dataset.{dataset}")
+
+
+def check_by_dataset(config: MethodConfig, where: str) -> None:
+    """Parse every ``by_dataset`` entry now, so a wrong key or value fails at validation, not mid-suite."""
+    for dataset in getattr(config, "by_dataset", None) or {}:
+        resolve_config(config, dataset, where)
 
 
 class Method(abc.ABC):
