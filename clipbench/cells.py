@@ -9,9 +9,6 @@ declared ``persist: true`` so DVC leaves them in place for this check.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
 import json
 import shutil
 from collections.abc import Callable
@@ -56,15 +53,6 @@ class EvalCell:
         return {"protocol": self.protocol, "source": self.train.dataset, "train_subset": self.train.subset,
                 "shots": self.train.shots, "seed": self.train.seed, "dataset": self.dataset,
                 "subset": self.subset, "metric": self.metric}
-
-
-def code_fingerprint(*modules: str) -> str:
-    """sha256 over the source text of ``modules`` (part of every cell key)."""
-    digest = hashlib.sha256()
-    for name in sorted(modules):
-        digest.update(name.encode())
-        digest.update(inspect.getsource(importlib.import_module(name)).encode())
-    return digest.hexdigest()[:16]
 
 
 class CellStore:

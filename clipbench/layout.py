@@ -39,5 +39,10 @@ class Layout:
     def results(self, backbone: str, method: str) -> Path:
         return self.root / "results" / backbone / method
 
+    def code(self, stage: str, item: str | None = None) -> Path:
+        """The code fingerprint file a stage depends on (``code/<stage>.json`` or ``code/<stage>/<item>.json``)."""
+        base = self.root / "code"
+        return base / f"{stage}.json" if item is None else base / stage / f"{item}.json"
+
     def reports(self) -> Path:
         return self.root / "reports"

@@ -43,6 +43,15 @@ class Registry(Generic[T]):
         self._loaded.pop(name, None)
         self._entries[name] = target
 
+    def module_of(self, name: str) -> str:
+        """The module that defines ``name``'s entry, without importing it (the root of its code fingerprint)."""
+        if name not in self._entries:
+            raise UnknownNameError(self.unknown_message(name))
+        target = self._entries[name]
+        if isinstance(target, str):
+            return target.partition(":")[0]
+        return target.__module__ if isinstance(target, type) else type(target).__module__
+
     def get(self, name: str) -> T:
         """The object registered as ``name``; unknown names raise :class:`UnknownNameError`."""
         if name not in self._entries:

@@ -1,11 +1,13 @@
 """`dvc repro` end to end on a reduced toy suite in a scratch copy of the project (slow: a few minutes).
 
-The tests share one workspace and run in order: a full repro, a no-op, a changed method parameter, then
-``kill -9`` in the middle of two stages with the reproduced project as the uninterrupted reference.
+The tests share one workspace and run in order: a full repro, a no-op, a changed method parameter, a planted
+edit in a module that another method imports (its computed code closure), then ``kill -9`` in the middle of two
+stages with the reproduced project as the uninterrupted reference.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -22,7 +24,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("repo"), reduced_params())
+    methods = {"zeroshot": {}, "linear_probe": {}, "clip_adapter": {"epochs": 3}, "tip_adapter": {},
+               "tip_adapter_f": {"epochs": 2}}
+    return make_workspace(tmp_path_factory.mktemp("repo"), reduced_params(methods=methods))
 
 
 def test_repro_then_noop_then_only_changed_method(workspace):
@@ -41,6 +45,28 @@ def test_repro_then_noop_then_only_changed_method(workspace):
     assert {s for s in third if s.startswith(("train@", "evaluate@"))} == {
         *(f"train@toy_vit-clip_adapter-{d}" for d in sources), "evaluate@toy_vit-clip_adapter"}
     assert not any(s.startswith(("download", "split", "backbone", "extract")) for s in third)
+
+
+def _keys(cells: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["key"] for p in sorted(cells.glob("*/cell.json"))}
+
+
+def test_edit_in_an_imported_module_reruns_exactly_its_importers(workspace):
+    """Tip-Adapter-F imports Tip-Adapter's search: an edit there re-runs both methods' cells and nothing else."""
+    sources = yaml.safe_load((workspace / "params.yaml").read_text())["datasets"]
+    tip_f = workspace / "models" / "toy_vit" / "tip_adapter_f" / sources[0]
+    before = _keys(tip_f)
+    with (workspace / "clipbench" / "methods" / "tip_adapter.py").open("a") as module:
+        module.write("\n_PLANTED_EDIT = 1  # a harmless change of the module's code\n")
+    _run([sys.executable, "-m", "dvc", "repro", "--single-item", "code"], workspace)
+    status = json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], workspace).strip().splitlines()[-1])
+    expected = {*(f"train@toy_vit-{m}-{d}" for m in ("tip_adapter", "tip_adapter_f") for d in sources),
+                "evaluate@toy_vit-tip_adapter", "evaluate@toy_vit-tip_adapter_f"}
+    assert set(status) == expected
+    ran = _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace))
+    assert {s for s in ran if s.startswith(("train@", "evaluate@"))} == expected
+    after = _keys(tip_f)
+    assert after.keys() == before.keys() and all(after[c] != before[c] for c in before)  # every cell retrained
 
 
 OUTPUTS = ("data", "features", "models", "results", "reports")

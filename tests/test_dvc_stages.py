@@ -42,7 +42,7 @@ def test_paper_scale_expands_to_at_most_400_stages(tmp_path):
 def test_project_dag_lists_every_stage_kind(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     kinds = {s.split("@")[0] for s in stage_list(tmp_path, params)}
-    assert kinds == {"download", "download_target", "split", "backbone", "extract", "extract_target", "train",
+    assert kinds == {"code", "download", "download_target", "split", "backbone", "extract", "extract_target", "train",
                      "evaluate", "aggregate", "track"}
 
 

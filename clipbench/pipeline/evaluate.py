@@ -14,26 +14,31 @@ import math
 import time
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from clipbench.backbones import load_backbone
-from clipbench.cells import CellStore, EvalCell, code_fingerprint
-from clipbench.config import SuiteConfig
+from clipbench.cells import CellStore, EvalCell
 from clipbench.data import LabelSpace, metadata
 from clipbench.data.images import open_rgb
 from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import base_new_labels, manifest_name, read_manifest
 from clipbench.errors import DataError, NotApplicable
+from clipbench.executors import run_cells
 from clipbench.features import load_text, read_feature_dir
 from clipbench.io import load_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, EvalTarget, Inputs, Method
+from clipbench.methods import METHODS, EvalTarget, Inputs, Method, resolve_config
+from clipbench.pipeline.code import method_code
 from clipbench.pipeline.train import STATE_FILE, cell_labels
 from clipbench.protocols import eval_cells
 from clipbench.results import RESULT_FILE, write_results
 from clipbench.typed import stable_hash
+
+if TYPE_CHECKING:
+    from clipbench.config import SuiteConfig
 
 
 class _Inputs:
@@ -47,6 +52,8 @@ class _Inputs:
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
         self.model = cache(lambda: load_backbone(backbone, layout.backbone(backbone)))
+        self.config = cache(lambda source: resolve_config(cfg.method_config(method.name), source,
+                                                          f"params.yaml: method_params.{method.name}"))
 
     def _space(self, dataset: str) -> LabelSpace:
         return self.index(dataset).label_space(metadata.templates(dataset, self.cfg.text.template_set))
@@ -104,7 +111,7 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
         feats, labels = feats[keep], torch.tensor([remap[int(v)] for v in labels[keep]])
         space, text = space.subset(target_labels), text[list(target_labels)]
     target = EvalTarget(space, text, scale, inputs.space(cell.train.dataset).subset(train_labels),
-                        backbone=inputs.backbone_model())
+                        backbone=inputs.backbone_model(), runtime=inputs.cfg.runtime)
     model = method_cls(config)
     model.load_state_dict(state)
     try:
@@ -117,38 +124,43 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
 
 def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path:
     """Evaluate every planned cell (reusing unchanged ones) and write the method's result table."""
-    method_cls, config = METHODS.get(method), cfg.method_config(method)
+    method_cls = METHODS.get(method)
     inputs = _Inputs(backbone, cfg, layout, method_cls)
     store = CellStore(layout.results(backbone, method) / "cells")
-    code = code_fingerprint(__name__, method_cls.__module__, "clipbench.methods.base", "clipbench.training",
-                            "clipbench.prompting")
-    rows, plan = [], eval_cells(cfg)
-    for cell in plan:
-        rows.append(_evaluate_cell(method_cls, config, cell, inputs, store, code))
-    store.prune({c.name for c in plan})
-    frame = pd.DataFrame(rows).assign(method=method, backbone=backbone,
-                                      config_hash=cfg.method_config_hash(method))
+    code, plan = method_code("evaluate", method), eval_cells(cfg)
+
+    def key(cell: EvalCell) -> str:
+        train_record = _train_record(cell, inputs)
+        return stable_hash({"train": train_record["key"], "test": inputs.test(cell.dataset).meta, "code": code,
+                            "text": inputs.text(cell.dataset)[2], "cell": cell.as_row()})
+
+    def compute(cell: EvalCell, cell_key: str) -> None:
+        _evaluate_cell(method_cls, inputs.config(cell.train.dataset), cell, inputs, store, cell_key)
+
+    run_cells(plan, key, compute, store, cfg.runtime.executor, label=f"evaluate {method}")
+    frame = pd.DataFrame([store.read(c.name)["row"] for c in plan]).assign(
+        method=method, backbone=backbone, config_hash=cfg.method_config_hash(method))
     return write_results(frame, layout.results(backbone, method) / RESULT_FILE)
 
 
-def _evaluate_cell(method_cls, config, cell: EvalCell, inputs: _Inputs, store: CellStore, code: str) -> dict:
-    layout = inputs.layout
-    train_dir = layout.models(inputs.backbone, method_cls.name, cell.train.dataset) / cell.train.name
-    train_record = CellStore(train_dir.parent).read(cell.train.name)
-    if train_record is None:
+def _train_record(cell: EvalCell, inputs: _Inputs) -> dict:
+    """The trained cell's ``cell.json``; a missing one names the stage to re-run."""
+    train_dir = inputs.layout.models(inputs.backbone, inputs.method.name, cell.train.dataset) / cell.train.name
+    record = CellStore(train_dir.parent).read(cell.train.name)
+    if record is None:
         raise DataError(f"trained cell {train_dir} is missing; run `dvc repro train@{inputs.backbone}-"
-                        f"{method_cls.name}-{cell.train.dataset}`")
+                        f"{inputs.method.name}-{cell.train.dataset}`")
+    return record
+
+
+def _evaluate_cell(method_cls, config, cell: EvalCell, inputs: _Inputs, store: CellStore, key: str) -> None:
+    train_dir = inputs.layout.models(inputs.backbone, method_cls.name, cell.train.dataset) / cell.train.name
+    train_record = _train_record(cell, inputs)
     test_meta = inputs.test(cell.dataset).meta
-    key = stable_hash({"train": train_record["key"], "test": test_meta, "code": code,
-                       "text": inputs.text(cell.dataset)[2], "cell": cell.as_row()})
-    if store.is_current(cell.name, key):
-        return store.read(cell.name)["row"]
     start = time.perf_counter()
     score = _score(method_cls, config, load_tensors(train_dir / STATE_FILE), cell, inputs)
     row = {**cell.as_row(), **score, "split_hash": train_record["split_hash"],
            "feature_key": test_meta["feature_key"], "train_key": train_record["key"], "eval_key": key,
            "train_seconds": train_record["train_seconds"], "eval_seconds": time.perf_counter() - start,
            "diagnostics": json.dumps(train_record["diagnostics"], sort_keys=True)}
-    store.put(cell.name, key, lambda tmp: {"row": row})
-    return row
-
+    store.put(cell.name, key, lambda tmp: {"row": row, "runtime": inputs.cfg.runtime.lineage()})

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from clipbench import features
 from clipbench.backbones import load_backbone
-from clipbench.cells import code_fingerprint
-from clipbench.config import SuiteConfig
+from clipbench.codegraph import fingerprint
 from clipbench.data import metadata
 from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import read_manifest
 from clipbench.layout import Layout
+from clipbench.pipeline.code import stage_roots
 from clipbench.typed import stable_hash
 
-_CODE = ("clipbench.features", "clipbench.data.images", "clipbench.backbones.registry", "clipbench.backbones.spec")
-
+if TYPE_CHECKING:
+    from clipbench.config import SuiteConfig
 
 def feature_key(backbone_sha: str, cfg: SuiteConfig) -> str:
     """Everything that determines one image's embeddings (not which images were extracted)."""
-    return stable_hash({"backbone": backbone_sha, "features": cfg.features, "code": code_fingerprint(*_CODE)})
+    code = fingerprint(*stage_roots("extract"))["hash"]  # the same as code/extract.json
+    return stable_hash({"backbone": backbone_sha, "features": cfg.features, "code": code})
 
 
 def run(*, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_root: Path,

@@ -9,24 +9,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from clipbench.backbones import Backbone, load_backbone
-from clipbench.cells import CellStore, TrainCell, cell_dict, code_fingerprint
-from clipbench.config import SuiteConfig
+from clipbench.cells import CellStore, TrainCell, cell_dict
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
 from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
+from clipbench.executors import run_cells
 from clipbench.features import FeatureDir, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method
+from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, resolve_config
+from clipbench.pipeline.code import method_code
 from clipbench.protocols import training_cells
+from clipbench.runtime import RuntimeConfig
 from clipbench.typed import stable_hash, tensor_hash, to_plain
+
+if TYPE_CHECKING:
+    from clipbench.config import SuiteConfig
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.safetensors"
@@ -92,35 +98,37 @@ def load_inputs(backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout,
                        model, image_dir)
 
 
-def method_code(method: type[Method]) -> str:
-    return code_fingerprint(method.__module__, "clipbench.methods.base", "clipbench.training", "clipbench.prompting",
-                            __name__)
-
-
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
     """Train every planned cell whose key changed; keep the others; drop cells no longer planned."""
     method_cls = METHODS.get(method)
-    config = cfg.method_config(method)
+    config = resolve_config(cfg.method_config(method), dataset, f"params.yaml: method_params.{method}")
     inputs = load_inputs(backbone, dataset, cfg, layout, method_cls)
     store = CellStore(layout.models(backbone, method, dataset))
-    base_key = {"method": method, "config": to_plain(config), "code": method_code(method_cls),
+    base_key = {"method": method, "config": to_plain(config), "code": method_code("train", method),
                 "features": inputs.fit.meta["feature_key"], "text": tensor_hash(inputs.text),
                 "backbone": inputs.backbone.sha256 if inputs.backbone else None}
-    plan, trained = training_cells(cfg, dataset), 0
-    for cell in plan:
-        split = read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed))
-        key = stable_hash({**base_key, "split": split.hash, "cell": cell_dict(cell)})
-        if store.is_current(cell.name, key):
-            continue
-        _train_cell(method_cls, config, cell, split, inputs, store, key)
-        trained += 1
-    store.prune({c.name for c in plan})
-    return {"planned": len(plan), "trained": trained}
+    splits = {}
+
+    def split_of(cell: TrainCell) -> KShotSplit:
+        if (cell.shots, cell.seed) not in splits:
+            splits[cell.shots, cell.seed] = read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed))
+        return splits[cell.shots, cell.seed]
+
+    def key(cell: TrainCell) -> str:
+        return stable_hash({**base_key, "split": split_of(cell).hash, "cell": cell_dict(cell)})
+
+    def compute(cell: TrainCell, cell_key: str) -> None:
+        _train_cell(method_cls, config, cell, split_of(cell), inputs, store, cell_key, cfg.runtime)
+
+    done = run_cells(training_cells(cfg, dataset), key, compute, store, cfg.runtime.executor,
+                     label=f"train {method} {dataset}")
+    summary = done.summary()
+    return {"planned": summary["planned"], "trained": summary["computed"]}
 
 
 def _train_cell(method_cls, config, cell: TrainCell, split: KShotSplit, inputs: TrainInputs, store: CellStore,
-                key: str) -> None:
-    task = build_task(cell, split, inputs)
+                key: str, runtime: RuntimeConfig) -> None:
+    task = replace(build_task(cell, split, inputs), runtime=runtime)
     model = method_cls(config)
     start = time.perf_counter()
     diagnostics = model.fit(task)
@@ -131,6 +139,7 @@ def _train_cell(method_cls, config, cell: TrainCell, split: KShotSplit, inputs: 
         atomic_save_tensors(tmp / STATE_FILE, model.state_dict() or {"_empty": torch.zeros(0)})
         return {"cell": cell_dict(cell), "split_hash": split.hash, "train_seconds": seconds,
                 "diagnostics": diagnostics, "train_class_ids": list(task.space.class_ids),
-                "config_hash": stable_hash({"method": method_cls.name, "config": config})}
+                "config_hash": stable_hash({"method": method_cls.name, "config": config}),
+                "runtime": runtime.lineage()}
 
     store.put(cell.name, key, write)
