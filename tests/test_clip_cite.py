@@ -21,8 +21,8 @@ from clipbench.methods.clip_cite import (
     scl_loss,
     training_prompts,
 )
+from clipbench.methods.training import count_trainable, tokenize_prompts
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.training import count_trainable, tokenize_prompts
 from clipbench.typed import parse
 
 from conftest import encoder_task

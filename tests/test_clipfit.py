@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from clipbench.errors import ConfigError
 from clipbench.methods import EvalTarget
 from clipbench.methods.clipfit import ClipFit, ClipFitConfig, clipfit_lambda
+from clipbench.methods.training import freeze_except
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.training import freeze_except
 from clipbench.typed import parse
 
 from conftest import encoder_task

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from clipbench.data.imageset import train_augment
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
-from clipbench.training import (
+from clipbench.methods.training import (
     MixedPrecision,
     apply_state,
     class_text_features,

@@ -120,8 +120,8 @@ def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path
     method_cls, config = METHODS.get(method), cfg.method_config(method)
     inputs = _Inputs(backbone, cfg, layout, method_cls)
     store = CellStore(layout.results(backbone, method) / "cells")
-    code = code_fingerprint(__name__, method_cls.__module__, "clipbench.methods.base", "clipbench.training",
-                            "clipbench.prompting")
+    code = code_fingerprint(__name__, method_cls.__module__, "clipbench.methods.base", "clipbench.methods.training",
+                            "clipbench.methods.prompting")
     rows, plan = [], eval_cells(cfg)
     for cell in plan:
         rows.append(_evaluate_cell(method_cls, config, cell, inputs, store, code))

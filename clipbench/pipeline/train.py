@@ -93,8 +93,8 @@ def load_inputs(backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout,
 
 
 def method_code(method: type[Method]) -> str:
-    return code_fingerprint(method.__module__, "clipbench.methods.base", "clipbench.training", "clipbench.prompting",
-                            __name__)
+    return code_fingerprint(method.__module__, "clipbench.methods.base", "clipbench.methods.training",
+                            "clipbench.methods.prompting", __name__)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
