@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from finetune_fixtures import check_runtime_is_not_a_method_setting, check_state_round_trip, image_task, maker, target
 
 from clipbench.data import LabelSpace
 from clipbench.errors import ConfigError
@@ -25,22 +26,12 @@ from clipbench.methods.training import count_trainable, tokenize_prompts
 from clipbench.methods.zeroshot import zero_shot_logits
 from clipbench.typed import parse
 
-from conftest import encoder_task
-
-
-def make(**overrides) -> ClipCite:
-    return ClipCite(parse(ClipCiteConfig, {"epochs": 1, **overrides}, "test clip_cite"))
+make = maker(ClipCite, epochs=1)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return encoder_task(tmp_path_factory.mktemp("clip_cite"), n_classes=4, shots=4)
-
-
-def target(data, space=None) -> EvalTarget:
-    task = data["tasks"]["images"]
-    space = space or task.space
-    return EvalTarget(space, task.text_weights[: len(space)], task.logit_scale, task.space, backbone=data["backbone"])
+    return image_task(tmp_path_factory, "clip_cite")
 
 
 def test_trainable_parameters_vitb16_are_the_whole_model_plus_w():
@@ -93,7 +84,7 @@ def test_training_lowers_the_loss_and_fits_the_training_images(data):
 def test_wise_ft_interpolates_every_parameter_halfway(data):
     method = make(lr=1e-3)
     method.fit(data["tasks"]["images"])
-    merged = dict(method._merged_model(target(data)).named_parameters())
+    merged = dict(method.tuned_model(target(data)).named_parameters())
     original = dict(data["backbone"].model.named_parameters())
     name = "visual.transformer.resblocks.0.mlp.c_fc.weight"
     tuned = method.state_dict()[f"model.{name}"]
@@ -187,3 +178,11 @@ def test_cosine_is_stepped_every_iteration(data, monkeypatch):
     make(epochs=2, batch_size=4, lr=1e-3).fit(data["tasks"]["images"])  # 16 images: 4 iterations per epoch
     assert seen == pytest.approx([cosine_lr(i, 8, 1e-3, 0) for i in range(8)])
     assert seen[0] == 1e-3 and seen == sorted(seen, reverse=True)
+
+
+def test_saved_state_predicts_like_the_fitted_method(data):
+    check_state_round_trip(make, data)
+
+
+def test_device_and_precision_come_from_the_runtime(data):
+    check_runtime_is_not_a_method_setting(make, data)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from finetune_fixtures import check_runtime_is_not_a_method_setting, check_state_round_trip, image_task, maker, target
 
 from clipbench.errors import ConfigError
 from clipbench.methods import EvalTarget
@@ -16,21 +17,12 @@ from clipbench.methods.training import freeze_except
 from clipbench.methods.zeroshot import zero_shot_logits
 from clipbench.typed import parse
 
-from conftest import encoder_task
-
-
-def make(**overrides) -> ClipFit:
-    return ClipFit(parse(ClipFitConfig, overrides, "test clipfit"))
+make = maker(ClipFit)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return encoder_task(tmp_path_factory.mktemp("clipfit"), n_classes=4, shots=4)
-
-
-def target(data) -> EvalTarget:
-    task = data["tasks"]["images"]
-    return EvalTarget(task.space, task.text_weights, task.logit_scale, task.space, backbone=data["backbone"])
+    return image_task(tmp_path_factory, "clipfit")
 
 
 def selected(arch: str) -> dict[str, int]:
@@ -141,3 +133,11 @@ def test_learning_rate_follows_the_dassl_schedule(data, monkeypatch):
     monkeypatch.setattr(clipfit, "set_lr", lambda opt, lr: seen.append(lr))
     make(epochs=3).fit(data["tasks"]["images"])
     assert seen == pytest.approx([1e-5, 2e-3, 2e-3 * 0.5 * (1 + math.cos(math.pi / 3))])
+
+
+def test_saved_state_predicts_like_the_fitted_method(data):
+    check_state_round_trip(make, data)
+
+
+def test_device_and_precision_come_from_the_runtime(data):
+    check_runtime_is_not_a_method_setting(make, data)

@@ -143,6 +143,10 @@ class Method(abc.ABC):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
 
+    def task_config(self, task: FitTask) -> MethodConfig:
+        """``config`` resolved for the task's source dataset (a no-op on a config the pipeline already resolved)."""
+        return resolve_config(self.config, task.dataset or task.space.dataset)
+
     @abc.abstractmethod
     def fit(self, task: FitTask) -> dict[str, float]:
         """Learn from ``task``; return scalar training diagnostics (losses, selected values)."""

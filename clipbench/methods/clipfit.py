@@ -31,8 +31,8 @@ own CUSTOM templates equal CoOp's except DTD (``a photo of a {}, a type of textu
 ``{} texture.``); use the ``clipfit`` template set to reproduce that. At transfer time the target's templates
 build the target classifier, as in the reference.
 
-Deviations: fp32 master weights with bf16 autocast on CUDA (``precision="amp"``; fp16 + loss scaling where bf16
-is unsupported) instead of the reference's fp16 weights; CPU runs fp32. The encoders stay in eval mode while
+Deviations: fp32 master weights with bf16 autocast on CUDA (``runtime.precision: amp``; fp16 + loss scaling where
+bf16 is unsupported) instead of the reference's fp16 weights; CPU runs fp32. The encoders stay in eval mode while
 training, so ResNet BatchNorm running statistics are not updated (the reference's train mode would update
 them; all reported ClipFit runs use ViT-B/16, which has no BatchNorm). Several templates per class (other
 template sets) are ensembled as in the zero-shot classifier; the reference uses one.
@@ -44,7 +44,6 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import torch
@@ -52,18 +51,16 @@ import torch.nn.functional as F
 
 from clipbench.data.imageset import train_augment
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
+from clipbench.methods.base import EvalTarget, FitTask, MethodConfig
 from clipbench.methods.training import (
+    ImageFineTuning,
     MixedPrecision,
-    apply_state,
     class_text_features,
     dassl_batches,
     dassl_lr,
     device_of,
     freeze_except,
-    pick_device,
     pixel_stats,
-    require_encoders,
     set_lr,
     text_scorer,
     tokenize_prompts,
@@ -93,8 +90,6 @@ class ClipFitConfig(MethodConfig):
         default_factory=lambda: MappingProxyType({"imagenet": 10, "food101": 10}))
     crop_scale: tuple[float, float] = (0.08, 1.0)  # Dassl RandomResizedCrop scale
     flip: bool = True
-    precision: Literal["fp32", "amp"] = "amp"  # amp: bf16/fp16 autocast on CUDA only; CPU is always fp32
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def validate(self, where: str) -> None:
         epochs = {"epochs": self.epochs, **{f"epochs_by_dataset.{k}": v for k, v in self.epochs_by_dataset.items()}}
@@ -130,31 +125,21 @@ def task_dataset(task: FitTask) -> str:
     return task.dataset or task.space.dataset
 
 
-class ClipFit(Method):
+class ClipFit(ImageFineTuning):
     """Text FFN biases and image LayerNorms fine-tuned with a text-feature regulariser."""
 
     name = "clipfit"
-    requires = Inputs.IMAGES
     Config = ClipFitConfig
-    selection = "none (last epoch)"
-
-    def __init__(self, config: ClipFitConfig) -> None:
-        super().__init__(config)
-        self.model: torch.nn.Module | None = None  # the tuned copy of the backbone model
-        self.state: dict[str, torch.Tensor] = {}
 
     def fit(self, task: FitTask) -> dict[str, float]:
-        cfg = self.config
-        require_encoders(task, self.name, train=True)
-        device = pick_device(cfg.device)
-        torch.manual_seed(task.seed)
+        cfg, device = self.start_fit(task)
         model = copy.deepcopy(task.backbone.model).to(device).eval()
         trainable = set(freeze_except(model, [cfg.text_pattern, cfg.image_pattern]))
         dataset = task_dataset(task)
         lam = clipfit_lambda(cfg, dataset, getattr(task, "subset", "all"))
         epochs = cfg.epochs_by_dataset.get(dataset, cfg.epochs)
-        amp = MixedPrecision(cfg.precision, device)
-        history = self._train(task, model, lam, epochs, amp)
+        amp = MixedPrecision(task.runtime.precision, device)
+        history = self._train(task, cfg, model, lam, epochs, amp)
         self.model = model.requires_grad_(False)
         self.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in trainable}
         return {"first_epoch_loss": float(history[0][0]), "final_loss": float(history[-1][0]),
@@ -162,10 +147,9 @@ class ClipFit(Method):
                 "epochs": float(epochs), "trainable_params": float(sum(v.numel() for v in self.state.values())),
                 "amp": float(amp.enabled)}
 
-    def _train(self, task: FitTask, model: torch.nn.Module, lam: float, epochs: int,
+    def _train(self, task: FitTask, cfg: ClipFitConfig, model: torch.nn.Module, lam: float, epochs: int,
                amp: MixedPrecision) -> list[np.ndarray]:
         """Dassl SGD over the trainable tensors of ``model``; per epoch the mean (loss, CE, regulariser)."""
-        cfg = self.config
         device = device_of(model)
         tokens = tokenize_prompts(task.backbone.tokenizer, task.space.prompts(), device)
         with torch.no_grad():
@@ -199,26 +183,9 @@ class ClipFit(Method):
         reg = 1 - F.cosine_similarity(text, t0, dim=-1, eps=1e-7).mean()
         return ce, reg
 
-    def _tuned(self, target: EvalTarget) -> torch.nn.Module:
-        """The tuned model; after ``load_state_dict`` it is rebuilt once from the target's backbone."""
-        if self.model is None:
-            require_encoders(target, self.name)
-            if not self.state:
-                raise RuntimeError("clipfit: call fit() or load_state_dict() before predicting")
-            self.model = apply_state(target.backbone.model, self.state).to(pick_device(self.config.device))
-        return self.model
+    def tuned_parameters(self, target: EvalTarget) -> dict[str, torch.Tensor]:
+        return self.state
 
     def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
-        model = self._tuned(target)
-        amp = MixedPrecision(self.config.precision, device_of(model))
+        model, amp = self.scoring(target)
         return text_scorer(model, target.backbone.tokenizer, target.space.prompts(), target.logit_scale, amp)
-
-    def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
-        return self.predictor(target)(x)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.state)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.state = {k: v.clone() for k, v in state.items()}
-        self.model = None
