@@ -24,7 +24,7 @@ from clipbench.methods.clip_cite import (
 )
 from clipbench.methods.training import count_trainable, tokenize_prompts
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.typed import parse
+from clipbench.typed import parse, to_plain
 
 make = maker(ClipCite, epochs=1)
 
@@ -144,7 +144,7 @@ def test_cosine_schedule_endpoints():
 
 @pytest.mark.parametrize("bad", [{"wise_alpha": 1.5}, {"epochs": 0}, {"prompt_template": "a photo"},
                                  {"frozen_pattern": "token_embedding"}, {"kl_direction": "both"},
-                                 {"batch_size_by_dataset": {"eurosat": 0}}])
+                                 {"by_dataset": {"eurosat": {"batch_size": 0}}}])
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipCiteConfig, bad, "test clip_cite")
@@ -165,7 +165,7 @@ def test_several_templates_are_ensembled_in_training_and_in_w(data):
 def test_defaults_are_the_paper_settings():
     cfg = ClipCiteConfig()
     assert (cfg.lambda_scl, cfg.eta_vld, cfg.lr, cfg.epochs, cfg.batch_size) == (0.7, 0.1, 5e-6, 20, 32)
-    assert dict(cfg.batch_size_by_dataset) == {"eurosat": 16, "imagenet": 64}
+    assert to_plain(cfg.by_dataset) == {"eurosat": {"batch_size": 16}, "imagenet": {"batch_size": 64}}
     assert cfg.wise_alpha == 0.5 and not cfg.flip and cfg.prompt_template == "a photo of a {}"
     assert cfg.frozen_pattern == ""
 

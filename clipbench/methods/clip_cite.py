@@ -48,8 +48,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -58,7 +57,7 @@ import torch.nn.functional as F
 from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import train_augment
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, MethodConfig
+from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
 from clipbench.methods.training import (
     ImageFineTuning,
     MixedPrecision,
@@ -93,18 +92,16 @@ class ClipCiteConfig(MethodConfig):
     warmup_steps: int = 0  # linear warm-up, in units of ``schedule_step`` (UNSPECIFIED)
     schedule_step: Literal["iteration", "epoch"] = "iteration"  # where the cosine is stepped (UNSPECIFIED)
     epochs: int = 20
-    batch_size: int = 32
-    batch_size_by_dataset: dict[str, int] = field(
-        default_factory=lambda: MappingProxyType({"eurosat": 16, "imagenet": 64}))
+    batch_size: int = 32  # EuroSAT 16, ImageNet 64 (in by_dataset)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # UNSPECIFIED
     flip: bool = False
     wise_alpha: float = 0.5  # weight of the fine-tuned parameters at inference
     base_classifier: Literal["W", "text"] = "W"  # UNSPECIFIED
+    by_dataset: dict[str, dict[str, Any]] = field(default_factory=lambda: frozen_by_dataset({
+        "eurosat": {"batch_size": 16}, "imagenet": {"batch_size": 64}}))  # per-dataset field overrides
 
     def validate(self, where: str) -> None:
-        sizes = {"epochs": self.epochs, "batch_size": self.batch_size,
-                 **{f"batch_size_by_dataset.{k}": v for k, v in self.batch_size_by_dataset.items()}}
-        for name, value in sizes.items():
+        for name, value in {"epochs": self.epochs, "batch_size": self.batch_size}.items():
             if value <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {value}")
         for name in ("lambda_scl", "eta_vld", "weight_decay", "warmup_steps", "lr"):
@@ -119,6 +116,7 @@ class ClipCiteConfig(MethodConfig):
                               f"got {self.frozen_pattern!r}")
         if self.prompt_template is not None and self.prompt_template.count("{}") != 1:
             raise ConfigError(f"{where}.prompt_template: needs exactly one '{{}}', got {self.prompt_template!r}")
+        check_by_dataset(self, where)
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -199,8 +197,7 @@ class ClipCite(ImageFineTuning):
     def _train(self, task: FitTask, cfg: ClipCiteConfig, student, teacher, classifier, tokens,
                device) -> dict[str, float]:
         amp = MixedPrecision(task.runtime.precision, device)
-        dataset = task.dataset or task.space.dataset
-        batch_size = cfg.batch_size_by_dataset.get(dataset, cfg.batch_size)
+        batch_size = cfg.batch_size
         n = len(task.train_images)
         iters = n // batch_size if n >= batch_size else 1
         total = cfg.epochs * iters if cfg.schedule_step == "iteration" else cfg.epochs
@@ -253,8 +250,8 @@ class ClipCite(ImageFineTuning):
 
     def tuned_parameters(self, target: EvalTarget) -> dict[str, torch.Tensor]:
         """WiSE-FT: every fine-tuned parameter interpolated with the backbone's zero-shot value."""
-        zero_shot = dict(target.backbone.model.named_parameters())
-        return {name: torch.lerp(zero_shot[name].detach().cpu(), value, self.config.wise_alpha)
+        zero_shot, alpha = dict(target.backbone.model.named_parameters()), self.target_config(target).wise_alpha
+        return {name: torch.lerp(zero_shot[name].detach().cpu(), value, alpha)
                 for name, value in self._model_state().items()}
 
     def _model_state(self) -> dict[str, torch.Tensor]:
@@ -262,12 +259,13 @@ class ClipCite(ImageFineTuning):
 
     def _classifier(self, target: EvalTarget) -> torch.Tensor | None:
         """Interpolated W rows of the target classes, or None when the text route must be used."""
-        if self.config.base_classifier != "W":
+        cfg = self.target_config(target)
+        if cfg.base_classifier != "W":
             return None
         index = {cid: i for i, cid in enumerate(target.train_space.class_ids)}
         if any(cid not in index for cid in target.space.class_ids):
             return None
-        w = torch.lerp(self.state["W0"], self.state["W"], self.config.wise_alpha)
+        w = torch.lerp(self.state["W0"], self.state["W"], cfg.wise_alpha)
         return F.normalize(w[[index[c] for c in target.space.class_ids]], dim=-1)
 
     def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
