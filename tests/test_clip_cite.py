@@ -16,13 +16,12 @@ from clipbench.methods.clip_cite import (
     ClipCite,
     ClipCiteConfig,
     cosine_lr,
-    initial_classifier,
     kl_loss,
     make_student,
     scl_loss,
     training_prompts,
 )
-from clipbench.methods.training import count_trainable, tokenize_prompts
+from clipbench.methods.training import class_text_features, count_trainable, tokenize_prompts
 from clipbench.methods.zeroshot import zero_shot_logits
 from clipbench.typed import parse, to_plain
 
@@ -41,7 +40,8 @@ def test_trainable_parameters_vitb16_are_the_whole_model_plus_w():
     space = LabelSpace("d", ("a", "b", "c"), ("cat", "dog", "ship"), ("{}.",))
     tokens = tokenize_prompts(open_clip.get_tokenizer("ViT-B-16"), training_prompts(ClipCiteConfig(), space),
                               torch.device("cpu"))
-    w = initial_classifier(model, tokens, 3)
+    with torch.no_grad():
+        w = class_text_features(model, tokens, 3)
     assert w.shape == (3, 512)
     total = sum(p.numel() for p in model.parameters())
     assert count_trainable(make_student(model, "")) + w.numel() == total + 3 * 512

@@ -162,12 +162,6 @@ def training_prompts(cfg: ClipCiteConfig, space: LabelSpace) -> list[list[str]]:
     return [[cfg.prompt_template.format(name.replace("_", " "))] for name in space.classnames]
 
 
-@torch.no_grad()
-def initial_classifier(model: torch.nn.Module, tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """W at initialisation: the normalised (template-ensembled) text embeddings ``[C, D]``."""
-    return class_text_features(model, tokens, n_classes)
-
-
 class ClipCite(ImageFineTuning):
     """Full fine-tuning with a learnable classifier, contrastive alignment, teacher distillation, WiSE-FT.
 
@@ -185,7 +179,8 @@ class ClipCite(ImageFineTuning):
         student = make_student(teacher, cfg.frozen_pattern)
         tokens = tokenize_prompts(task.backbone.tokenizer, training_prompts(cfg, task.space), device)
         tokens = tokens.view(len(task.space), -1, tokens.shape[-1])  # [C, T, L]
-        w0 = initial_classifier(teacher, tokens.flatten(0, 1), len(task.space))
+        with torch.no_grad():  # W at initialisation: the (template-ensembled) normalised text embeddings [C, D]
+            w0 = class_text_features(teacher, tokens.flatten(0, 1), len(task.space))
         classifier = torch.nn.Parameter(w0.clone())
         diagnostics = self._train(task, cfg, student, teacher, classifier, tokens, device)
         self.state = {f"model.{n}": p.detach().cpu().clone() for n, p in student.named_parameters()
