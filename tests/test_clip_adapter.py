@@ -12,8 +12,8 @@ import torch
 from clipbench.errors import ConfigError
 from clipbench.methods import EvalTarget
 from clipbench.methods.clip_adapter import ClipAdapter, ClipAdapterConfig, val_accuracy
+from clipbench.methods.training import count_trainable, dassl_lr
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.training import count_trainable, dassl_lr
 from clipbench.typed import parse
 
 from conftest import synthetic_task

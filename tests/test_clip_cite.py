@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from finetune_fixtures import check_runtime_is_not_a_method_setting, check_state_round_trip, image_task, maker, target
 
 from clipbench.data import LabelSpace
 from clipbench.errors import ConfigError
@@ -15,32 +16,21 @@ from clipbench.methods.clip_cite import (
     ClipCite,
     ClipCiteConfig,
     cosine_lr,
-    initial_classifier,
     kl_loss,
     make_student,
     scl_loss,
     training_prompts,
 )
+from clipbench.methods.training import class_text_features, count_trainable, tokenize_prompts
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.training import count_trainable, tokenize_prompts
-from clipbench.typed import parse
+from clipbench.typed import parse, to_plain
 
-from conftest import encoder_task
-
-
-def make(**overrides) -> ClipCite:
-    return ClipCite(parse(ClipCiteConfig, {"epochs": 1, **overrides}, "test clip_cite"))
+make = maker(ClipCite, epochs=1)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return encoder_task(tmp_path_factory.mktemp("clip_cite"), n_classes=4, shots=4)
-
-
-def target(data, space=None) -> EvalTarget:
-    task = data["tasks"]["images"]
-    space = space or task.space
-    return EvalTarget(space, task.text_weights[: len(space)], task.logit_scale, task.space, backbone=data["backbone"])
+    return image_task(tmp_path_factory, "clip_cite")
 
 
 def test_trainable_parameters_vitb16_are_the_whole_model_plus_w():
@@ -50,7 +40,8 @@ def test_trainable_parameters_vitb16_are_the_whole_model_plus_w():
     space = LabelSpace("d", ("a", "b", "c"), ("cat", "dog", "ship"), ("{}.",))
     tokens = tokenize_prompts(open_clip.get_tokenizer("ViT-B-16"), training_prompts(ClipCiteConfig(), space),
                               torch.device("cpu"))
-    w = initial_classifier(model, tokens, 3)
+    with torch.no_grad():
+        w = class_text_features(model, tokens, 3)
     assert w.shape == (3, 512)
     total = sum(p.numel() for p in model.parameters())
     assert count_trainable(make_student(model, "")) + w.numel() == total + 3 * 512
@@ -93,7 +84,7 @@ def test_training_lowers_the_loss_and_fits_the_training_images(data):
 def test_wise_ft_interpolates_every_parameter_halfway(data):
     method = make(lr=1e-3)
     method.fit(data["tasks"]["images"])
-    merged = dict(method._merged_model(target(data)).named_parameters())
+    merged = dict(method.tuned_model(target(data)).named_parameters())
     original = dict(data["backbone"].model.named_parameters())
     name = "visual.transformer.resblocks.0.mlp.c_fc.weight"
     tuned = method.state_dict()[f"model.{name}"]
@@ -153,7 +144,7 @@ def test_cosine_schedule_endpoints():
 
 @pytest.mark.parametrize("bad", [{"wise_alpha": 1.5}, {"epochs": 0}, {"prompt_template": "a photo"},
                                  {"frozen_pattern": "token_embedding"}, {"kl_direction": "both"},
-                                 {"batch_size_by_dataset": {"eurosat": 0}}])
+                                 {"by_dataset": {"eurosat": {"batch_size": 0}}}])
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipCiteConfig, bad, "test clip_cite")
@@ -174,7 +165,7 @@ def test_several_templates_are_ensembled_in_training_and_in_w(data):
 def test_defaults_are_the_paper_settings():
     cfg = ClipCiteConfig()
     assert (cfg.lambda_scl, cfg.eta_vld, cfg.lr, cfg.epochs, cfg.batch_size) == (0.7, 0.1, 5e-6, 20, 32)
-    assert dict(cfg.batch_size_by_dataset) == {"eurosat": 16, "imagenet": 64}
+    assert to_plain(cfg.by_dataset) == {"eurosat": {"batch_size": 16}, "imagenet": {"batch_size": 64}}
     assert cfg.wise_alpha == 0.5 and not cfg.flip and cfg.prompt_template == "a photo of a {}"
     assert cfg.frozen_pattern == ""
 
@@ -187,3 +178,11 @@ def test_cosine_is_stepped_every_iteration(data, monkeypatch):
     make(epochs=2, batch_size=4, lr=1e-3).fit(data["tasks"]["images"])  # 16 images: 4 iterations per epoch
     assert seen == pytest.approx([cosine_lr(i, 8, 1e-3, 0) for i in range(8)])
     assert seen[0] == 1e-3 and seen == sorted(seen, reverse=True)
+
+
+def test_saved_state_predicts_like_the_fitted_method(data):
+    check_state_round_trip(make, data)
+
+
+def test_device_and_precision_come_from_the_runtime(data):
+    check_runtime_is_not_a_method_setting(make, data)

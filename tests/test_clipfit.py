@@ -8,29 +8,21 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from finetune_fixtures import check_runtime_is_not_a_method_setting, check_state_round_trip, image_task, maker, target
 
 from clipbench.errors import ConfigError
-from clipbench.methods import EvalTarget
+from clipbench.methods import EvalTarget, resolve_config
 from clipbench.methods.clipfit import ClipFit, ClipFitConfig, clipfit_lambda
+from clipbench.methods.training import freeze_except
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.training import freeze_except
-from clipbench.typed import parse
+from clipbench.typed import parse, to_plain
 
-from conftest import encoder_task
-
-
-def make(**overrides) -> ClipFit:
-    return ClipFit(parse(ClipFitConfig, overrides, "test clipfit"))
+make = maker(ClipFit)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return encoder_task(tmp_path_factory.mktemp("clipfit"), n_classes=4, shots=4)
-
-
-def target(data) -> EvalTarget:
-    task = data["tasks"]["images"]
-    return EvalTarget(task.space, task.text_weights, task.logit_scale, task.space, backbone=data["backbone"])
+    return image_task(tmp_path_factory, "clipfit")
 
 
 def selected(arch: str) -> dict[str, int]:
@@ -96,20 +88,23 @@ def test_new_classes_use_the_tuned_text_encoder(data):
 
 def test_epochs_follow_the_dataset(data):
     task = replace(data["tasks"]["images"], dataset="food101")
-    assert make(epochs=3, epochs_by_dataset={"food101": 1}).fit(task)["epochs"] == 1
+    info = make(epochs=3, by_dataset={"food101": {"epochs": 1, "lambda_few_shot": 0.5}}).fit(task)
+    assert (info["epochs"], info["lambda"]) == (1, 0.5)
 
 
 def test_lambda_rule_follows_the_readme():
-    cfg = ClipFitConfig()
-    assert clipfit_lambda(cfg, "dtd", "all") == 8 and clipfit_lambda(cfg, "sun397", "all") == 8
-    assert clipfit_lambda(cfg, "caltech101", "all") == 2 and clipfit_lambda(cfg, "imagenet", "all") == 2
-    assert clipfit_lambda(cfg, "caltech101", "base") == 8 and clipfit_lambda(cfg, "dtd", "base") == 8
-    assert clipfit_lambda(cfg, "imagenet", "transfer") == 8
-    assert clipfit_lambda(replace(cfg, lam=0.5), "dtd", "base") == 0.5
+    def rule(dataset: str, subset: str, lam: float | None = None) -> float:
+        return clipfit_lambda(resolve_config(ClipFitConfig(lam=lam), dataset), subset)
+
+    assert rule("dtd", "all") == 8 and rule("sun397", "all") == 8
+    assert rule("caltech101", "all") == 2 and rule("imagenet", "all") == 2
+    assert rule("caltech101", "base") == 8 and rule("dtd", "base") == 8
+    assert rule("dtd", "base", lam=0.5) == 0.5 and rule("dtd", "all", lam=0.5) == 0.5
 
 
 @pytest.mark.parametrize("bad", [{"text_pattern": "c_proj.bias"}, {"lambda_few_shot": -1}, {"epochs": 0},
-                                 {"crop_scale": [0.5, 0.2]}, {"epochs_by_dataset": {"imagenet": 0}}])
+                                 {"crop_scale": [0.5, 0.2]}, {"by_dataset": {"imagenet": {"epochs": 0}}},
+                                 {"lambda_transfer": 8.0}])
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipFitConfig, bad, "test clipfit")
@@ -129,9 +124,10 @@ def test_several_templates_are_ensembled(data):
 def test_defaults_are_the_reference_settings():
     cfg = ClipFitConfig()
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.warmup_lr, cfg.batch_size) == (2e-3, 0.9, 5e-4, 1e-5, 32)
-    assert cfg.epochs == 100 and dict(cfg.epochs_by_dataset) == {"imagenet": 10, "food101": 10}
-    assert cfg.crop_scale == (0.08, 1.0) and cfg.flip
-    assert (cfg.lambda_base2new, cfg.lambda_few_shot, cfg.lambda_transfer) == (8.0, 2.0, 8.0)
+    assert cfg.epochs == 100 and cfg.crop_scale == (0.08, 1.0) and cfg.flip
+    assert (cfg.lambda_base2new, cfg.lambda_few_shot) == (8.0, 2.0)
+    assert to_plain(cfg.by_dataset) == {"imagenet": {"epochs": 10}, "food101": {"epochs": 10},
+                                        "dtd": {"lambda_few_shot": 8.0}, "sun397": {"lambda_few_shot": 8.0}}
 
 
 def test_learning_rate_follows_the_dassl_schedule(data, monkeypatch):
@@ -141,3 +137,11 @@ def test_learning_rate_follows_the_dassl_schedule(data, monkeypatch):
     monkeypatch.setattr(clipfit, "set_lr", lambda opt, lr: seen.append(lr))
     make(epochs=3).fit(data["tasks"]["images"])
     assert seen == pytest.approx([1e-5, 2e-3, 2e-3 * 0.5 * (1 + math.cos(math.pi / 3))])
+
+
+def test_saved_state_predicts_like_the_fitted_method(data):
+    check_state_round_trip(make, data)
+
+
+def test_device_and_precision_come_from_the_runtime(data):
+    check_runtime_is_not_a_method_setting(make, data)

@@ -10,8 +10,8 @@ from test_coop import reference_backbone
 
 from clipbench.methods import METHODS, EvalTarget
 from clipbench.methods.cocoop import CoCoOpConfig
+from clipbench.methods.training import count_trainable
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.training import count_trainable
 from clipbench.typed import parse
 
 from conftest import encoder_task

@@ -11,9 +11,9 @@ import torch
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods import METHODS, EvalTarget
 from clipbench.methods.coop import CoOpConfig
+from clipbench.methods.prompting import PromptBuffers
+from clipbench.methods.training import count_trainable
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.prompting import PromptBuffers
-from clipbench.training import count_trainable
 from clipbench.typed import parse
 
 from conftest import encoder_task
@@ -127,7 +127,7 @@ def test_bad_config_values_are_rejected():
 
 
 def test_shared_prefix_encoding_equals_full_prompts(enc):
-    from clipbench.prompting import TextTower, encode_per_image
+    from clipbench.methods.prompting import TextTower, encode_per_image
 
     backbone = enc["backbone"]
     prompts = PromptBuffers(backbone, enc["space"].classnames, 4, "end")
@@ -147,7 +147,7 @@ def test_toy_suite_prompts_fit_the_toy_text_encoder():
     from clipbench.backbones import import_open_clip
     from clipbench.config import load_suite
     from clipbench.data.toy import suite
-    from clipbench.prompting import PLACEHOLDER, tokenize_checked
+    from clipbench.methods.prompting import PLACEHOLDER, tokenize_checked
 
     cfg = load_suite(Path(__file__).resolve().parents[1] / "params.yaml")
     if cfg.suite != "toy":

@@ -1,4 +1,4 @@
-"""ImageSet.preload (threaded decode-once) and prefetch (batch preparation overlapping the model step)."""
+"""ImageSet decode-once and prefetch (batch preparation overlapping the model step)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def test_prefetch_can_be_abandoned_early():
     assert item == 3
 
 
-def test_preload_decodes_every_image_once(tmp_path):
+def test_an_image_is_decoded_once(tmp_path):
     images = _image_set(tmp_path)
-    assert images.preload(workers=3).decoded == len(images)
+    images.image(4)
+    assert images.decoded == 1
     assert np.array_equal(np.asarray(images.image(4)), np.asarray(Image.open(tmp_path / "4.png").convert("RGB")))

@@ -14,8 +14,8 @@ from clipbench.errors import ConfigError
 from clipbench.methods import EvalTarget, FeatureSet
 from clipbench.methods import prolip as prolip_module
 from clipbench.methods.prolip import Projection, Prolip, ProlipConfig, penalty, train_projection
+from clipbench.methods.training import count_trainable
 from clipbench.methods.zeroshot import zero_shot_logits
-from clipbench.training import count_trainable
 from clipbench.typed import parse
 
 from conftest import encoder_task

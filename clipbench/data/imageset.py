@@ -10,7 +10,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -42,14 +41,6 @@ class ImageSet:
         if i not in self._decoded:
             self._decoded[i] = np.asarray(open_rgb(Path(self.root) / self.paths[i]))
         return Image.fromarray(self._decoded[i])
-
-    def preload(self, workers: int = 4) -> ImageSet:
-        """Decode every image not decoded yet, ``workers`` files at a time (PIL releases the GIL while decoding)."""
-        todo = [i for i in range(len(self)) if i not in self._decoded]
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            arrays = list(pool.map(lambda i: np.asarray(open_rgb(Path(self.root) / self.paths[i])), todo))
-        self._decoded.update(zip(todo, arrays, strict=True))
-        return self
 
     @property
     def decoded(self) -> int:

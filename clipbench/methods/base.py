@@ -21,12 +21,14 @@ from __future__ import annotations
 import abc
 import enum
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from clipbench.data import DATASETS
 from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import ImageSet
 from clipbench.errors import ConfigError, NotApplicable
@@ -123,9 +125,16 @@ def resolve_config(config: MethodConfig, dataset: str, where: str = "method_para
 
 
 def check_by_dataset(config: MethodConfig, where: str) -> None:
-    """Parse every ``by_dataset`` entry now, so a wrong key or value fails at validation, not mid-suite."""
+    """Parse every ``by_dataset`` entry now, so a wrong dataset, key or value fails at validation, not mid-suite."""
     for dataset in getattr(config, "by_dataset", None) or {}:
+        if dataset not in DATASETS:
+            raise ConfigError(f"{where}.by_dataset: {DATASETS.unknown_message(dataset)}")
         resolve_config(config, dataset, where)
+
+
+def frozen_by_dataset(table: dict[str, dict[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
+    """A read-only ``by_dataset`` default (what ``parse`` makes of the same table in ``params.yaml``)."""
+    return MappingProxyType({dataset: MappingProxyType(dict(entry)) for dataset, entry in table.items()})
 
 
 class Method(abc.ABC):
@@ -142,6 +151,14 @@ class Method(abc.ABC):
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
+
+    def task_config(self, task: FitTask) -> MethodConfig:
+        """``config`` resolved for the task's source dataset (a no-op on a config the pipeline already resolved)."""
+        return resolve_config(self.config, task.dataset or task.space.dataset)
+
+    def target_config(self, target: EvalTarget) -> MethodConfig:
+        """``config`` resolved for the dataset the target's cell was trained on."""
+        return resolve_config(self.config, target.train_space.dataset)
 
     @abc.abstractmethod
     def fit(self, task: FitTask) -> dict[str, float]:

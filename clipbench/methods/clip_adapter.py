@@ -41,7 +41,7 @@ from torch import nn
 
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig
-from clipbench.training import dassl_batches, dassl_lr, set_lr
+from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ Storage: the state holds every trained parameter (about 600 MB in fp32 for ViT-B
 and its initial value; the interpolation with the backbone's zero-shot weights happens when a predictor is
 built.
 
-Deviations: fp32 master weights with bf16 autocast on CUDA (``precision="amp"``); CPU runs fp32. Encoders stay
-in eval mode while training (ResNet BatchNorm statistics frozen). Text prompts come from ``prompt_template``
+Deviations: fp32 master weights with bf16 autocast on CUDA (``runtime.precision: amp``); CPU runs fp32. Encoders
+stay in eval mode while training (ResNet BatchNorm statistics frozen). Text prompts come from ``prompt_template``
 for training (as the paper) and from the target's templates (the suite's ``text.template_set``) for the text
 route at inference, so that new-class scores use the same prompts as every other method.
 """
@@ -48,8 +48,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -58,17 +57,15 @@ import torch.nn.functional as F
 from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import train_augment
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
-from clipbench.training import (
+from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
+from clipbench.methods.training import (
+    ImageFineTuning,
     MixedPrecision,
-    apply_state,
     class_text_features,
     dassl_batches,
     device_of,
     image_scorer,
-    pick_device,
     pixel_stats,
-    require_encoders,
     set_lr,
     text_scorer,
     tokenize_prompts,
@@ -95,20 +92,16 @@ class ClipCiteConfig(MethodConfig):
     warmup_steps: int = 0  # linear warm-up, in units of ``schedule_step`` (UNSPECIFIED)
     schedule_step: Literal["iteration", "epoch"] = "iteration"  # where the cosine is stepped (UNSPECIFIED)
     epochs: int = 20
-    batch_size: int = 32
-    batch_size_by_dataset: dict[str, int] = field(
-        default_factory=lambda: MappingProxyType({"eurosat": 16, "imagenet": 64}))
+    batch_size: int = 32  # EuroSAT 16, ImageNet 64 (in by_dataset)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # UNSPECIFIED
     flip: bool = False
     wise_alpha: float = 0.5  # weight of the fine-tuned parameters at inference
     base_classifier: Literal["W", "text"] = "W"  # UNSPECIFIED
-    precision: Literal["fp32", "amp"] = "amp"  # amp: bf16/fp16 autocast on CUDA only; CPU is always fp32
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    by_dataset: dict[str, dict[str, Any]] = field(default_factory=lambda: frozen_by_dataset({
+        "eurosat": {"batch_size": 16}, "imagenet": {"batch_size": 64}}))  # per-dataset field overrides
 
     def validate(self, where: str) -> None:
-        sizes = {"epochs": self.epochs, "batch_size": self.batch_size,
-                 **{f"batch_size_by_dataset.{k}": v for k, v in self.batch_size_by_dataset.items()}}
-        for name, value in sizes.items():
+        for name, value in {"epochs": self.epochs, "batch_size": self.batch_size}.items():
             if value <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {value}")
         for name in ("lambda_scl", "eta_vld", "weight_decay", "warmup_steps", "lr"):
@@ -123,6 +116,7 @@ class ClipCiteConfig(MethodConfig):
                               f"got {self.frozen_pattern!r}")
         if self.prompt_template is not None and self.prompt_template.count("{}") != 1:
             raise ConfigError(f"{where}.prompt_template: needs exactly one '{{}}', got {self.prompt_template!r}")
+        check_by_dataset(self, where)
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -168,49 +162,37 @@ def training_prompts(cfg: ClipCiteConfig, space: LabelSpace) -> list[list[str]]:
     return [[cfg.prompt_template.format(name.replace("_", " "))] for name in space.classnames]
 
 
-@torch.no_grad()
-def initial_classifier(model: torch.nn.Module, tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """W at initialisation: the normalised (template-ensembled) text embeddings ``[C, D]``."""
-    return class_text_features(model, tokens, n_classes)
+class ClipCite(ImageFineTuning):
+    """Full fine-tuning with a learnable classifier, contrastive alignment, teacher distillation, WiSE-FT.
 
-
-class ClipCite(Method):
-    """Full fine-tuning with a learnable classifier, contrastive alignment, teacher distillation, WiSE-FT."""
+    ``state`` holds the fine-tuned parameters as ``model.<name>``, the classifier ``W`` and its initial value ``W0``;
+    the prediction model is their WiSE-FT interpolation with the target backbone's zero-shot weights.
+    """
 
     name = "clip_cite"
-    requires = Inputs.IMAGES
     Config = ClipCiteConfig
-    selection = "none (last epoch)"
-
-    def __init__(self, config: ClipCiteConfig) -> None:
-        super().__init__(config)
-        self.state: dict[str, torch.Tensor] = {}  # "model.<name>" fine-tuned parameters, "W", "W0"
-        self._merged: torch.nn.Module | None = None
 
     def fit(self, task: FitTask) -> dict[str, float]:
-        cfg = self.config
-        require_encoders(task, self.name, train=True)
-        device = pick_device(cfg.device)
-        torch.manual_seed(task.seed)
+        cfg, device = self.start_fit(task)
         teacher = task.backbone.model if device_of(task.backbone.model) == device else \
             copy.deepcopy(task.backbone.model).to(device)
         student = make_student(teacher, cfg.frozen_pattern)
         tokens = tokenize_prompts(task.backbone.tokenizer, training_prompts(cfg, task.space), device)
         tokens = tokens.view(len(task.space), -1, tokens.shape[-1])  # [C, T, L]
-        w0 = initial_classifier(teacher, tokens.flatten(0, 1), len(task.space))
+        with torch.no_grad():  # W at initialisation: the (template-ensembled) normalised text embeddings [C, D]
+            w0 = class_text_features(teacher, tokens.flatten(0, 1), len(task.space))
         classifier = torch.nn.Parameter(w0.clone())
-        diagnostics = self._train(task, student, teacher, classifier, tokens, device)
+        diagnostics = self._train(task, cfg, student, teacher, classifier, tokens, device)
         self.state = {f"model.{n}": p.detach().cpu().clone() for n, p in student.named_parameters()
                       if p.requires_grad}
         self.state.update(W=classifier.detach().cpu().clone(), W0=w0.cpu().clone())
-        self._merged = None
+        self.model = None
         return diagnostics
 
-    def _train(self, task: FitTask, student, teacher, classifier, tokens, device) -> dict[str, float]:
-        cfg = self.config
-        amp = MixedPrecision(cfg.precision, device)
-        dataset = task.dataset or task.space.dataset
-        batch_size = cfg.batch_size_by_dataset.get(dataset, cfg.batch_size)
+    def _train(self, task: FitTask, cfg: ClipCiteConfig, student, teacher, classifier, tokens,
+               device) -> dict[str, float]:
+        amp = MixedPrecision(task.runtime.precision, device)
+        batch_size = cfg.batch_size
         n = len(task.train_images)
         iters = n // batch_size if n >= batch_size else 1
         total = cfg.epochs * iters if cfg.schedule_step == "iteration" else cfg.epochs
@@ -230,7 +212,7 @@ class ClipCite(Method):
                                       cfg.warmup_steps))
                 pixels, labels = task.train_images.batch(idx, augment)
                 with amp.autocast():
-                    terms = self._losses(student, teacher, classifier, tokens, teacher_text,
+                    terms = self._losses(cfg, student, teacher, classifier, tokens, teacher_text,
                                          pixels.to(device), labels.to(device))
                     loss = terms[0] + cfg.lambda_scl * terms[1] + cfg.eta_vld * terms[2]
                 amp.step(loss, opt)
@@ -243,9 +225,9 @@ class ClipCite(Method):
                 "batch_size": float(batch_size), "amp": float(amp.enabled),
                 "trainable_params": float(sum(p.numel() for p in params))}
 
-    def _losses(self, student, teacher, classifier, tokens, teacher_text, pixels, labels):
+    @staticmethod
+    def _losses(cfg: ClipCiteConfig, student, teacher, classifier, tokens, teacher_text, pixels, labels):
         """``(L_DVA, L_SCL, L_VLD)`` of one batch."""
-        cfg = self.config
         feats = F.normalize(student.encode_image(pixels).float(), dim=-1)
         dva = F.cross_entropy(cfg.dva_scale * feats @ F.normalize(classifier, dim=-1).T, labels, reduction="none")
         classes = torch.arange(len(tokens), device=labels.device)
@@ -261,50 +243,36 @@ class ClipCite(Method):
         reduce = torch.mean if cfg.reduction == "mean" else torch.sum
         return reduce(dva), reduce(scl), reduce(vld)
 
-    def _merged_model(self, target: EvalTarget) -> torch.nn.Module:
-        """The WiSE-FT interpolation of the fine-tuned and zero-shot parameters (built once)."""
-        if self._merged is None:
-            require_encoders(target, self.name)
-            if not self.state:
-                raise RuntimeError("clip_cite: call fit() or load_state_dict() before predicting")
-            zero_shot = dict(target.backbone.model.named_parameters())
-            alpha = self.config.wise_alpha
-            merged = {name: torch.lerp(zero_shot[name].detach().cpu(), value, alpha)
-                      for name, value in self._model_state().items()}
-            self._merged = apply_state(target.backbone.model, merged).to(pick_device(self.config.device))
-        return self._merged
+    def tuned_parameters(self, target: EvalTarget) -> dict[str, torch.Tensor]:
+        """WiSE-FT: every fine-tuned parameter interpolated with the backbone's zero-shot value."""
+        zero_shot, alpha = dict(target.backbone.model.named_parameters()), self.target_config(target).wise_alpha
+        return {name: torch.lerp(zero_shot[name].detach().cpu(), value, alpha)
+                for name, value in self._model_state().items()}
 
     def _model_state(self) -> dict[str, torch.Tensor]:
         return {k.removeprefix("model."): v for k, v in self.state.items() if k.startswith("model.")}
 
     def _classifier(self, target: EvalTarget) -> torch.Tensor | None:
         """Interpolated W rows of the target classes, or None when the text route must be used."""
-        if self.config.base_classifier != "W":
+        cfg = self.target_config(target)
+        if cfg.base_classifier != "W":
             return None
         index = {cid: i for i, cid in enumerate(target.train_space.class_ids)}
         if any(cid not in index for cid in target.space.class_ids):
             return None
-        w = torch.lerp(self.state["W0"], self.state["W"], self.config.wise_alpha)
+        w = torch.lerp(self.state["W0"], self.state["W"], cfg.wise_alpha)
         return F.normalize(w[[index[c] for c in target.space.class_ids]], dim=-1)
 
     def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
-        model = self._merged_model(target)
-        amp = MixedPrecision(self.config.precision, device_of(model))
+        model, amp = self.scoring(target)
         classifier = self._classifier(target)
         if classifier is not None:
             return image_scorer(model, classifier, target.logit_scale, amp)
         return text_scorer(model, target.backbone.tokenizer, target.space.prompts(), target.logit_scale, amp)
 
-    def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
-        return self.predictor(target)(x)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.state)
-
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = {"W", "W0"} - set(state)
         if missing:
             raise ValueError(f"clip_cite state lacks {sorted(missing)}; the cell is incomplete - retrain it")
-        self.state = {k: v.clone() for k, v in state.items()}
-        self._merged = None
+        super().load_state_dict(state)
 

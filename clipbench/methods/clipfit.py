@@ -13,17 +13,16 @@ logits ``s * cos(f, t_c)`` with the backbone's logit scale ``s``. Loss:
 prompts (computed once; cosine eps 1e-7).
 
 lambda (README; the released trainer hard-codes 8): base-to-new 8 for all datasets; few-shot 8 for DTD and
-SUN397, 2 otherwise; cross-dataset / domain generalization UNSPECIFIED (``lambda_transfer``, default 8 = code
-default). A training cell is shared across protocols, so the method reads which classes it trains on from
-``FitTask.subset`` when the pipeline provides it: ``"base"`` -> ``lambda_base2new``; ``"transfer"`` (a
-dedicated transfer-source cell) -> ``lambda_transfer``; ``"all"`` (also the default while ``FitTask`` has no
-such field) -> the few-shot rule. The 16-shot all-class cell of a transfer source therefore serves
-cross-dataset and DG with the few-shot lambda of its dataset. ``lam`` overrides the rule for every cell.
+SUN397, 2 otherwise (``lambda_few_shot`` with ``by_dataset`` entries); cross-dataset / domain generalization
+UNSPECIFIED. A training cell is shared across protocols, so the method reads which classes it trains on from
+``FitTask.subset``: ``"base"`` -> ``lambda_base2new``; ``"all"`` -> ``lambda_few_shot``. The 16-shot all-class
+cell of a transfer source therefore serves cross-dataset and DG with the few-shot lambda of its dataset.
+``lam`` overrides the rule for every cell.
 
 Optimisation (Dassl, spec §2.6/2.7): SGD lr 2e-3, momentum 0.9, weight decay 5e-4 on every trainable tensor,
 batch 32, one constant warm-up epoch at 1e-5 then cosine stepped per epoch; 10 epochs for ImageNet and
-Food101, 100 otherwise (``epochs_by_dataset``, keyed by registry dataset key); last epoch kept, nothing
-selected. Augmentation: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip, drawn from a generator
+Food101, 100 otherwise (``epochs`` with ``by_dataset`` entries, keyed by registry dataset key); last epoch kept,
+nothing selected. Augmentation: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip, drawn from a generator
 seeded by the task seed. Images run through the encoders at every step (no feature cache).
 
 Prompts: ``FitTask.space`` / ``EvalTarget.space`` templates, i.e. the suite's ``text.template_set``. ClipFit's
@@ -31,8 +30,8 @@ own CUSTOM templates equal CoOp's except DTD (``a photo of a {}, a type of textu
 ``{} texture.``); use the ``clipfit`` template set to reproduce that. At transfer time the target's templates
 build the target classifier, as in the reference.
 
-Deviations: fp32 master weights with bf16 autocast on CUDA (``precision="amp"``; fp16 + loss scaling where bf16
-is unsupported) instead of the reference's fp16 weights; CPU runs fp32. The encoders stay in eval mode while
+Deviations: fp32 master weights with bf16 autocast on CUDA (``runtime.precision: amp``; fp16 + loss scaling where
+bf16 is unsupported) instead of the reference's fp16 weights; CPU runs fp32. The encoders stay in eval mode while
 training, so ResNet BatchNorm running statistics are not updated (the reference's train mode would update
 them; all reported ClipFit runs use ViT-B/16, which has no BatchNorm). Several templates per class (other
 template sets) are ensembled as in the zero-shot classifier; the reference uses one.
@@ -43,8 +42,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,18 +50,16 @@ import torch.nn.functional as F
 
 from clipbench.data.imageset import train_augment
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
-from clipbench.training import (
+from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
+from clipbench.methods.training import (
+    ImageFineTuning,
     MixedPrecision,
-    apply_state,
     class_text_features,
     dassl_batches,
     dassl_lr,
     device_of,
     freeze_except,
-    pick_device,
     pixel_stats,
-    require_encoders,
     set_lr,
     text_scorer,
     tokenize_prompts,
@@ -79,31 +75,25 @@ class ClipFitConfig(MethodConfig):
     image_pattern: str = IMAGE_PATTERN  # trainable image parameters
     lam: float | None = None  # if set: lambda for every cell, overriding the protocol rule below
     lambda_base2new: float = 8.0  # README: base-to-new, every dataset
-    lambda_few_shot: float = 2.0  # README: few-shot, datasets not listed below
-    lambda_few_shot_by_dataset: dict[str, float] = field(
-        default_factory=lambda: MappingProxyType({"dtd": 8.0, "sun397": 8.0}))
-    lambda_transfer: float = 8.0  # UNSPECIFIED (code default); only for cells with FitTask.subset == "transfer"
+    lambda_few_shot: float = 2.0  # README: few-shot (DTD, SUN397: 8, in by_dataset)
     lr: float = 2e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_lr: float = 1e-5  # one constant warm-up epoch (counted in ``epochs``)
     batch_size: int = 32
-    epochs: int = 100
-    epochs_by_dataset: dict[str, int] = field(
-        default_factory=lambda: MappingProxyType({"imagenet": 10, "food101": 10}))
+    epochs: int = 100  # Dassl configs (ImageNet, Food101: 10, in by_dataset)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # Dassl RandomResizedCrop scale
     flip: bool = True
-    precision: Literal["fp32", "amp"] = "amp"  # amp: bf16/fp16 autocast on CUDA only; CPU is always fp32
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    by_dataset: dict[str, dict[str, Any]] = field(default_factory=lambda: frozen_by_dataset({
+        "imagenet": {"epochs": 10}, "food101": {"epochs": 10},
+        "dtd": {"lambda_few_shot": 8.0}, "sun397": {"lambda_few_shot": 8.0}}))  # per-dataset field overrides
 
     def validate(self, where: str) -> None:
-        epochs = {"epochs": self.epochs, **{f"epochs_by_dataset.{k}": v for k, v in self.epochs_by_dataset.items()}}
-        for name, value in {**epochs, "batch_size": self.batch_size}.items():
+        for name, value in {"epochs": self.epochs, "batch_size": self.batch_size}.items():
             if value <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {value}")
         lambdas = {"lambda_base2new": self.lambda_base2new, "lambda_few_shot": self.lambda_few_shot,
-                   "lambda_transfer": self.lambda_transfer, "lam": 0.0 if self.lam is None else self.lam,
-                   **{f"lambda_few_shot_by_dataset.{k}": v for k, v in self.lambda_few_shot_by_dataset.items()}}
+                   "lam": 0.0 if self.lam is None else self.lam}
         for name, value in lambdas.items():
             if value < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {value}")
@@ -113,59 +103,40 @@ class ClipFitConfig(MethodConfig):
             pattern = getattr(self, name)
             if not (pattern.startswith("^") and pattern.endswith("$")):
                 raise ConfigError(f"{where}.{name}: must be anchored with ^...$, got {pattern!r}")
+        check_by_dataset(self, where)
 
 
-def clipfit_lambda(cfg: ClipFitConfig, dataset: str, subset: str) -> float:
-    """The regularisation weight of a cell training on ``subset`` ("all", "base" or "transfer") of ``dataset``."""
+def clipfit_lambda(cfg: ClipFitConfig, subset: str) -> float:
+    """The regularisation weight of a cell training on ``subset`` ("all" or "base") with the dataset-resolved
+    ``cfg``."""
     if cfg.lam is not None:
         return cfg.lam
-    if subset == "base":
-        return cfg.lambda_base2new
-    if subset == "transfer":
-        return cfg.lambda_transfer
-    return cfg.lambda_few_shot_by_dataset.get(dataset, cfg.lambda_few_shot)
+    return cfg.lambda_base2new if subset == "base" else cfg.lambda_few_shot
 
 
-def task_dataset(task: FitTask) -> str:
-    return task.dataset or task.space.dataset
-
-
-class ClipFit(Method):
+class ClipFit(ImageFineTuning):
     """Text FFN biases and image LayerNorms fine-tuned with a text-feature regulariser."""
 
     name = "clipfit"
-    requires = Inputs.IMAGES
     Config = ClipFitConfig
-    selection = "none (last epoch)"
-
-    def __init__(self, config: ClipFitConfig) -> None:
-        super().__init__(config)
-        self.model: torch.nn.Module | None = None  # the tuned copy of the backbone model
-        self.state: dict[str, torch.Tensor] = {}
 
     def fit(self, task: FitTask) -> dict[str, float]:
-        cfg = self.config
-        require_encoders(task, self.name, train=True)
-        device = pick_device(cfg.device)
-        torch.manual_seed(task.seed)
+        cfg, device = self.start_fit(task)
         model = copy.deepcopy(task.backbone.model).to(device).eval()
         trainable = set(freeze_except(model, [cfg.text_pattern, cfg.image_pattern]))
-        dataset = task_dataset(task)
-        lam = clipfit_lambda(cfg, dataset, getattr(task, "subset", "all"))
-        epochs = cfg.epochs_by_dataset.get(dataset, cfg.epochs)
-        amp = MixedPrecision(cfg.precision, device)
-        history = self._train(task, model, lam, epochs, amp)
+        lam = clipfit_lambda(cfg, task.subset)
+        amp = MixedPrecision(task.runtime.precision, device)
+        history = self._train(task, cfg, model, lam, amp)
         self.model = model.requires_grad_(False)
         self.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in trainable}
         return {"first_epoch_loss": float(history[0][0]), "final_loss": float(history[-1][0]),
                 "final_ce": float(history[-1][1]), "final_text_reg": float(history[-1][2]), "lambda": lam,
-                "epochs": float(epochs), "trainable_params": float(sum(v.numel() for v in self.state.values())),
+                "epochs": float(cfg.epochs), "trainable_params": float(sum(v.numel() for v in self.state.values())),
                 "amp": float(amp.enabled)}
 
-    def _train(self, task: FitTask, model: torch.nn.Module, lam: float, epochs: int,
+    def _train(self, task: FitTask, cfg: ClipFitConfig, model: torch.nn.Module, lam: float,
                amp: MixedPrecision) -> list[np.ndarray]:
         """Dassl SGD over the trainable tensors of ``model``; per epoch the mean (loss, CE, regulariser)."""
-        cfg = self.config
         device = device_of(model)
         tokens = tokenize_prompts(task.backbone.tokenizer, task.space.prompts(), device)
         with torch.no_grad():
@@ -176,8 +147,8 @@ class ClipFit(Method):
                                 np.random.default_rng(task.seed), flip=cfg.flip)
         gen = torch.Generator().manual_seed(task.seed)
         history = []
-        for epoch in range(epochs):
-            set_lr(opt, dassl_lr(epoch, cfg.lr, epochs, warmup_lr=cfg.warmup_lr))
+        for epoch in range(cfg.epochs):
+            set_lr(opt, dassl_lr(epoch, cfg.lr, cfg.epochs, warmup_lr=cfg.warmup_lr))
             losses = []
             for idx in dassl_batches(len(task.train_images), cfg.batch_size, gen):
                 pixels, labels = task.train_images.batch(idx, augment)
@@ -199,26 +170,9 @@ class ClipFit(Method):
         reg = 1 - F.cosine_similarity(text, t0, dim=-1, eps=1e-7).mean()
         return ce, reg
 
-    def _tuned(self, target: EvalTarget) -> torch.nn.Module:
-        """The tuned model; after ``load_state_dict`` it is rebuilt once from the target's backbone."""
-        if self.model is None:
-            require_encoders(target, self.name)
-            if not self.state:
-                raise RuntimeError("clipfit: call fit() or load_state_dict() before predicting")
-            self.model = apply_state(target.backbone.model, self.state).to(pick_device(self.config.device))
-        return self.model
+    def tuned_parameters(self, target: EvalTarget) -> dict[str, torch.Tensor]:
+        return self.state
 
     def predictor(self, target: EvalTarget) -> Callable[[torch.Tensor], torch.Tensor]:
-        model = self._tuned(target)
-        amp = MixedPrecision(self.config.precision, device_of(model))
+        model, amp = self.scoring(target)
         return text_scorer(model, target.backbone.tokenizer, target.space.prompts(), target.logit_scale, amp)
-
-    def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
-        return self.predictor(target)(x)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.state)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.state = {k: v.clone() for k, v in state.items()}
-        self.model = None

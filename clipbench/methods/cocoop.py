@@ -29,8 +29,8 @@ from torch import nn
 
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
-from clipbench.prompting import PromptBuffers, TextTower, encode_per_image, init_context, require_backbone
-from clipbench.training import dassl_batches, dassl_lr, set_lr
+from clipbench.methods.prompting import PromptBuffers, TextTower, encode_per_image, init_context, require_backbone
+from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from torch import nn
 
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig, train_class_index
-from clipbench.prompting import (
+from clipbench.methods.prompting import (
     Position,
     PromptBuffers,
     TextTower,
@@ -57,7 +57,7 @@ from clipbench.prompting import (
     logits_of,
     require_backbone,
 )
-from clipbench.training import dassl_batches, dassl_lr, set_lr
+from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
 
 
 def _positive(cfg: MethodConfig, where: str, *names: str) -> None:

@@ -13,41 +13,69 @@ Deviations (spec §5.6, §8 items 3, 14): the search uses the few-shot validatio
 never test features, also on ImageNet where the reference searches on test. The K-shot subsets are the shared
 CoOp/Dassl manifests (no repetition of small classes) rather than Tip's ``repeat=True`` sampler with one seed.
 Views come from clipbench's shared view cache, RRC(0.5-1) + flip as in the reference. Search ranges and
-initial values are the reference's per-dataset RN50 settings where the dataset is known, else ImageNet's.
+initial values are the reference's per-dataset RN50 settings (``configs/<dataset>.yaml``): ImageNet's are the
+Config defaults, the other datasets' differences are ``by_dataset`` entries; unknown datasets use ImageNet's.
 The cache is class-specific: classes absent from training are "n/a"; subsets of the training classes
 (ImageNet-A/R) select cache columns by class id.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig, train_class_index
+from clipbench.methods.base import (
+    EvalTarget,
+    FitTask,
+    Method,
+    MethodConfig,
+    check_by_dataset,
+    frozen_by_dataset,
+    train_class_index,
+)
 
-# Reference configs/*.yaml: dataset -> (search_scale beta, search_scale alpha, init_alpha, init_beta).
-REFERENCE_SETTINGS = {
-    "imagenet": (7, 3, 1.17, 1), "caltech101": (12, 5, 3, 1), "dtd": (13, 13, 2, 1), "eurosat": (12, 10, 2, 1),
-    "fgvc_aircraft": (30, 30, 5, 1), "food101": (10, 10, 1.17, 1), "oxford_flowers": (50, 50, 10, 1),
-    "oxford_pets": (7, 3, 1.17, 1), "stanford_cars": (20, 10, 3, 1), "sun397": (12, 10, 1.17, 1),
-    "ucf101": (7, 3, 3, 1),
-}
+
+def reference_by_dataset() -> Mapping[str, Mapping[str, Any]]:
+    """The reference's per-dataset search scales and initial alpha where they differ from ImageNet's (init_beta is
+    1 everywhere; Oxford Pets equals ImageNet)."""
+    return frozen_by_dataset({
+        "caltech101": {"search_scale": (12.0, 5.0), "init_alpha": 3.0},
+        "dtd": {"search_scale": (13.0, 13.0), "init_alpha": 2.0},
+        "eurosat": {"search_scale": (12.0, 10.0), "init_alpha": 2.0},
+        "fgvc_aircraft": {"search_scale": (30.0, 30.0), "init_alpha": 5.0},
+        "food101": {"search_scale": (10.0, 10.0)},
+        "oxford_flowers": {"search_scale": (50.0, 50.0), "init_alpha": 10.0},
+        "stanford_cars": {"search_scale": (20.0, 10.0), "init_alpha": 3.0},
+        "sun397": {"search_scale": (12.0, 10.0)},
+        "ucf101": {"init_alpha": 3.0},
+    })
 
 
 @dataclass(frozen=True)
-class TipAdapterConfig(MethodConfig):
+class TipCacheConfig(MethodConfig):
+    """The cache and alpha/beta search shared by Tip-Adapter and Tip-Adapter-F (ImageNet's reference values)."""
+
     augment_views: int = 10  # augmented views averaged into each cache key (reference augment_epoch)
     search_steps: tuple[int, int] = (200, 20)  # grid sizes for beta and alpha
-    search_scale: tuple[float, float] | None = None  # (S_beta, S_alpha); None: reference per-dataset value
-    use_reference_settings: bool = True  # take search_scale/init values from REFERENCE_SETTINGS when known
-    search: bool = True  # False keeps init_alpha / init_beta
+    search_scale: tuple[float, float] = (7.0, 3.0)  # (S_beta, S_alpha)
+    init_alpha: float = 1.17
+    init_beta: float = 1.0
+    by_dataset: dict[str, dict[str, Any]] = field(default_factory=reference_by_dataset)  # per-dataset overrides
 
     def validate(self, where: str) -> None:
         if self.augment_views <= 0 or min(self.search_steps) <= 0:
             raise ConfigError(f"{where}: augment_views and search_steps must be positive")
+        check_by_dataset(self, where)
+
+
+@dataclass(frozen=True)
+class TipAdapterConfig(TipCacheConfig):
+    search: bool = True  # False keeps init_alpha / init_beta
 
 
 def tip_logits(f: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: torch.Tensor, scale: float,
@@ -74,13 +102,6 @@ def search_alpha_beta(f: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor,
     return best
 
 
-def settings(config: TipAdapterConfig, dataset: str) -> tuple[tuple[float, float], float, float]:
-    """(search scales, init alpha, init beta) for ``dataset``."""
-    ref = REFERENCE_SETTINGS.get(dataset) if config.use_reference_settings else None
-    s_beta, s_alpha, init_alpha, init_beta = ref or REFERENCE_SETTINGS["imagenet"]
-    return (config.search_scale or (float(s_beta), float(s_alpha))), float(init_alpha), float(init_beta)
-
-
 def cache_keys(task: FitTask, views: int) -> torch.Tensor:
     """Normalised mean of the first ``views`` augmented-view embeddings of each training image."""
     return F.normalize(task.train.view_stack()[:views].mean(0), dim=-1)
@@ -100,15 +121,16 @@ class TipAdapter(Method):
         self.alpha = self.beta = float("nan")
 
     def fit(self, task: FitTask) -> dict[str, float]:
-        scales, self.alpha, self.beta = settings(self.config, task.space.dataset)
-        self.keys = cache_keys(task, self.config.augment_views)
+        cfg = self.task_config(task)
+        self.alpha, self.beta = cfg.init_alpha, cfg.init_beta
+        self.keys = cache_keys(task, cfg.augment_views)
         self.values = F.one_hot(task.train.labels, len(task.space)).float()
         val_acc = float("nan")
-        if self.config.search:
+        if cfg.search:
             val = F.normalize(task.val.plain, dim=-1)
             self.alpha, self.beta, val_acc = search_alpha_beta(val, task.val.labels, self.keys, self.values,
-                                                               task.text_weights, task.logit_scale, scales,
-                                                               self.config.search_steps)
+                                                               task.text_weights, task.logit_scale, cfg.search_scale,
+                                                               cfg.search_steps)
         return {"alpha": self.alpha, "beta": self.beta, "val_acc": val_acc}
 
     @torch.no_grad()

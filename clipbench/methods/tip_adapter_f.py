@@ -4,8 +4,9 @@ The Tip-Adapter cache keys (see :mod:`clipbench.methods.tip_adapter`) become a t
 layer (``N*K x D`` parameters); values, both encoders and the text classifier stay frozen. Training: CE on
 the Tip logits with ``alpha``, ``beta`` fixed at their initial values, AdamW (lr 1e-3, eps 1e-4, weight decay
 0.01), batch 256, cosine annealing stepped every iteration over ``epochs x iterations`` with no warm-up, 20
-epochs (100 for EuroSAT), on L2-normalised augmented-view embeddings (epoch ``e`` uses view ``e mod V``).
-After training, ``alpha`` and ``beta`` are searched again with the fine-tuned keys.
+epochs (100 for EuroSAT: a ``by_dataset`` entry beside Tip-Adapter's per-dataset search settings), on
+L2-normalised augmented-view embeddings (epoch ``e`` uses view ``e mod V``). After training, ``alpha`` and
+``beta`` are searched again with the fine-tuned keys.
 
 Deviations (spec §5.6, §8 item 3): the reference keeps the epoch with the best *test* accuracy and searches on
 test for ImageNet; clipbench keeps the last epoch (``select_epoch_on_val`` picks the epoch on the few-shot
@@ -16,33 +17,45 @@ training (as in the reference). Sampling and views: as Tip-Adapter. Class-specif
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from clipbench.errors import ConfigError
-from clipbench.methods.base import FitTask, MethodConfig
-from clipbench.methods.tip_adapter import TipAdapter, cache_keys, search_alpha_beta, settings, tip_logits
+from clipbench.methods.base import FitTask, frozen_by_dataset
+from clipbench.methods.tip_adapter import (
+    TipAdapter,
+    TipCacheConfig,
+    cache_keys,
+    reference_by_dataset,
+    search_alpha_beta,
+    tip_logits,
+)
+
+
+def reference_f_by_dataset() -> dict[str, dict[str, Any]]:
+    """Tip-Adapter's per-dataset search settings, plus the reference's 100 training epochs on EuroSAT."""
+    table = {dataset: dict(entry) for dataset, entry in reference_by_dataset().items()}
+    table["eurosat"]["epochs"] = 100
+    return frozen_by_dataset(table)
 
 
 @dataclass(frozen=True)
-class TipAdapterFConfig(MethodConfig):
-    augment_views: int = 10  # views averaged into the initial keys
-    epochs: int = 20  # reference: 20 (EuroSAT 100, see eurosat_epochs)
-    eurosat_epochs: int = 100
+class TipAdapterFConfig(TipCacheConfig):
+    epochs: int = 20  # reference: 20 (EuroSAT 100, in by_dataset)
     lr: float = 1e-3
     eps: float = 1e-4
     weight_decay: float = 0.01  # AdamW default, as in the reference
     batch_size: int = 256
-    search_steps: tuple[int, int] = (200, 20)
-    search_scale: tuple[float, float] | None = None
-    use_reference_settings: bool = True
     select_epoch_on_val: bool = False  # False: last epoch (clipbench default); True: best few-shot-val epoch
+    by_dataset: dict[str, dict[str, Any]] = field(default_factory=reference_f_by_dataset)  # per-dataset overrides
 
     def validate(self, where: str) -> None:
-        if min(self.epochs, self.eurosat_epochs, self.batch_size, self.augment_views) <= 0:
-            raise ConfigError(f"{where}: epochs, eurosat_epochs, batch_size and augment_views must be positive")
+        if min(self.epochs, self.batch_size) <= 0:
+            raise ConfigError(f"{where}: epochs and batch_size must be positive")
+        super().validate(where)
 
 
 class TipAdapterF(TipAdapter):
@@ -54,22 +67,22 @@ class TipAdapterF(TipAdapter):
                  "few-shot validation set (never test)")
 
     def fit(self, task: FitTask) -> dict[str, float]:
-        cfg = self.config
-        scales, alpha, beta = settings(cfg, task.space.dataset)
+        cfg = self.task_config(task)
         torch.manual_seed(task.seed)
         keys = torch.nn.Parameter(cache_keys(task, cfg.augment_views).clone())
         self.values = F.one_hot(task.train.labels, len(task.space)).float()
-        epochs = cfg.eurosat_epochs if task.space.dataset == "eurosat" else cfg.epochs
-        loss = self._train(task, keys, alpha, beta, epochs)
+        loss = self._train(task, cfg, keys)
         self.keys = keys.detach()
         val = F.normalize(task.val.plain, dim=-1)
         self.alpha, self.beta, val_acc = search_alpha_beta(val, task.val.labels, self.keys, self.values,
-                                                           task.text_weights, task.logit_scale, scales,
+                                                           task.text_weights, task.logit_scale, cfg.search_scale,
                                                            cfg.search_steps)
-        return {"final_loss": loss, "alpha": self.alpha, "beta": self.beta, "val_acc": val_acc, "epochs": epochs}
+        return {"final_loss": loss, "alpha": self.alpha, "beta": self.beta, "val_acc": val_acc,
+                "epochs": cfg.epochs}
 
-    def _train(self, task: FitTask, keys: torch.nn.Parameter, alpha: float, beta: float, epochs: int) -> float:
-        cfg = self.config
+    def _train(self, task: FitTask, cfg: TipAdapterFConfig, keys: torch.nn.Parameter) -> float:
+        """CE on the Tip logits at the initial alpha/beta; returns the last batch's loss."""
+        alpha, beta, epochs = cfg.init_alpha, cfg.init_beta, cfg.epochs
         views = task.train.view_stack()
         n = len(task.train)
         iters = math.ceil(n / cfg.batch_size)

@@ -1,7 +1,7 @@
 """Prompt-learning text path shared by CoOp and CoCoOp: learned context tokens through the frozen text tower.
 
-Kept outside the method modules so every train stage tracks it (``dvc.yaml`` deps and the training-cell code
-fingerprint), like :mod:`clipbench.training`.
+A helper module, not a registered method: every train and evaluate stage tracks it (``dvc.yaml`` deps and the
+cell code fingerprints), like :mod:`clipbench.methods.training`.
 """
 
 from __future__ import annotations

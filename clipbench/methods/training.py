@@ -1,7 +1,9 @@
-"""Shared optimisation semantics used by several methods (spec §2.6, §2.7)."""
+"""Shared optimisation semantics used by several methods (spec §2.6, §2.7), and the encoder-level helpers and base
+class of the image fine-tuning methods (ClipFit, CLIP-CITE)."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import math
@@ -10,6 +12,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
 
 
 def dassl_lr(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int = 1, warmup_lr: float = 1e-5) -> float:
@@ -42,13 +46,6 @@ def count_trainable(module: torch.nn.Module) -> int:
 
 
 # ---- encoder-level training (methods that run the CLIP encoders: ClipFit, CLIP-CITE) ----
-
-def pick_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 class MixedPrecision:
     """fp32 master weights; with ``precision="amp"`` on CUDA, autocast to bf16 (fp16 with loss scaling where bf16
@@ -157,3 +154,55 @@ def require_encoders(task, name: str, train: bool = False) -> None:
         raise ValueError(f"{name} runs the encoders: the task must carry the backbone (uses_backbone)")
     if train and task.train_images is None:
         raise ValueError(f"{name} trains on images: FitTask.train_images is missing")
+
+
+class ImageFineTuning(Method):
+    """Base of the methods that fine-tune encoder parameters on few-shot images (ClipFit, CLIP-CITE).
+
+    ``state`` holds the trained tensors; ``model`` is the model predictions run through: ``fit`` may leave its
+    trained copy there, otherwise :meth:`tuned_model` rebuilds it once from ``state`` and the target's backbone.
+    Device and precision come from ``FitTask.runtime`` / ``EvalTarget.runtime``, never from the method config.
+    """
+
+    requires = Inputs.IMAGES
+    selection = "none (last epoch)"
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(config)
+        self.state: dict[str, torch.Tensor] = {}
+        self.model: torch.nn.Module | None = None
+
+    def start_fit(self, task: FitTask) -> tuple[MethodConfig, torch.device]:
+        """Check the task, seed torch; return the config resolved for the task's dataset and the device to train on."""
+        require_encoders(task, self.name, train=True)
+        torch.manual_seed(task.seed)
+        return self.task_config(task), task.runtime.torch_device()
+
+    @abc.abstractmethod
+    def tuned_parameters(self, target: EvalTarget) -> dict[str, torch.Tensor]:
+        """Parameter values (by backbone name) that replace the backbone's to give the prediction model."""
+
+    def tuned_model(self, target: EvalTarget) -> torch.nn.Module:
+        """The prediction model; after ``load_state_dict`` it is rebuilt once from the target's backbone."""
+        if self.model is None:
+            require_encoders(target, self.name)
+            if not self.state:
+                raise RuntimeError(f"{self.name}: call fit() or load_state_dict() before predicting")
+            tuned = apply_state(target.backbone.model, self.tuned_parameters(target))
+            self.model = tuned.to(target.runtime.torch_device())
+        return self.model
+
+    def scoring(self, target: EvalTarget) -> tuple[torch.nn.Module, MixedPrecision]:
+        """The prediction model and the target runtime's precision on its device."""
+        model = self.tuned_model(target)
+        return model, MixedPrecision(target.runtime.precision, device_of(model))
+
+    def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
+        return self.predictor(target)(x)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.state = {k: v.clone() for k, v in state.items()}
+        self.model = None
