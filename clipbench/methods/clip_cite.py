@@ -180,6 +180,7 @@ class ClipCite(Method):
     name = "clip_cite"
     requires = Inputs.IMAGES
     Config = ClipCiteConfig
+    smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
     selection = "none (last epoch)"
 
     def __init__(self, config: ClipCiteConfig) -> None:

@@ -136,6 +136,7 @@ class ClipFit(Method):
     name = "clipfit"
     requires = Inputs.IMAGES
     Config = ClipFitConfig
+    smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
     selection = "none (last epoch)"
 
     def __init__(self, config: ClipFitConfig) -> None:
