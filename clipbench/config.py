@@ -224,4 +224,17 @@ def load_suite(path: Path | str = "params.yaml") -> SuiteConfig:
         data: Any = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    return parse(SuiteConfig, data, f"{path.name}")
+    return parse(SuiteConfig, expand_methods(data, path.name), f"{path.name}")
+
+
+ALL_METHODS = "all"
+
+
+def expand_methods(data: Any, where: str) -> Any:
+    """``methods: all`` means every registered method (in registry order); any other string is an error."""
+    if not isinstance(data, dict) or not isinstance(data.get("methods"), str):
+        return data
+    if data["methods"] != ALL_METHODS:
+        raise ConfigError(f"{where}.methods: {data['methods']!r} is neither a list of method names nor "
+                          f"{ALL_METHODS!r} (every registered method)")
+    return {**data, "methods": METHODS.names()}

@@ -15,6 +15,7 @@ from clipbench.data import LabelSpace
 from clipbench.data.toy import suite
 from clipbench.layout import Layout
 from clipbench.methods import FeatureSet, FitTask
+from clipbench.suites import Reduction, reduced_params
 from clipbench.typed import parse
 
 SOURCES = ["toy_objects", "toy_textures"]
@@ -22,24 +23,19 @@ TARGETS = ["toy_objects_sketch"]
 
 
 def tiny_params(**overrides) -> dict:
-    params = {
+    """A two-source toy suite reduced by :func:`clipbench.suites.reduced_params` (few-shot on the first source)."""
+    base = {
         "suite": "test",
         "backbones": ["toy_vit"],
         "datasets": list(SOURCES),
         "targets": list(TARGETS),
         "methods": ["zeroshot", "linear_probe", "clip_adapter"],
-        "protocols": {
-            "few_shot": {"datasets": ["toy_objects"], "shots": [1, 4], "seeds": [1, 2]},
-            "base2new": {"datasets": ["toy_objects", "toy_textures"], "shots": 4, "seeds": [1]},
-            "cross_dataset": {"source": "toy_objects", "targets": ["toy_textures"], "shots": 4, "seeds": [1]},
-            "domain_generalization": {"source": "toy_objects", "targets": ["toy_objects_sketch"], "shots": 4,
-                                      "seeds": [1]},
-        },
         "method_params": {"clip_adapter": {"epochs": 5}, "linear_probe": {"bisection_steps": 2}},
-        "features": {"views": 2, "batch_size": 64},
-        "toy_pretrain": {"images": 64, "steps": 2, "batch_size": 16},
+        "features": {"batch_size": 64},
         "tracking": {"enabled": False},
     }
+    params = reduced_params(base, Reduction(sources=2, few_shot_sources=1,
+                                            toy_pretrain={"images": 64, "steps": 2, "batch_size": 16}))
     params.update(overrides)
     return params
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from clipbench import suites
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,20 +38,11 @@ def ran_stages(output: str) -> set[str]:
 
 def reduced_params(sources: int = 2, targets: int = 1, shots: tuple[int, ...] = (1, 4), seeds: tuple[int, ...] = (1, 2),
                    methods: dict[str, dict] | None = None) -> dict:
-    """``params.yaml`` cut down to the first ``sources`` datasets and ``targets`` targets, small shot counts,
-    a few-step toy backbone and local sqlite tracking (the DVC mechanics, not every dataset or method)."""
+    """``params.yaml`` cut down by :func:`clipbench.suites.reduced_params` to the first ``sources`` datasets and
+    ``targets`` targets, with local sqlite tracking (the DVC mechanics, not every dataset or method)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    src, tgt = params["datasets"][:sources], params["targets"][:targets]
-    one, first = max(shots), seeds[:1]
-    params.update(datasets=src, targets=tgt)
-    params["protocols"]["few_shot"].update(datasets=src, shots=list(shots), seeds=list(seeds))
-    params["protocols"]["base2new"].update(datasets=src, shots=one, seeds=list(first))
-    params["protocols"]["cross_dataset"].update(source=src[0], targets=src[1:] or tgt, shots=one, seeds=list(first))
-    params["protocols"]["domain_generalization"].update(source=src[0], targets=tgt, shots=one, seeds=list(first))
-    params["toy_pretrain"].update(images=128, steps=3, batch_size=32)
-    params["features"]["views"] = 2
     methods = methods or {"zeroshot": {}, "linear_probe": {}, "clip_adapter": {"epochs": 3}}
-    params["methods"], params["method_params"] = list(methods), dict(methods)
+    params = suites.reduced_params(params, suites.Reduction(sources, targets, shots, seeds), methods)
     params["tracking"]["uri"] = "sqlite:///mlflow.db"
     return params
 

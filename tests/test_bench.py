@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from clipbench import bench, compute_plan, features
-from clipbench.config import SuiteConfig
+from clipbench import compute_plan, features
+from clipbench.bench import dvc_overhead, encodes, gpu_hours, instruments, report, runner, training
+from clipbench.bench.sizes import CAPS, BenchSize
+from clipbench.config import SuiteConfig, load_suite
+from clipbench.methods import METHODS, Inputs
 from clipbench.protocols import eval_cells
 from clipbench.typed import parse
 
@@ -17,19 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_needed_encodes_is_each_image_once_plus_views():
-    pools = [bench.PoolSize("src", train=10, val=4, test=20), bench.PoolSize("target", 0, 0, 7)]
-    assert bench.needed_encodes(pools, views=3) == 10 * 4 + 4 + 20 + 7
-    assert bench.needed_encodes(pools, views=0) == 10 + 4 + 20 + 7
+    pools = [encodes.PoolSize("src", train=10, val=4, test=20), encodes.PoolSize("target", 0, 0, 7)]
+    assert encodes.needed_encodes(pools, views=3) == 10 * 4 + 4 + 20 + 7
+    assert encodes.needed_encodes(pools, views=0) == 10 + 4 + 20 + 7
 
 
 def test_tally_counts_image_tower_inputs_and_file_decodes(tmp_path):
-    bb = bench.random_backbone("clipbench-toy-vit", "toy_vit")
-    paths = bench.write_jpegs(tmp_path, 3, side=48)
-    with bench.tally_encoder() as tally:
+    bb = instruments.random_backbone("clipbench-toy-vit", "toy_vit")
+    paths = instruments.write_jpegs(tmp_path, 3, side=48)
+    with instruments.tally_encoder() as tally:
         features.encode_paths(bb, tmp_path, paths, batch_size=2, views=features.ViewSpec(2, (0.5, 1.0), 0))
         bb.text_classifier([["a photo of a cat."]])  # the text tower is not counted
     assert (tally.encoded, tally.decoded) == (3 * (1 + 2), 3)
-    with bench.tally_encoder() as after:
+    with instruments.tally_encoder() as after:
         pass
     assert after.encoded == 0  # the hook is removed on exit
 
@@ -37,56 +41,87 @@ def test_tally_counts_image_tower_inputs_and_file_decodes(tmp_path):
 def test_reduced_suite_is_valid_smaller_and_capped():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     full = parse(SuiteConfig, params, "params")
-    small = parse(SuiteConfig, bench.reduced_params(params), "reduced")
+    small = parse(SuiteConfig, runner.reduced_suite(params), "reduced")
     assert small.datasets == full.datasets[:1] and small.targets == full.targets[:1]
     assert len(eval_cells(small)) < len(eval_cells(full))
     assert small.features.views == 2
     if "clip_adapter" in small.methods:
-        assert small.method_config("clip_adapter").epochs <= bench._SHRINK["epochs"]
+        assert small.method_config("clip_adapter").epochs <= CAPS["epochs"]
 
 
 def test_stage_count_matches_the_dvc_expansion(tmp_path):
     from test_dvc_stages import stage_list
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert bench.stage_count(params) == len(stage_list(tmp_path, params))
+    assert dvc_overhead.stage_count(params) == len(stage_list(tmp_path, params))
 
 
 def test_parse_stage_log_keeps_only_stage_commands():
     log = ("10.0 12.5 0 -m stages.extract --backbone toy_vit --dataset a\n"
            "20.0 20.5 0 -c print(1)\n"
            "30.0 31.0 2 -m stages.aggregate\n")
-    rows = bench.parse_stage_log(log)
+    rows = dvc_overhead.parse_stage_log(log)
     assert rows == [("-m stages.extract --backbone toy_vit --dataset a", 2.5), ("-m stages.aggregate", 1.0)]
-    assert bench.stage_kinds(rows + [("-m stages.extract --dataset b", 0.5)]) == {"extract": [2, 3.0],
+    assert dvc_overhead.stage_kinds(rows + [("-m stages.extract --dataset b", 0.5)]) == {"extract": [2, 3.0],
                                                                                     "aggregate": [1, 1.0]}
 
 
 def test_training_comparison_counts_the_reencoding_work(tmp_path):
-    size = bench.BenchSize("tiny", True, None, (), train_classes=2, train_shots=2, train_views=2, adapter_epochs=3,
+    size = BenchSize("tiny", True, None, (), train_classes=2, train_shots=2, train_views=2, adapter_epochs=3,
                            prolip_iterations=4, memory_images=(1, 2))
-    adapter, prolip = bench.training_speedup(tmp_path, size)
+    adapter, prolip = training.training_speedup(tmp_path, size)
     assert adapter["images"] == prolip["images"] == 4
     assert adapter["cached_encoded"] == 4 * (1 + 2)
     assert adapter["reencode_encoded"] == 4 * 3 and prolip["reencode_encoded"] == 4 * 4
 
 
+def _plan(sources=(), shots=(1, 2, 4, 8, 16), seeds=3) -> compute_plan.PaperProtocols:
+    return compute_plan.PaperProtocols(tuple(sources), (), shots, seeds, max(shots), "imagenet", 10)
+
+
 def test_pool_bound_caps_at_the_split_and_uses_test_without_val():
-    p = compute_plan.PaperProtocols()
+    p = _plan()
     small = compute_plan.DatasetSize("x", classes=10, train=50, val=0, test=100)
     assert compute_plan.pool_bound(small, p) == (50, min(100, 10 * (1 + 2 + 4 + 4 + 4) * 3))
     big = compute_plan.DatasetSize("y", classes=10, train=10_000, val=10_000, test=1)
     assert compute_plan.pool_bound(big, p) == (10 * 31 * 3, 10 * 15 * 3)
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    epochs: int = 5
+    batch_size: int = 1000
+
+
 def test_image_level_flops_follow_epochs_images_and_three_passes():
-    p = compute_plan.PaperProtocols(shots=(2,), seeds=1, base2new_shots=2)
     d = compute_plan.DatasetSize("x", classes=4, train=100, val=10, test=30)
-    method = compute_plan.ImageLevelMethod("m", {"*": 5}, {"*": 1000}, text_per_step_all_classes=False)
-    fl = compute_plan.image_level_flops(method, p, f_img=1.0, f_txt=0.0, sources=(d,), targets=())
+    p = _plan((d,), shots=(2,), seeds=1)
+    method = compute_plan.ImageLevelMethod("m", _Recipe())
+    fl = compute_plan.image_level_flops(method, p, f_img=1.0, f_txt=0.0)
     assert fl["train"] == 5 * (2 * 4 + 2 * 2) * 3  # few-shot cell (4 classes) + base-to-new cell (2 classes)
     assert fl["eval_images"] == 2 * 30  # each cell re-encodes its test set
-    assert len(compute_plan.training_cells(compute_plan.PAPER)) == 11 * 5 * 3 + 11 * 3
+
+
+def test_paper_plan_comes_from_the_paper_suite_and_the_dataset_specs():
+    suite = load_suite(ROOT / "configs" / "paper.yaml")
+    p = compute_plan.suite_protocols(suite)
+    assert [d.name for d in p.sources] == list(suite.datasets) and len(p.targets) == len(suite.targets)
+    assert compute_plan.DatasetSize.published("eurosat") == compute_plan.DatasetSize("eurosat", 10, 13_500, 5_400,
+                                                                                       8_100)
+    n = len(suite.datasets) * (len(p.shots) + 1) * p.seeds  # few-shot cells + base-to-new cells
+    assert len(compute_plan.training_cells(p)) == n
+    image_level = {m.name for m in compute_plan.image_level_methods(suite)}
+    assert image_level == {m for m in suite.methods if METHODS.get(m).requires is Inputs.IMAGES}
+
+
+def test_image_level_recipes_follow_the_method_configs_per_dataset():
+    from clipbench.methods.clip_cite import ClipCiteConfig
+    from clipbench.methods.clipfit import ClipFitConfig
+
+    fit = compute_plan.ImageLevelMethod("clipfit", ClipFitConfig())
+    cite = compute_plan.ImageLevelMethod("clip_cite", ClipCiteConfig())
+    assert fit.epochs("dtd") == ClipFitConfig().epochs and fit.epochs("imagenet") < fit.epochs("dtd")
+    assert cite.batch_size("eurosat") < cite.batch_size("dtd") < cite.batch_size("imagenet")
 
 
 def _fake_result(share: float) -> dict:
@@ -105,17 +140,18 @@ def _fake_result(share: float) -> dict:
                "n_steps": 3, "reference_steps": 6}],
         "d": {"stages": 10, "wall_s": 50.0, "stage_s": 50.0 * (1 - share), "bookkeeping_s": 50.0 * share,
               "share": share, "per_stage_s": 5.0 * share, "noop_s": 3.0, "noop_ran": 0, "methods": ["zeroshot"],
-              "toy_suite_stages": 40, "import_s": 2.0, "by_kind": bench.stage_kinds([("-m stages.train --x", 4.0)])},
+              "toy_suite_stages": 40, "import_s": 2.0,
+              "by_kind": dvc_overhead.stage_kinds([("-m stages.train --x", 4.0)])},
         "e": [{"images": 10, "decoded": 10, "seconds": 1.0, "peak_rss_mb": 800.0, "decoded_if_held_mb": 2.0},
               {"images": 40, "decoded": 40, "seconds": 4.0, "peak_rss_mb": 804.0, "decoded_if_held_mb": 8.0}],
-        "f": bench.gpu_estimate(flops),
+        "f": gpu_hours.gpu_estimate(flops, load_suite(ROOT / "configs" / "paper.yaml")),
     }
 
 
 @pytest.mark.parametrize("share, verdict", [(0.05, "Goal on this reduced run: met"),
                                             (0.2, "Goal on this reduced run: **not met**")])
 def test_render_has_every_section_and_honest_verdicts(share, verdict):
-    text = bench.render(_fake_result(share))
+    text = report.render(_fake_result(share))
     for section in ("## (a)", "## (b)", "## (c)", "## (d)", "## (e)", "## (f)"):
         assert section in text
     assert "**26 / 26 = 1.000**" in text and "Goal met." in text
@@ -135,8 +171,8 @@ def test_cli_offers_quick_and_full():
 
 
 def test_overlapped_extraction_equals_sequential(tmp_path):
-    bb = bench.random_backbone("clipbench-toy-vit", "toy_vit")
-    paths = bench.write_jpegs(tmp_path, 7, side=48)
+    bb = instruments.random_backbone("clipbench-toy-vit", "toy_vit")
+    paths = instruments.write_jpegs(tmp_path, 7, side=48)
     views = features.ViewSpec(2, (0.5, 1.0), 0)
     counts = [features.EncodeCounter(), features.EncodeCounter()]
     seq, ovl = (features.encode_paths(bb, tmp_path, paths, 3, views, c, overlap=o)

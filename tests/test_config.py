@@ -94,3 +94,17 @@ def test_data_counts_must_be_a_known_mode(tmp_path):
     path.write_text(yaml.safe_dump(tiny_params(data_counts="loose")))
     with pytest.raises(ConfigError, match="data_counts: 'loose' is not one of exact, classes"):
         load_suite(path)
+
+
+def test_methods_all_means_every_registered_method_and_method_params_may_omit_any(tmp_path):
+    from clipbench.methods import METHODS
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(methods="all", method_params={})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_suite(tmp_path / "params.yaml")
+    assert list(cfg.methods) == METHODS.names()
+    assert all(cfg.method_config(m) == METHODS.get(m).Config() for m in cfg.methods)  # defaults apply
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "methods": "every"}))
+    with pytest.raises(ConfigError, match="methods: 'every'"):
+        load_suite(tmp_path / "params.yaml")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from pathlib import Path
 
 import pytest
 
+from clipbench.config import load_suite
 from clipbench.data import DATASETS, get_dataset, metadata
-from clipbench.data.coop import check_counts, validate
+from clipbench.data.coop import CoopSpec, check_counts, validate
 from clipbench.data.index import load_index
 from clipbench.data.kshot import base_new_labels, make_kshot, read_manifest, relabel, write_manifest
 from clipbench.errors import ConfigError, DataError
@@ -19,13 +21,7 @@ from clipbench.pipeline import download
 
 from coop_fixtures import write_coop_root
 
-# classes and base/new counts of spec §3.1 / §3.5
-PUBLISHED = {"imagenet": (1000, 500, 500), "caltech101": (100, 50, 50), "oxford_pets": (37, 19, 18),
-             "stanford_cars": (196, 98, 98), "oxford_flowers": (102, 51, 51), "food101": (101, 51, 50),
-             "fgvc_aircraft": (100, 50, 50), "sun397": (397, 199, 198), "dtd": (47, 24, 23), "eurosat": (10, 5, 5),
-             "ucf101": (101, 51, 50), "imagenetv2": (1000, None, None), "imagenet_sketch": (1000, None, None),
-             "imagenet_a": (200, None, None), "imagenet_r": (200, None, None)}
-REAL = sorted(PUBLISHED)
+REAL = [n for n in DATASETS.names() if issubclass(DATASETS.get(n), CoopSpec)]  # published sizes in ``expected``
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +35,23 @@ def copy_dataset(coop_root: Path, tmp_path: Path, name: str) -> Path:
     return tmp_path
 
 
-def test_every_real_dataset_is_registered():
-    assert set(REAL) <= set(DATASETS.names())
+def test_every_real_dataset_is_in_the_paper_suite():
+    suite = load_suite(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    assert sorted(REAL) == sorted(suite.all_datasets())
 
 
 @pytest.mark.parametrize("name", REAL)
 def test_fixture_loads_with_published_classes_and_base_new_counts(coop_root, name):
     spec = get_dataset(name)
     splits = validate(spec, coop_root, "classes")
-    n_classes, n_base, n_new = PUBLISHED[name]
+    n_classes = spec.expected.classes
     assert len(splits.class_ids) == len(splits.classnames) == n_classes
     assert len(set(splits.class_ids)) == n_classes
-    assert spec.test_only == (n_base is None)
+    assert spec.test_only == (spec.expected.train is None)
     assert {r.label for r in splits.test} == set(range(n_classes))
-    if n_base is not None:
+    if not spec.test_only:
         base, new = base_new_labels({r.label for r in splits.train})
-        assert (len(base), len(new)) == (n_base, n_new)
+        assert (len(base), len(new)) == (math.ceil(n_classes / 2), n_classes // 2)
         assert {r.label for r in splits.train} == set(range(n_classes))
     image_root = spec.images(coop_root)
     assert all((image_root / r.path).is_file() for r in splits.test[:50])

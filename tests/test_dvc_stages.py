@@ -10,13 +10,14 @@ from pathlib import Path
 
 import yaml
 
+from clipbench.config import load_suite
+from clipbench.methods import METHODS
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-PAPER_DATASETS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
-PAPER_TARGETS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
-PAPER_METHODS = ["zeroshot", "linear_probe", "coop", "cocoop", "clip_adapter", "tip_adapter", "tip_adapter_f",
-                 "prolip", "clipfit", "clip_cite"]
+PAPER = load_suite(ROOT / "configs" / "paper.yaml")
+PAPER_DATASETS, PAPER_TARGETS = list(PAPER.datasets), list(PAPER.targets)
+PAPER_METHODS = METHODS.names()  # every registered method
 
 
 def stage_list(tmp: Path, params: dict) -> list[str]:

@@ -28,20 +28,14 @@ from clipbench.features import read_feature_dir, write_feature_dir
 from clipbench.methods import METHODS
 from clipbench.pipeline import download, extract, split, train
 from clipbench.protocols import training_cells
+from clipbench.suites import smoke_params
 from clipbench.typed import parse
 
 from conftest import make_project, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
-# Small but complete settings; every method with a validation-based selection has it switched on.
-FIREWALL_PARAMS = {
-    "clip_adapter": {"epochs": 3, "select_alpha": True},
-    "linear_probe": {"bisection_steps": 2},
-    "tip_adapter": {"search_steps": [20, 5]},
-    "tip_adapter_f": {"epochs": 2, "search_steps": [20, 5], "select_epoch_on_val": True},
-    "coop": {"n_ctx": 4, "epochs": 2},  # trained here once the train stage passes the backbone
-    "cocoop": {"epochs": 1},
-}
+# Every method at its tiny-run settings (Method.smoke); every validation-based selection switched on.
+SELECTION_ON = {"clip_adapter": {"select_alpha": True}, "tip_adapter_f": {"select_epoch_on_val": True}}
 
 _opened: list[str] | None = None
 
@@ -67,7 +61,8 @@ def _runnable_methods(cfg: SuiteConfig, layout) -> list[str]:
 
 def _prepare(tmp_path: Path) -> tuple[SuiteConfig, object]:
     _, layout, data_root = make_project(tmp_path)
-    params = tiny_params(data_root=str(data_root), methods=METHODS.names(), method_params=FIREWALL_PARAMS)
+    params = tiny_params(data_root=str(data_root), methods=METHODS.names(),
+                         method_params=smoke_params(METHODS.names(), SELECTION_ON))
     cfg = parse(SuiteConfig, params, "firewall params")
     for d in cfg.datasets:
         download.run(dataset=d, data_root=data_root, layout=layout)

@@ -14,14 +14,11 @@ from clipbench.typed import parse
 
 from conftest import encoder_task, synthetic_task
 
-FAST = {"clip_adapter": {"epochs": 20}, "linear_probe": {"bisection_steps": 2}, "prolip": {"steps": 20},
-        "clipfit": {"epochs": 2}, "clip_cite": {"epochs": 2}, "coop": {"n_ctx": 4, "epochs": 2},
-        "cocoop": {"epochs": 2}}
-
 
 def make(name: str, **overrides):
+    """``name`` at its tiny-run settings (``Method.smoke``) plus ``overrides``."""
     cls = METHODS.get(name)
-    return cls(parse(cls.Config, {**FAST.get(name, {}), **overrides}, f"test {name}"))
+    return cls(parse(cls.Config, {**cls.smoke, **overrides}, f"test {name}"))
 
 
 def target_of(task, labels=None, backbone=None):

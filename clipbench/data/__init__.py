@@ -40,4 +40,9 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS.get(name)()
 
 
-__all__ = ["DATASETS", "DatasetSpec", "DatasetSplits", "LabelSpace", "Record", "get_dataset"]
+def imagenet_family() -> tuple[str, ...]:
+    """Registered datasets labelled by ImageNet wnids: ImageNet and its variants (the one list of them)."""
+    return tuple(n for n in DATASETS.names() if DATASETS.get(n).imagenet_classes)
+
+
+__all__ = ["DATASETS", "DatasetSpec", "DatasetSplits", "LabelSpace", "Record", "get_dataset", "imagenet_family"]

@@ -73,6 +73,7 @@ class DatasetSpec(abc.ABC):
     dirname: ClassVar[str]
     image_root: ClassVar[str] = "images"
     test_only: ClassVar[bool] = False  # domain-shift targets: no train/val split
+    imagenet_classes: ClassVar[bool] = False  # labelled by ImageNet wnids (ImageNet and its variants)
 
     def root(self, data_root: Path) -> Path:
         return Path(data_root) / self.dirname

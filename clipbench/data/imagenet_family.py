@@ -40,6 +40,7 @@ class WnidFolderTarget(CoopSpec):
     """A test-only ImageNet variant whose ``image_root`` holds one folder per wnid."""
 
     test_only = True
+    imagenet_classes = True
     subset: ClassVar[bool] = False  # True: a subset of the 1000 classes (ImageNet-A/R), relabelled 0..n-1
 
     def finish_install(self, staged: Path) -> None:

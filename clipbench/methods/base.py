@@ -146,6 +146,10 @@ class Method(abc.ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     class_specific: ClassVar[bool] = False  # learned weights are tied to the training classes
     selection: ClassVar[str] = "none"  # what, if anything, is selected on the few-shot validation set
+    # Overrides of ``Config`` fields for a tiny run (seconds on a CPU, e.g. 2 epochs): the contract tests, the
+    # firewall test and the reduced suites of tests and ``clipbench bench`` apply them, never the pipeline. A new
+    # method sets them next to its ``Config`` and is picked up by every such caller.
+    smoke: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: MethodConfig) -> None:
         if not isinstance(config, self.Config):

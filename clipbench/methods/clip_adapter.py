@@ -125,6 +125,7 @@ class ClipAdapter(Method):
 
     name = "clip_adapter"
     Config = ClipAdapterConfig
+    smoke = {"epochs": 20}  # tiny-run overrides (tests, bench): see Method.smoke
     selection = "none (lr 2e-3, alpha 0.2); optional lr and/or alpha selection on the few-shot validation set"
 
     def __init__(self, config: ClipAdapterConfig) -> None:

@@ -171,6 +171,7 @@ class ClipCite(ImageFineTuning):
 
     name = "clip_cite"
     Config = ClipCiteConfig
+    smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
 
     def fit(self, task: FitTask) -> dict[str, float]:
         cfg, device = self.start_fit(task)

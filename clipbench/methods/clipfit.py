@@ -119,6 +119,7 @@ class ClipFit(ImageFineTuning):
 
     name = "clipfit"
     Config = ClipFitConfig
+    smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
 
     def fit(self, task: FitTask) -> dict[str, float]:
         cfg, device = self.start_fit(task)

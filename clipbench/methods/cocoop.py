@@ -90,6 +90,7 @@ class CoCoOp(Method):
     requires = Inputs.FEATURES
     uses_backbone = True
     Config = CoCoOpConfig
+    smoke = {"epochs": 1}  # tiny-run overrides (tests, bench): see Method.smoke
     selection = "none (last epoch)"
 
     def __init__(self, config: CoCoOpConfig) -> None:

@@ -118,6 +118,7 @@ class CoOp(Method):
     requires = Inputs.FEATURES
     uses_backbone = True
     Config = CoOpConfig
+    smoke = {"n_ctx": 4, "epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
     selection = "none (last epoch)"
 
     def __init__(self, config: CoOpConfig) -> None:

@@ -46,6 +46,7 @@ class LinearProbe(Method):
 
     name = "linear_probe"
     Config = LinearProbeConfig
+    smoke = {"bisection_steps": 2}  # tiny-run overrides (tests, bench): see Method.smoke
     class_specific = True
     selection = "C by coarse grid + log-space bisection on the few-shot validation set (min(K,4)/class)"
 

@@ -139,6 +139,7 @@ class Prolip(Method):
     requires = Inputs.PRE_PROJ_FEATURES
     uses_backbone = True
     Config = ProlipConfig
+    smoke = {"steps": 20}  # tiny-run overrides (tests, bench): see Method.smoke
     selection = "none (lr 1e-5, lambda = 1/N); optional (lr, lambda) grid search on the few-shot validation set"
 
     def __init__(self, config: ProlipConfig) -> None:

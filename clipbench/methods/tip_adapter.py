@@ -112,6 +112,7 @@ class TipAdapter(Method):
 
     name = "tip_adapter"
     Config = TipAdapterConfig
+    smoke = {"search_steps": [20, 5]}  # tiny-run overrides (tests, bench): see Method.smoke
     class_specific = True
     selection = "alpha, beta by the reference grid on the few-shot validation set (never test)"
 

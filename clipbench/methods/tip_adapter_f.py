@@ -63,6 +63,7 @@ class TipAdapterF(TipAdapter):
 
     name = "tip_adapter_f"
     Config = TipAdapterFConfig
+    smoke = {"epochs": 2, "search_steps": [20, 5]}  # tiny-run overrides (tests, bench): see Method.smoke
     selection = ("last epoch (optionally the best few-shot-val epoch); alpha, beta re-searched on the "
                  "few-shot validation set (never test)")
 

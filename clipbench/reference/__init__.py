@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clipbench.data import imagenet_family
 from clipbench.errors import DataError
 
 _DIR = Path(__file__).parent
@@ -39,7 +40,7 @@ SOURCES_FILE = _DIR / "sources.csv"
 
 CLASSIFICATION = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                   "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+IMAGENET_FAMILY = imagenet_family()
 TRANSFER_SOURCE = "imagenet"
 AVERAGED = {"few_shot": frozenset(CLASSIFICATION), "base2new": frozenset(CLASSIFICATION),
             "cross_dataset": frozenset(CLASSIFICATION) - {TRANSFER_SOURCE},

@@ -23,6 +23,7 @@ _VALPREP = ("sort the 50,000 validation images into one folder per wnid (for exa
 class ImageNet(CoopSpec):
     name = "imagenet"
     dirname = "imagenet"
+    imagenet_classes = True
     image_root = "images"
     required = ("images/train", "images/val")
     expected = Counts(classes=1000, train=1_281_167, val=None, test=50_000)

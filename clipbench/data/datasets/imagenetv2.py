@@ -18,6 +18,7 @@ from clipbench.errors import DataError
 class ImageNetV2(CoopSpec):
     name = "imagenetv2"
     dirname = "imagenetv2"
+    imagenet_classes = True
     image_root = "imagenetv2-matched-frequency-format-val"
     test_only = True
     expected = Counts(classes=1000, train=None, val=None, test=10_000)
