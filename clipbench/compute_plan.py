@@ -71,13 +71,8 @@ def suite_protocols(suite: SuiteConfig) -> PaperProtocols:
 
 
 def per_dataset(config: MethodConfig, name: str, dataset: str) -> Any:
-    """Field ``name`` of ``config`` for a cell whose source is ``dataset`` (``resolve_config`` applied).
-
-    Adapter for the per-dataset tables still named ``<name>_by_dataset``; once they live in ``by_dataset`` this is
-    ``getattr(resolve_config(config, dataset), name)``.
-    """
-    resolved = resolve_config(config, dataset)
-    return getattr(resolved, f"{name}_by_dataset", {}).get(dataset, getattr(resolved, name))
+    """Field ``name`` of ``config`` for a cell whose source is ``dataset`` (its ``by_dataset`` entry applied)."""
+    return getattr(resolve_config(config, dataset), name)
 
 
 # Encoder work per training step beyond the image forward/backward, per image-level method (spec §6.8, §6.9);

@@ -15,10 +15,10 @@ from clipbench.methods import METHODS
 from clipbench.pipeline import aggregate, backbone, download, evaluate, extract, split, track, train
 from clipbench.protocols import eval_cells
 from clipbench.results import RESULT_FILE
+from clipbench.suites import smoke_params
 from clipbench.typed import parse
 
 from conftest import make_project, tiny_params
-from test_methods import FAST
 
 
 def run_all(cfg, layout, data_root, skip_backbone=True):
@@ -175,7 +175,7 @@ def test_every_registered_method_runs_through_train_and_evaluate(ran, name):
     images, backbone) in every protocol; class-agnostic methods answer everywhere, class-specific ones give n/a."""
     _, layout, data_root, *_ = ran
     params = tiny_params(data_root=str(data_root), methods=[name])
-    params["method_params"] = {name: FAST.get(name, {})}
+    params["method_params"] = smoke_params([name])
     cfg = parse(SuiteConfig, params, "test")
     for d in cfg.datasets:
         out = train.run(backbone="toy_vit", method=name, dataset=d, cfg=cfg, layout=layout)

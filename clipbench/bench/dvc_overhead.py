@@ -25,7 +25,7 @@ _COPY_SKIP = ("reports/", "dvc.lock", "data/", "models/", "features/", "results/
 def stage_count(params: dict) -> int:
     """Stages ``dvc.yaml`` expands to for ``params`` (see docs/design.md)."""
     b, d, t, m = (len(params.get(k) or []) for k in ("backbones", "datasets", "targets", "methods"))
-    return (d + t) + d + b + b * d + b * t + b * m * d + b * m + 2
+    return 1 + (d + t) + d + b + b * d + b * t + b * m * d + b * m + 2  # code, ..., aggregate, track
 
 
 def parse_stage_log(text: str) -> list[tuple[str, float]]:

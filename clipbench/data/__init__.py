@@ -40,9 +40,10 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS.get(name)()
 
 
-def imagenet_family() -> tuple[str, ...]:
+def imagenet_family_datasets() -> tuple[str, ...]:
     """Registered datasets labelled by ImageNet wnids: ImageNet and its variants (the one list of them)."""
     return tuple(n for n in DATASETS.names() if DATASETS.get(n).imagenet_classes)
 
 
-__all__ = ["DATASETS", "DatasetSpec", "DatasetSplits", "LabelSpace", "Record", "get_dataset", "imagenet_family"]
+__all__ = ["DATASETS", "DatasetSpec", "DatasetSplits", "LabelSpace", "Record", "get_dataset",
+           "imagenet_family_datasets"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from clipbench.data import imagenet_family_datasets
 from clipbench.data.base import LabelSpace
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
 
@@ -38,12 +39,11 @@ IMAGENET_TEMPLATES_SELECT = (
 @dataclass(frozen=True)
 class ZeroShotEnsembleConfig(MethodConfig):
     add_dataset_templates: bool = True  # ZeroshotCLIP2: the target's own templates join the seven
-    imagenet_family: tuple[str, ...] = ("imagenet", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
 
 def ensemble_templates(space: LabelSpace, cfg: ZeroShotEnsembleConfig) -> tuple[str, ...]:
     """The seven templates, plus the space's own ones outside the ImageNet family (no duplicates)."""
-    extra = space.templates if cfg.add_dataset_templates and space.dataset not in cfg.imagenet_family else ()
+    extra = space.templates if cfg.add_dataset_templates and space.dataset not in imagenet_family_datasets() else ()
     return tuple(dict.fromkeys(IMAGENET_TEMPLATES_SELECT + tuple(extra)))
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipbench.data import imagenet_family
+from clipbench.data import imagenet_family_datasets
 from clipbench.errors import DataError
 
 _DIR = Path(__file__).parent
@@ -40,7 +40,7 @@ SOURCES_FILE = _DIR / "sources.csv"
 
 CLASSIFICATION = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                   "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-IMAGENET_FAMILY = imagenet_family()
+IMAGENET_FAMILY = imagenet_family_datasets()
 TRANSFER_SOURCE = "imagenet"
 AVERAGED = {"few_shot": frozenset(CLASSIFICATION), "base2new": frozenset(CLASSIFICATION),
             "cross_dataset": frozenset(CLASSIFICATION) - {TRANSFER_SOURCE},
