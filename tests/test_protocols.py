@@ -92,3 +92,14 @@ def test_reports_are_byte_identical_to_the_recorded_ones(tmp_path):
     want = json.loads(DIGESTS.read_text())
     assert sorted(got) == sorted(want)
     assert [k for k in want if got[k] != want[k]] == []
+
+
+def test_a_protocol_without_cells_gets_no_table(tmp_path):
+    from clipbench.pipeline import track
+
+    results = make_results(methods=("zeroshot",))
+    aggregate.write_tables(results[results.protocol != "base2new"], None, tmp_path, suite="t", template_set="custom")
+    assert sorted(p.stem for p in (tmp_path / "tables").glob("*.md")) == ["cross_dataset", "domain_generalization",
+                                                                          "few_shot"]
+    assert get_protocol("base2new").title not in (tmp_path / "summary.md").read_text()
+    assert set(track.report_entries(tmp_path).protocol) == {"few_shot", "cross_dataset", "domain_generalization"}

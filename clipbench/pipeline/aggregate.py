@@ -5,7 +5,7 @@ Outputs (all under ``reports/``, all recomputable from ``results.parquet`` and t
 * ``results.parquet``: every result row of every method (one per evaluation cell and seed);
 * ``cells.csv``: per-cell statistics over seeds (mean, population std, n, 95% interval, status);
 * ``tables/<protocol>.md`` (display table + published comparison) and ``tables/<protocol>.csv`` (every entry,
-  numeric), for every registered protocol (the folder is replaced as a whole);
+  numeric), for every protocol the plan or the results have (the folder is replaced as a whole);
 * ``completeness.md`` / ``.csv``: which planned cells exist, are n/a, missing or failed;
 * ``published.csv``: every entry that has a published counterpart, with the difference;
 * ``compare.md``: every method against zero-shot CLIP, paired over seeds × datasets (``clipbench compare``);
@@ -73,11 +73,15 @@ def _protocol_section(protocol: Protocol, matched: pd.DataFrame) -> str:
 
 
 def _write_protocol_tables(matched: pd.DataFrame, directory: Path) -> list[str]:
-    """``<protocol>.csv`` and ``<protocol>.md`` of every registered protocol; return the Markdown sections."""
+    """``<protocol>.csv`` and ``<protocol>.md`` of every protocol with planned or reported cells (a protocol the
+    suite does not enable has none); return the Markdown sections."""
     sections = []
     with atomic_directory(directory) as tmp:
         for protocol in all_protocols():
-            matched[matched.protocol == protocol.name].to_csv(tmp / f"{protocol.name}.csv", index=False)
+            part = matched[matched.protocol == protocol.name]
+            if part.empty:
+                continue
+            part.to_csv(tmp / f"{protocol.name}.csv", index=False)
             sections.append(_protocol_section(protocol, matched))
             write_bytes(tmp / f"{protocol.name}.md", sections[-1].encode())
     return sections

@@ -51,10 +51,8 @@ def lineage(cfg: SuiteConfig, root: Path) -> dict[str, str]:
 
 
 def report_entries(reports: Path) -> pd.DataFrame | None:
-    """The table entries ``aggregate`` wrote (``None`` if any protocol table is absent)."""
-    paths = [reports / TABLES_DIR / f"{p.name}.csv" for p in all_protocols()]
-    if not all(p.is_file() for p in paths):
-        return None
+    """The table entries ``aggregate`` wrote (``None`` if it wrote no protocol table)."""
+    paths = [path for p in all_protocols() if (path := reports / TABLES_DIR / f"{p.name}.csv").is_file()]
     frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
     return pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(len(f) for f in frames) else None
 
