@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from clipbench.errors import ClipbenchError
+from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
 
 
 def _fail(exc: Exception) -> None:
@@ -104,7 +105,7 @@ def results(reports: Path) -> None:
 @click.argument("method_b")
 @click.option("--results", "results_path", default="reports/results.parquet", show_default=True,
               type=click.Path(path_type=Path))
-@click.option("--protocol", type=click.Choice(["few_shot", "base2new", "cross_dataset", "domain_generalization"]),
+@click.option("--protocol", type=click.Choice(PROTOCOL_REGISTRY.in_order()),
               help="Restrict to one protocol (default: every protocol both methods have).")
 @click.option("--summary-only", is_flag=True, help="Leave out the per-seed differences.")
 def compare(method_a: str, method_b: str, results_path: Path, protocol: str | None, summary_only: bool) -> None:

@@ -21,68 +21,10 @@ from clipbench.data.custom import CustomDataset, register_custom_datasets
 from clipbench.data.integrity import IMAGE_CHECKS
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, MethodConfig
+from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
+from clipbench.protocols import Protocols, get_protocol
 from clipbench.runtime import RuntimeConfig
 from clipbench.typed import parse, stable_hash, to_plain
-
-
-def _positive(values: tuple[int, ...], where: str) -> None:
-    if not values:
-        raise ConfigError(f"{where}: must list at least one value")
-    bad = [v for v in values if v <= 0]
-    if bad:
-        raise ConfigError(f"{where}: values must be positive integers, got {bad}")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"{where}: duplicate values in {list(values)}")
-
-
-@dataclass(frozen=True)
-class FewShotProtocol:
-    """K-shot training on all classes, evaluated on the full test set (spec §5.1)."""
-
-    datasets: tuple[str, ...]
-    shots: tuple[int, ...] = (1, 2, 4, 8, 16)
-    seeds: tuple[int, ...] = (1, 2, 3)
-
-    def validate(self, where: str) -> None:
-        _positive(self.shots, f"{where}.shots")
-        _positive(self.seeds, f"{where}.seeds")
-
-
-@dataclass(frozen=True)
-class Base2NewProtocol:
-    """Train on base classes, test base and new classes separately (spec §5.2)."""
-
-    datasets: tuple[str, ...]
-    shots: int = 16
-    seeds: tuple[int, ...] = (1, 2, 3)
-
-    def validate(self, where: str) -> None:
-        _positive((self.shots,), f"{where}.shots")
-        _positive(self.seeds, f"{where}.seeds")
-
-
-@dataclass(frozen=True)
-class TransferProtocol:
-    """Train on ``source`` (all classes), evaluate unchanged on ``targets`` (spec §5.3, §5.4)."""
-
-    source: str
-    targets: tuple[str, ...]
-    shots: int = 16
-    seeds: tuple[int, ...] = (1, 2, 3)
-
-    def validate(self, where: str) -> None:
-        _positive((self.shots,), f"{where}.shots")
-        _positive(self.seeds, f"{where}.seeds")
-        if not self.targets:
-            raise ConfigError(f"{where}.targets: must list at least one dataset")
-
-
-@dataclass(frozen=True)
-class Protocols:
-    few_shot: FewShotProtocol | None = None
-    base2new: Base2NewProtocol | None = None
-    cross_dataset: TransferProtocol | None = None
-    domain_generalization: TransferProtocol | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +76,7 @@ class SuiteConfig:
     backbones: tuple[str, ...]
     datasets: tuple[str, ...]  # training sources
     methods: tuple[str, ...]
-    protocols: Protocols
+    protocols: Protocols  # enabled protocol name -> its typed config (clipbench/protocols/)
     targets: tuple[str, ...] = ()  # test-only datasets (domain-shift targets)
     data_root: str = "data/raw"
     # "exact": assert the published split sizes (spec §3.1, §3.5); "classes": only the class counts (subsets,
@@ -196,17 +138,14 @@ def _check_names(cfg: SuiteConfig, where: str) -> None:
 
 
 def _check_protocols(cfg: SuiteConfig, where: str) -> None:
-    p = cfg.protocols
-    if not any((p.few_shot, p.base2new, p.cross_dataset, p.domain_generalization)):
-        raise ConfigError(f"{where}.protocols: enable at least one of few_shot, base2new, cross_dataset, "
-                          "domain_generalization")
-    for key, proto in (("few_shot", p.few_shot), ("base2new", p.base2new)):
-        if proto is not None:
-            _require_in(proto.datasets, cfg.datasets, f"{where}.protocols.{key}.datasets", "datasets")
-    for key, proto in (("cross_dataset", p.cross_dataset), ("domain_generalization", p.domain_generalization)):
-        if proto is not None:
-            _require_in((proto.source,), cfg.datasets, f"{where}.protocols.{key}.source", "datasets")
-            _require_in(proto.targets, cfg.all_datasets(), f"{where}.protocols.{key}.targets", "datasets or targets")
+    if not cfg.protocols:
+        raise ConfigError(f"{where}.protocols: enable at least one of {', '.join(PROTOCOL_REGISTRY.in_order())}")
+    for name, config in cfg.protocols.items():
+        p = get_protocol(name)
+        for key, names in p.sources(config).items():
+            _require_in(names, cfg.datasets, f"{where}.protocols.{name}.{key}", "datasets")
+        for key, names in p.targets(config).items():
+            _require_in(names, cfg.all_datasets(), f"{where}.protocols.{name}.{key}", "datasets or targets")
 
 
 def _require_in(names: tuple[str, ...], allowed: tuple[str, ...], where: str, listing: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+TABLES_DIR = "tables"  # reports/tables/: <protocol>.md and <protocol>.csv of every registered protocol
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -46,3 +48,6 @@ class Layout:
 
     def reports(self) -> Path:
         return self.root / "reports"
+
+    def tables(self) -> Path:
+        return self.reports() / TABLES_DIR

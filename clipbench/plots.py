@@ -3,10 +3,12 @@
 Only complete (``ok``) entries are drawn; a missing point is a gap, never an interpolated value. PNGs carry
 no software/date metadata, so identical tables give byte-identical files.
 
-* ``few_shot_<backbone>_<dataset>.png`` / ``few_shot_<backbone>_average.png``: accuracy against shots, one line
-  per method, error bars = population std over seeds (none on the average);
-* ``base_new_<backbone>.png``: base against new accuracy, per dataset (small) and averaged (large), with the
-  iso-H curve through each method's average;
+Each protocol decides which plots it has (``Protocol.draw``, ``Protocol.series``) and draws them with these:
+
+* :func:`curve_pngs`: ``<prefix><backbone>_<dataset>.png`` / ``<prefix><backbone>_average.png``, accuracy
+  against shots, one line per method, error bars = population std over seeds (none on the average) — few-shot;
+* :func:`scatter_pngs`: ``<prefix><backbone>.png``, base against new accuracy, per dataset (small) and
+  averaged (large), with the iso-H curve through each method's average — base-to-new;
 * :func:`curve_series` and :func:`base_new_series`: the same numbers as tidy series (``reports/*.csv``).
 """
 
@@ -26,17 +28,17 @@ from clipbench.io import atomic_directory  # noqa: E402
 _META = {"Software": None}
 
 
-def curve_series(entries: pd.DataFrame) -> pd.DataFrame:
-    """Few-shot accuracy per (backbone, method, dataset or ``average``, shots) of complete entries."""
-    e = entries[(entries.protocol == "few_shot") & (entries.status == "ok")]
+def curve_series(entries: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Accuracy per (backbone, method, dataset or ``average``, shots) of ``protocol``'s complete entries."""
+    e = entries[(entries.protocol == protocol) & (entries.status == "ok")]
     return (e.rename(columns={"column": "dataset", "mean": "acc"})[["backbone", "method", "dataset", "shots", "acc",
                                                                      "std", "n"]]
             .sort_values(["backbone", "dataset", "method", "shots"]).reset_index(drop=True))
 
 
-def base_new_series(entries: pd.DataFrame) -> pd.DataFrame:
-    """Base, new and H per (backbone, method, dataset or ``average``) where all three are complete."""
-    e = entries[(entries.protocol == "base2new") & (entries.status == "ok")]
+def base_new_series(entries: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Base, new and H of ``protocol`` per (backbone, method, dataset or ``average``) where all three are complete."""
+    e = entries[(entries.protocol == protocol) & (entries.status == "ok")]
     wide = e.pivot_table(index=["backbone", "method", "column"], columns="metric", values="mean").reset_index()
     wide.columns.name = None
     if wide.empty or not {"base", "new", "H"} <= set(wide.columns):
@@ -85,18 +87,33 @@ def _scatter_png(series: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def curve_pngs(curves: pd.DataFrame, directory: Path, prefix: str) -> list[str]:
+    """One accuracy-vs-shots PNG per (backbone, dataset or average) of :func:`curve_series`; return the names."""
+    names = []
+    for (backbone, dataset), g in curves.groupby(["backbone", "dataset"], sort=True):
+        name = f"{prefix}{backbone}_{dataset}.png"
+        label = "average over datasets" if dataset == "average" else dataset
+        _curve_png(g, f"Few-shot: {label} ({backbone})", directory / name)
+        names.append(name)
+    return names
+
+
+def scatter_pngs(scatter: pd.DataFrame, directory: Path, prefix: str) -> list[str]:
+    """One base-vs-new PNG per backbone of :func:`base_new_series`; return the names."""
+    names = []
+    for backbone, g in scatter.groupby("backbone", sort=True):
+        name = f"{prefix}{backbone}.png"
+        _scatter_png(g, f"Base-to-new ({backbone})", directory / name)
+        names.append(name)
+    return names
+
+
 def write_plots(entries: pd.DataFrame, out: Path) -> list[Path]:
-    """Write every PNG into the directory ``out`` (replaced as a whole); return their paths."""
-    curves, scatter = curve_series(entries), base_new_series(entries)
+    """Write every protocol's PNGs into the directory ``out`` (replaced as a whole); return their paths."""
+    from clipbench.protocols import all_protocols
+
     names: list[str] = []
     with atomic_directory(Path(out)) as tmp:
-        for (backbone, dataset), g in curves.groupby(["backbone", "dataset"], sort=True):
-            name = f"few_shot_{backbone}_{dataset}.png"
-            label = "average over datasets" if dataset == "average" else dataset
-            _curve_png(g, f"Few-shot: {label} ({backbone})", tmp / name)
-            names.append(name)
-        for backbone, g in scatter.groupby("backbone", sort=True):
-            name = f"base_new_{backbone}.png"
-            _scatter_png(g, f"Base-to-new ({backbone})", tmp / name)
-            names.append(name)
+        for protocol in all_protocols():
+            names += protocol.draw(entries, tmp)
     return [Path(out) / n for n in names]

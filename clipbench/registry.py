@@ -36,6 +36,10 @@ class Registry(Generic[T]):
         """Registered names matching an fnmatch ``pattern``, sorted."""
         return sorted(n for n in self._entries if fnmatch(n, pattern))
 
+    def in_order(self) -> tuple[str, ...]:
+        """Registered names in registration order (where the order is meaningful, e.g. report sections)."""
+        return tuple(self._entries)
+
     def register(self, name: str, target: str | T, replace: bool = False) -> None:
         """Add ``name`` -> ``"module:Attr"``; a duplicate name is an error unless ``replace``."""
         if name in self._entries and not replace:

@@ -7,11 +7,10 @@ mean ± 1.96·std/√n (CoOp's optional CI), all over the seeds whose status is 
 absent) or ``failed`` (a result row whose status is neither ok nor n/a). A cell with some seeds missing
 keeps the mean of the seeds it has, shown with its n.
 
-Derived *entries*: base-to-new H per dataset from the seed-averaged base and new; every average is the plain
-mean of per-dataset means (few-shot and base-to-new over the datasets, cross-dataset over the targets with
-the source accuracy beside it, domain generalization the OOD average over the targets) and the base-to-new
-average H is H(mean base, mean new). An average or H over a missing or failed cell is ``incomplete`` and an
-average over an n/a cell is ``n/a``: neither is ever computed on fewer cells.
+Each protocol builds its table *entries* from these statistics (``clipbench/protocols/<name>.py``): the
+cells, and averages (plain means of per-dataset means) or H values derived from them. An average or H over a
+missing or failed cell is ``incomplete`` and an average over an n/a cell is ``n/a``: neither is ever computed
+on fewer cells (:mod:`clipbench.protocols.entries`).
 """
 
 from __future__ import annotations
@@ -21,12 +20,12 @@ import math
 import numpy as np
 import pandas as pd
 
+from clipbench.protocols import all_protocols, get_protocol
 from clipbench.results import KEY_COLUMNS
 
 GROUP = ["protocol", "method", "backbone", "source", "shots", "dataset", "metric"]
 STATUSES = ("ok", "n/a", "missing", "failed")
 Z95 = 1.96
-TRANSFER_LABELS = {"cross_dataset": "target average", "domain_generalization": "OOD average"}
 ENTRY_COLUMNS = ["protocol", "method", "backbone", "source", "shots", "column", "metric", "kind", "label", "mean",
                  "std", "n", "n_expected", "ci95_low", "ci95_high", "status", "cells_ok", "cells_total", "datasets"]
 
@@ -84,110 +83,10 @@ def cell_stats(results: pd.DataFrame) -> pd.DataFrame:
     return frame.astype({"n": int, "n_expected": int, "shots": int})
 
 
-def harmonic(base: float, new: float) -> float:
-    if any(map(math.isnan, (base, new))) or base + new == 0:
-        return math.nan
-    return 2 * base * new / (base + new)
-
-
-def _combined_status(entries: list[dict]) -> str:
-    found = {e["status"] for e in entries}
-    if found & {"missing", "failed", "incomplete"}:
-        return "incomplete"
-    return "n/a" if "n/a" in found else "ok"
-
-
-def _blank(**key) -> dict:
-    return {"mean": math.nan, "std": math.nan, "n": 0, "n_expected": 0, "ci95_low": math.nan,
-            "ci95_high": math.nan, "cells_ok": math.nan, "cells_total": math.nan, "datasets": "", **key}
-
-
-def _cell_entry(stats: pd.DataFrame, key: dict, column: str, label: str) -> dict:
-    """The entry of one cell (``missing`` with n = 0 when the cell has no row at all)."""
-    match = stats[(stats.method == key["method"]) & (stats.backbone == key["backbone"])
-                  & (stats.source == key["source"]) & (stats.shots == key["shots"]) & (stats.dataset == column)
-                  & (stats.metric == key["metric"])]
-    base = {**key, "column": column, "kind": "cell", "label": label}
-    if match.empty:
-        return _blank(**base, status="missing")
-    c = match.iloc[0]
-    return {**_blank(**base), "mean": c["mean"], "std": c["std"], "n": int(c["n"]), "n_expected": int(c.n_expected),
-            "ci95_low": c.ci95_low, "ci95_high": c.ci95_high, "status": c.status}
-
-
-def _derived(parts: list[dict], key: dict, column: str, label: str, kind: str, value) -> dict:
-    """An average (``kind="average"``) or harmonic mean (``kind="H"``) over ``parts``; NaN unless all ok."""
-    status = _combined_status(parts)
-    ok = sum(p["status"] == "ok" for p in parts)
-    mean = value([p["mean"] for p in parts]) if status == "ok" else math.nan
-    if kind == "average":
-        datasets = ";".join(sorted({p["column"] for p in parts}))
-    else:  # H: the datasets its base and new average over (none for a per-dataset H)
-        datasets = ";".join(sorted({d for p in parts for d in p["datasets"].split(";") if d}))
-    return {**_blank(**key, column=column, kind=kind, label=label), "mean": mean, "status": status,
-            "cells_ok": ok, "cells_total": len(parts), "datasets": datasets}
-
-
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values))
-
-
-def few_shot_entries(stats: pd.DataFrame) -> list[dict]:
-    s = stats[stats.protocol == "few_shot"]
-    out: list[dict] = []
-    for backbone, b in s.groupby("backbone", sort=True):
-        datasets = sorted(set(b.dataset))
-        for method in sorted(set(b.method)):
-            for shots in sorted(set(b.shots)):
-                row = [_cell_entry(b, {"protocol": "few_shot", "method": method, "backbone": backbone, "source": d,
-                                       "shots": shots, "metric": "acc"}, d, d) for d in datasets]
-                key = {"protocol": "few_shot", "method": method, "backbone": backbone, "source": "",
-                       "shots": shots, "metric": "acc"}
-                out += row + [_derived(row, key, "average", "average", "average", _mean)]
-    return out
-
-
-def base2new_entries(stats: pd.DataFrame) -> list[dict]:
-    s = stats[stats.protocol == "base2new"]
-    out: list[dict] = []
-    for (backbone, shots), b in s.groupby(["backbone", "shots"], sort=True):
-        datasets = sorted(set(b.dataset))
-        for method in sorted(set(b.method)):
-            key = {"protocol": "base2new", "method": method, "backbone": backbone, "shots": shots}
-            bases, news = [], []
-            for d in datasets:
-                base, new = (_cell_entry(b, {**key, "source": d, "metric": m}, d, f"{d} {m}") for m in ("base", "new"))
-                h = _derived([base, new], {**key, "source": "", "metric": "H"}, d, f"{d} H", "H",
-                             lambda v: harmonic(*v))
-                bases.append(base)
-                news.append(new)
-                out += [base, new, h]
-            avg = [_derived(parts, {**key, "source": "", "metric": m}, "average", f"average {m}", "average", _mean)
-                   for parts, m in ((bases, "base"), (news, "new"))]
-            h = _derived(avg, {**key, "source": "", "metric": "H"}, "average", "average H", "H", lambda v: harmonic(*v))
-            out += [*avg, h]
-    return out
-
-
-def transfer_entries(stats: pd.DataFrame, protocol: str) -> list[dict]:
-    """Cross-dataset / domain generalization: the source accuracy, each target and the target average."""
-    s = stats[stats.protocol == protocol]
-    out: list[dict] = []
-    for (backbone, source, shots), b in s.groupby(["backbone", "source", "shots"], sort=True):
-        targets = sorted(set(b.dataset) - {source})
-        for method in sorted(set(b.method)):
-            key = {"protocol": protocol, "method": method, "backbone": backbone, "source": source, "shots": shots,
-                   "metric": "acc"}
-            src = _cell_entry(b, key, source, f"{source} (source)")
-            row = [_cell_entry(b, key, t, t) for t in targets]
-            out += [src, *row, _derived(row, key, "average", TRANSFER_LABELS[protocol], "average", _mean)]
-    return out
-
-
 def entries(stats: pd.DataFrame) -> pd.DataFrame:
-    """Every number the protocol tables show, one row each (columns :data:`ENTRY_COLUMNS`)."""
-    rows = (few_shot_entries(stats) + base2new_entries(stats) + transfer_entries(stats, "cross_dataset")
-            + transfer_entries(stats, "domain_generalization"))
+    """Every number the protocol tables show, one row each (columns :data:`ENTRY_COLUMNS`), protocols in
+    registry order."""
+    rows = [e for p in all_protocols() for e in p.entries(stats[stats.protocol == p.name])]
     frame = pd.DataFrame(rows, columns=ENTRY_COLUMNS)
     return frame.astype({"shots": int, "n": int, "n_expected": int})
 
@@ -217,8 +116,7 @@ def wide_table(table_entries: pd.DataFrame, protocol: str) -> pd.DataFrame:
     e = table_entries[table_entries.protocol == protocol]
     if e.empty:
         return pd.DataFrame()
-    keys = ["method", "backbone", "source", "shots"] if protocol in TRANSFER_LABELS else ["method", "backbone",
-                                                                                         "shots"]
+    keys = list(get_protocol(protocol).table_keys)
     rows = []
     for values, g in e.groupby(keys, sort=True):
         row = {k: (int(v) if k == "shots" else v) for k, v in zip(keys, values, strict=True)}
@@ -242,13 +140,14 @@ def published_table(matched: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def metrics_tree(stats: pd.DataFrame, table_entries: pd.DataFrame | None = None) -> dict:
     """``{protocol: {backbone: {method: {dataset: {setting: mean}}}}}`` of complete cells and derived entries.
 
-    ``setting`` is ``<K>shot_acc`` for few-shot and the metric otherwise; derived entries add the ``average``
-    dataset (every protocol) and ``H`` (base-to-new). Incomplete, n/a, missing and failed entries are left out.
+    ``setting`` is the protocol's name for the metric (:meth:`~clipbench.protocols.base.Protocol.setting`);
+    derived entries add the ``average`` dataset (every protocol) and ``H`` (base-to-new). Incomplete, n/a,
+    missing and failed entries are left out.
     """
     tree: dict = {}
 
     def put(protocol, backbone, method, dataset, shots, metric, value):
-        setting = f"{int(shots)}shot_{metric}" if protocol == "few_shot" else metric
+        setting = get_protocol(protocol).setting(shots, metric)
         node = tree.setdefault(protocol, {}).setdefault(backbone, {}).setdefault(method, {})
         node.setdefault(dataset, {})[setting] = round(float(value), 4)
 

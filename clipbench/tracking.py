@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from clipbench.errors import ClipbenchWarning
+from clipbench.protocols import get_protocol
 
 KEY_TAG = "clipbench.eval_key"
 PARENT_TAG = "clipbench.parent"
@@ -69,10 +70,11 @@ def _flatten(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
 
 
 def parent_metrics(entries: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, float]]:
-    """``{(protocol, method, backbone): {"<column>/<setting>": value}}`` of the complete table entries."""
+    """``{(protocol, method, backbone): {"<column>/<setting>": value}}`` of the complete table entries; the
+    protocol names the setting (:meth:`~clipbench.protocols.base.Protocol.run_metric`)."""
     out: dict[tuple[str, str, str], dict[str, float]] = {}
     for e in entries[entries.status == "ok"].to_dict("records"):
-        setting = f"{e['metric']}_{int(e['shots'])}shot" if e["protocol"] == "few_shot" else e["metric"]
+        setting = get_protocol(e["protocol"]).run_metric(e["shots"], e["metric"])
         out.setdefault((e["protocol"], e["method"], e["backbone"]), {})[f"{e['column']}/{setting}"] = float(e["mean"])
     return out
 

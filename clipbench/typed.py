@@ -11,6 +11,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from clipbench.errors import ConfigError
@@ -47,6 +48,9 @@ def parse(cls: type[T], data: Any, where: str) -> T:
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
+    from_plain = getattr(tp, "from_plain", None)  # a type that parses itself (e.g. a registry-keyed mapping)
+    if isinstance(tp, type) and callable(from_plain):
+        return from_plain(value, where)
     if dataclasses.is_dataclass(tp):
         return parse(tp, value, where)
     if origin is Literal:
@@ -120,7 +124,7 @@ def to_plain(obj: Any) -> Any:
     """Dataclasses / mapping proxies / tuples -> JSON-compatible plain data (for hashing and logging)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (dict, types.MappingProxyType)):
+    if isinstance(obj, Mapping):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]

@@ -57,3 +57,12 @@ def test_datasets_lists_found_missing_and_invalid_with_the_fix(tmp_path):
 def test_datasets_rejects_unknown_names(tmp_path):
     out = CliRunner().invoke(main, ["datasets", "--data-root", str(tmp_path), "--dataset", "oxfordpets"])
     assert out.exit_code == 2 and "oxford_pets" in out.output
+
+
+def test_compare_offers_every_registered_protocol():
+    from clipbench.protocols import REGISTRY
+
+    out = CliRunner().invoke(main, ["compare", "--help"])
+    assert out.exit_code == 0 and all(name in out.output for name in REGISTRY.in_order())
+    bad = CliRunner().invoke(main, ["compare", "a", "b", "--protocol", "few_shots"])
+    assert bad.exit_code == 2 and "few_shots" in bad.output

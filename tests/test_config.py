@@ -9,6 +9,8 @@ import yaml
 
 from clipbench.config import SuiteConfig, load_suite
 from clipbench.errors import ConfigError
+from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
+from clipbench.protocols import eval_cells
 from clipbench.typed import parse
 
 from conftest import tiny_params
@@ -62,6 +64,20 @@ def test_protocol_errors(change, needle):
     with pytest.raises(ConfigError) as err:
         check(protocols=_protocols(**change))
     assert needle in str(err.value)
+
+
+def test_unknown_protocol_is_an_error_listing_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        check(protocols={**tiny_params()["protocols"], "few_shots": {"datasets": ["toy_objects"]}})
+    message = str(err.value)
+    assert "protocols: unknown protocol 'few_shots'" in message and "Did you mean few_shot" in message
+    assert all(name in message for name in PROTOCOL_REGISTRY.in_order()) and "\n" not in message
+
+
+def test_an_absent_or_null_protocol_is_disabled():
+    cfg = check(protocols={"few_shot": tiny_params()["protocols"]["few_shot"], "base2new": None})
+    assert list(cfg.protocols) == ["few_shot"]
+    assert {c.protocol for c in eval_cells(cfg)} == {"few_shot"}
 
 
 def test_no_protocol_is_an_error():

@@ -62,7 +62,7 @@ def test_end_to_end_writes_all_tables(ran):
     results = pd.read_parquet(layout.reports() / "results.parquet")
     assert len(results) == len(eval_cells(cfg)) * len(cfg.methods)
     for protocol in ("few_shot", "base2new", "cross_dataset", "domain_generalization"):
-        assert (layout.reports() / f"{protocol}.md").read_text().count("|") > 10
+        assert (layout.tables() / f"{protocol}.md").read_text().count("|") > 10
         assert set(results[results.protocol == protocol].method) == set(cfg.methods)
     ok = results[results.status == "ok"]
     assert ok.value.between(0, 100).all()
@@ -79,7 +79,7 @@ def test_class_specific_method_is_na_where_undefined(ran):
     assert (xd.status == "n/a").all() and xd.value.isna().all()
     dg = lp[lp.protocol == "domain_generalization"]
     assert (dg.status == "ok").all()  # same class ids: restricted by id, not name
-    table = (layout.reports() / "base2new.md").read_text()
+    table = (layout.tables() / "base2new.md").read_text()
     assert "n/a" in table
 
 
@@ -113,7 +113,7 @@ def test_rerun_recomputes_nothing_and_new_seed_only_new_cells(fresh):
     split.run(dataset="toy_objects", cfg=cfg3, layout=layout)
     extract.run(backbone="toy_vit", dataset="toy_objects", cfg=cfg3, layout=layout, data_root=data_root)
     out = train.run(backbone="toy_vit", method="clip_adapter", dataset="toy_objects", cfg=cfg3, layout=layout)
-    assert out["trained"] == len(cfg3.protocols.few_shot.shots)  # only the seed-3 cells
+    assert out["trained"] == len(cfg3.protocols["few_shot"].shots)  # only the seed-3 cells
     evaluate.run(backbone="toy_vit", method="clip_adapter", cfg=cfg3, layout=layout)
     after = pd.read_parquet(layout.results("toy_vit", "clip_adapter") / RESULT_FILE)
     merged = before.merge(after, on=["protocol", "source", "shots", "seed", "dataset", "subset"])

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipbench import reference, report
+from clipbench import reference
 from clipbench.backbones.spec import BACKBONES
 from clipbench.pipeline import aggregate
+from clipbench.protocols import get_protocol
+from clipbench.protocols.entries import harmonic
 from clipbench.results import COLUMNS
 
 DATASETS = ["toy_objects", "toy_textures", "toy_scenes"]
@@ -89,8 +91,8 @@ def test_every_table_number_recomputes_from_the_parquet(tmp_path):
     parquet = pd.read_parquet(tmp_path / "results.parquet")
     checked = 0
     for protocol in ("few_shot", "base2new", "cross_dataset", "domain_generalization"):
-        table = _read(tmp_path / f"{protocol}.csv")
-        markdown = (tmp_path / f"{protocol}.md").read_text()
+        table = _read(tmp_path / "tables" / f"{protocol}.csv")
+        markdown = (tmp_path / "tables" / f"{protocol}.md").read_text()
         for e in table.to_dict("records"):
             if e["status"] != "ok":
                 assert math.isnan(e["mean"]) or e["kind"] == "cell"
@@ -124,10 +126,10 @@ def _flatten(tree, prefix=""):
 
 def test_base2new_average_h_is_h_of_mean_base_and_mean_new(tmp_path):
     _write(make_results(methods=("zeroshot",)), tmp_path)
-    e = _read(tmp_path / "base2new.csv")
+    e = _read(tmp_path / "tables" / "base2new.csv")
     avg = e[e.column == "average"].set_index("metric")["mean"]
     per_h = e[(e.column != "average") & (e.metric == "H")]["mean"]
-    assert avg["H"] == pytest.approx(report.harmonic(avg["base"], avg["new"]), abs=1e-12)
+    assert avg["H"] == pytest.approx(harmonic(avg["base"], avg["new"]), abs=1e-12)
     assert avg["H"] != pytest.approx(per_h.mean(), abs=1e-6)
 
 
@@ -141,7 +143,7 @@ def test_deleted_result_is_missing_and_its_averages_are_marked(tmp_path):
     cell = matrix[(matrix.protocol == "few_shot") & (matrix.shots == 4) & (matrix.dataset == "toy_scenes")]
     assert cell["clip_adapter/toy_vit"].iloc[0] == "MISSING 2/3 (missing seed 2)"
     assert cell["zeroshot/toy_vit"].iloc[0] == "ok"
-    few = (tmp_path / "few_shot.md").read_text()
+    few = (tmp_path / "tables" / "few_shot.md").read_text()
     row = next(line for line in few.splitlines() if line.startswith("| clip_adapter | toy_vit | 4 |"))
     assert "(n=2/3, missing)" in row and row.rstrip(" |").endswith("incomplete (2/3)")
     flat = _flatten(tree)
@@ -155,7 +157,7 @@ def test_a_whole_dataset_absent_for_one_method_is_missing_without_a_plan(tmp_pat
     results = make_results()
     drop = (results.method == "zeroshot") & (results.protocol == "few_shot") & (results.dataset == "toy_objects")
     _write(results[~drop], tmp_path)
-    e = _read(tmp_path / "few_shot.csv")
+    e = _read(tmp_path / "tables" / "few_shot.csv")
     zs = e[(e.method == "zeroshot") & (e.column == "average")]
     assert (zs.status == "incomplete").all() and zs["mean"].isna().all()
     assert "MISSING 0/3" in (tmp_path / "completeness.md").read_text()
@@ -167,10 +169,10 @@ def test_failed_and_na_stay_distinct_from_missing(tmp_path):
                 & (results.dataset == "toy_scenes") & (results.seed == 1)].index
     results.loc[i, ["status", "value"]] = ["failed", math.nan]
     _write(results, tmp_path)
-    xd = (tmp_path / "cross_dataset.md").read_text()
+    xd = (tmp_path / "tables" / "cross_dataset.md").read_text()
     zs = next(line for line in xd.splitlines() if line.startswith("| zeroshot |"))
     assert "(n=2/3, failed)" in zs and "incomplete (1/2)" in zs
-    b2n = (tmp_path / "base2new.md").read_text()
+    b2n = (tmp_path / "tables" / "base2new.md").read_text()
     ca = next(line for line in b2n.splitlines() if line.startswith("| clip_adapter |"))
     assert ca.count("n/a") == 8 and "incomplete" not in ca  # 3 new + 3 H + average new + average H
     matrix = (tmp_path / "completeness.md").read_text()
@@ -241,7 +243,7 @@ def test_published_average_needs_exactly_the_published_datasets():
     assert _published(column="average", datasets=eleven).published == 69.34
     assert math.isnan(_published(column="average", datasets="dtd;eurosat").published)
     xd = {"protocol": "cross_dataset", "method": "cocoop", "metric": "acc", "column": "average"}
-    ten = ";".join(sorted(reference.AVERAGED["cross_dataset"]))
+    ten = ";".join(sorted(get_protocol("cross_dataset").published_average()))
     assert not math.isnan(_published(**xd, datasets=ten).published)
 
 
@@ -256,10 +258,10 @@ def test_published_column_appears_in_reports_for_vitb16_rows(tmp_path):
     assert len(b2n) == 36  # 11 datasets + average, each base/new/H
     avg_h = b2n[(b2n.column == "average") & (b2n.metric == "H")].iloc[0]
     assert avg_h.published == 71.70 and avg_h.delta == pytest.approx(avg_h["mean"] - 71.70, abs=1e-9)
-    md = (tmp_path / "base2new.md").read_text()
+    md = (tmp_path / "tables" / "base2new.md").read_text()
     assert "Published vs reproduced" in md and "| 71.70 |" in md
     assert set(pub.protocol) == {"base2new", "domain_generalization"}  # CoCoOp's XD table has no zero-shot row
-    assert "Published vs reproduced" not in (tmp_path / "few_shot.md").read_text()  # RN50 only
+    assert "Published vs reproduced" not in (tmp_path / "tables" / "few_shot.md").read_text()  # RN50 only
 
 
 def test_every_published_row_is_annotated_and_shipped():
@@ -296,7 +298,7 @@ def test_aggregate_stage_marks_deleted_rows_and_absent_tables_as_missing(tmp_pat
     assert few["clip_adapter/toy_vit"].tolist() == ["MISSING 1/2 (missing seed 2)"]
     assert few["zeroshot/toy_vit"].tolist() == ["ok"]
     assert (matrix["linear_probe/toy_vit"].str.startswith("MISSING 0/")).all()
-    table = (tmp_path / "reports" / "few_shot.md").read_text()
+    table = (tmp_path / "reports" / "tables" / "few_shot.md").read_text()
     assert "| clip_adapter | toy_vit | 4 | 1 |" in table and "incomplete (0/1)" in table
     written = pd.read_parquet(tmp_path / "reports" / "results.parquet")
     assert len(written) == len(plan[plan.method != "linear_probe"]) - 1

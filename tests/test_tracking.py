@@ -50,7 +50,7 @@ def test_parents_group_children_with_comparable_metrics_and_lineage(tmp_path, ml
         assert child.data.tags["dvc_stage"] == f"evaluate@toy_vit-{child.data.tags['method']}"
     names = [set(p.data.metrics) for p in parents.values()]
     assert names[0] == names[1] and {"average/base", "average/new", "average/H", "toy_objects/H"} <= names[0]
-    entries = pd.read_csv(tmp_path / "reports" / "base2new.csv")
+    entries = pd.read_csv(tmp_path / "reports" / "tables" / "base2new.csv")
     want = entries[(entries.method == "zeroshot") & (entries.column == "average") & (entries.metric == "H")]
     zs = next(p for p in parents.values() if p.data.tags["method"] == "zeroshot")
     assert zs.data.metrics["average/H"] == want["mean"].iloc[0]

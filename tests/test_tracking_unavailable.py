@@ -68,7 +68,7 @@ def test_track_warns_once_and_records_unavailable(kind, tmp_path, recwarn):
     uri = closed_port_uri() if kind == "closed_port" else unwritable_sqlite_uri(tmp_path)
     params, layout = _project(tmp_path, uri)
     before = _digests(layout.reports())
-    assert "results.parquet" in before and "few_shot.csv" in before
+    assert "results.parquet" in before and "tables/few_shot.csv" in before
     cfg = parse(SuiteConfig, params, "test params")
     recwarn.clear()  # only what track.run emits counts
     summary = track.run(cfg=cfg, layout=layout)

@@ -4,11 +4,13 @@ Outputs (all under ``reports/``, all recomputable from ``results.parquet`` and t
 
 * ``results.parquet``: every result row of every method (one per evaluation cell and seed);
 * ``cells.csv``: per-cell statistics over seeds (mean, population std, n, 95% interval, status);
-* ``<protocol>.md`` (display table + published comparison) and ``<protocol>.csv`` (every entry, numeric);
+* ``tables/<protocol>.md`` (display table + published comparison) and ``tables/<protocol>.csv`` (every entry,
+  numeric), for every protocol the plan or the results have (the folder is replaced as a whole);
 * ``completeness.md`` / ``.csv``: which planned cells exist, are n/a, missing or failed;
 * ``published.csv``: every entry that has a published counterpart, with the difference;
 * ``compare.md``: every method against zero-shot CLIP, paired over seeds × datasets (``clipbench compare``);
-* ``few_shot_curves.csv`` / ``base_new.csv``: the plotted series; ``plots/``: the PNGs;
+* the plotted series of each protocol that has plots (``few_shot_curves.csv``, ``base_new.csv``); ``plots/``: the
+  PNGs;
 * ``summary.md`` (all of the above) and ``metrics.json`` (DVC metrics).
 """
 
@@ -21,21 +23,14 @@ import pandas as pd
 
 from clipbench import compare, plots, reference, report
 from clipbench.config import SuiteConfig
-from clipbench.io import atomic_write, atomic_write_json, atomic_write_text
-from clipbench.layout import Layout
+from clipbench.io import atomic_directory, atomic_write, atomic_write_json, atomic_write_text, write_bytes
+from clipbench.layout import TABLES_DIR, Layout
 from clipbench.methods import METHODS
-from clipbench.protocols import PROTOCOLS, eval_cells
+from clipbench.protocols import all_protocols, eval_cells
+from clipbench.protocols.base import Protocol
 from clipbench.results import COLUMNS, KEY_COLUMNS, RESULT_FILE, read_results
 
 log = logging.getLogger(__name__)
-TITLES = {
-    "few_shot": "Few-shot classification (top-1 %, mean ± std over seeds; average over the datasets)",
-    "base2new": "Base-to-new generalization (top-1 %; H from seed-averaged base and new; average H = H(mean base, "
-                "mean new))",
-    "cross_dataset": "Cross-dataset transfer (top-1 %; source accuracy beside the average over the targets)",
-    "domain_generalization": "Domain generalization (top-1 %; source accuracy beside the OOD average over the "
-                             "targets)",
-}
 LEGEND = ("Cells: mean ± population std over seeds; `seeds (n)` is the number of seeds per cell, and a cell with "
           "fewer seeds than planned shows `(n=k/N, missing)`. The 95% interval (mean ± 1.96·std/√n) of every cell "
           "is in `<protocol>.csv` and `cells.csv`. `n/a`: the method has no answer for that cell (e.g. "
@@ -69,12 +64,27 @@ def _method_notes(cfg: SuiteConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _protocol_section(protocol: str, matched: pd.DataFrame) -> str:
-    body = f"## {TITLES[protocol]}\n\n{report.to_markdown(report.wide_table(matched, protocol))}"
-    published = report.published_table(matched, protocol)
+def _protocol_section(protocol: Protocol, matched: pd.DataFrame) -> str:
+    body = f"## {protocol.title}\n\n{report.to_markdown(report.wide_table(matched, protocol.name))}"
+    published = report.published_table(matched, protocol.name)
     if not published.empty:
-        body += f"\n### Published vs reproduced ({protocol})\n\n{report.to_markdown(published)}"
+        body += f"\n### Published vs reproduced ({protocol.name})\n\n{report.to_markdown(published)}"
     return body
+
+
+def _write_protocol_tables(matched: pd.DataFrame, directory: Path) -> list[str]:
+    """``<protocol>.csv`` and ``<protocol>.md`` of every protocol with planned or reported cells (a protocol the
+    suite does not enable has none); return the Markdown sections."""
+    sections = []
+    with atomic_directory(directory) as tmp:
+        for protocol in all_protocols():
+            part = matched[matched.protocol == protocol.name]
+            if part.empty:
+                continue
+            part.to_csv(tmp / f"{protocol.name}.csv", index=False)
+            sections.append(_protocol_section(protocol, matched))
+            write_bytes(tmp / f"{protocol.name}.md", sections[-1].encode())
+    return sections
 
 
 def _completeness_section(completed: pd.DataFrame, stats: pd.DataFrame) -> str:
@@ -95,13 +105,7 @@ def write_tables(results: pd.DataFrame, expected: pd.DataFrame | None, out: Path
     matched = reference.match(report.entries(stats), template_set)
     sections = [f"# clipbench results: suite `{suite}`\n",
                 f"Text classifier: template set `{template_set}` (published numbers are shown only for the same "
-                "template setting).\n", LEGEND]
-    for protocol in PROTOCOLS:
-        part = matched[matched.protocol == protocol]
-        atomic_write(out / f"{protocol}.csv", lambda tmp, p=part: p.to_csv(tmp, index=False))
-        body = _protocol_section(protocol, matched)
-        atomic_write_text(out / f"{protocol}.md", body)
-        sections.append(body)
+                "template setting).\n", LEGEND, *_write_protocol_tables(matched, out / TABLES_DIR)]
     published = matched[matched.published.notna()]
     atomic_write(out / "published.csv", lambda tmp: published.to_csv(tmp, index=False))
     matrix = report.completeness(stats)
@@ -116,9 +120,9 @@ def write_tables(results: pd.DataFrame, expected: pd.DataFrame | None, out: Path
     if method_notes:
         sections.append("## Methods and validation policy\n\n" + method_notes)
     plots.write_plots(matched, out / "plots")
-    curves, scatter = plots.curve_series(matched), plots.base_new_series(matched)
-    atomic_write(out / "few_shot_curves.csv", lambda tmp: curves.to_csv(tmp, index=False))
-    atomic_write(out / "base_new.csv", lambda tmp: scatter.to_csv(tmp, index=False))
+    for protocol in all_protocols():
+        for name, series in protocol.series(matched).items():
+            atomic_write(out / name, lambda tmp, s=series: s.to_csv(tmp, index=False))
     atomic_write_text(out / "summary.md", "\n".join(sections))
     tree = report.metrics_tree(stats, matched)
     atomic_write_json(out / "metrics.json", tree)

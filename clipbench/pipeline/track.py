@@ -1,6 +1,6 @@
 """Stage ``track``: log the aggregated results to MLflow (see :mod:`clipbench.tracking`).
 
-Parent runs get the numbers of the protocol tables written by ``aggregate`` (``reports/<protocol>.csv``) and
+Parent runs get the numbers of the protocol tables written by ``aggregate`` (``reports/tables/<protocol>.csv``) and
 the protocol's tables and plots as artifacts, so MLflow shows exactly what the reports show.
 
 A store that cannot be reached or written gives one warning and ``reports/tracking.json`` with ``status:
@@ -20,13 +20,12 @@ import pandas as pd
 from clipbench import tracking
 from clipbench.config import SuiteConfig
 from clipbench.io import atomic_write_json
-from clipbench.layout import Layout
-from clipbench.protocols import PROTOCOLS
+from clipbench.layout import TABLES_DIR, Layout
+from clipbench.protocols import all_protocols
 from clipbench.results import read_results
 from clipbench.typed import to_plain
 
 PACKAGES = ("clipbench", "torch", "open_clip_torch", "dvc", "mlflow", "numpy", "pandas", "scikit-learn")
-PLOT_PREFIX = {"few_shot": "few_shot_", "base2new": "base_new_"}
 
 
 def git_commit(root: Path) -> str:
@@ -52,10 +51,8 @@ def lineage(cfg: SuiteConfig, root: Path) -> dict[str, str]:
 
 
 def report_entries(reports: Path) -> pd.DataFrame | None:
-    """The table entries ``aggregate`` wrote (``None`` if any protocol table is absent)."""
-    paths = [reports / f"{p}.csv" for p in PROTOCOLS]
-    if not all(p.is_file() for p in paths):
-        return None
+    """The table entries ``aggregate`` wrote (``None`` if it wrote no protocol table)."""
+    paths = [path for p in all_protocols() if (path := reports / TABLES_DIR / f"{p.name}.csv").is_file()]
     frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
     return pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(len(f) for f in frames) else None
 
@@ -64,9 +61,9 @@ def report_artifacts(reports: Path) -> dict[str, list[Path]]:
     """Per protocol: its table (md, csv), the completeness matrix, the summary and its plots."""
     shared = [reports / "completeness.md", reports / "summary.md"]
     out = {}
-    for protocol in PROTOCOLS:
-        plots = sorted((reports / "plots").glob(f"{PLOT_PREFIX[protocol]}*.png")) if protocol in PLOT_PREFIX else []
-        out[protocol] = [reports / f"{protocol}.md", reports / f"{protocol}.csv", *shared, *plots]
+    for p in all_protocols():
+        plots = sorted((reports / "plots").glob(f"{p.plot_prefix}*.png")) if p.plot_prefix else []
+        out[p.name] = [reports / TABLES_DIR / f"{p.name}.md", reports / TABLES_DIR / f"{p.name}.csv", *shared, *plots]
     return out
 
 

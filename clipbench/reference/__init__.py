@@ -11,9 +11,10 @@ metric and template setting all match:
 * backbone: the clipbench backbone's open_clip architecture with OpenAI weights (``ViT-B-16`` = ``ViT-B/16``);
 * shots: equal, except for a training-free method (zero-shot CLIP), whose numbers do not depend on shots
   (published as shot count 0, or as the table's 16 in base-to-new);
-* transfer protocols: the clipbench source must be ``imagenet`` (every published transfer number is);
-* ``average``: only when the entry averages exactly the datasets the published average is over (11 datasets
-  for few-shot and base-to-new, the 10 cross-dataset targets, the 4 domain-generalization targets);
+* the protocol's own rule (``Protocol.published_comparable``): an ``average`` only when the entry averages
+  exactly the datasets the published average is over (11 datasets for few-shot and base-to-new, the 10
+  cross-dataset targets, the 4 domain-generalization targets); transfer protocols only from an ``imagenet``
+  source (every published transfer number is);
 * template setting, compared per dataset: ``custom`` is CoOp's hand-crafted template per dataset,
   ``custom+imagenet7`` the same but the 7-template ensemble on ImageNet and its variants (Tip-Adapter, ProLIP),
   ``clipfit`` the same as ``custom`` except DTD, ``photo`` and ``ensemble`` stand alone and ``any`` marks a
@@ -33,6 +34,7 @@ import pandas as pd
 
 from clipbench.data import imagenet_family_datasets
 from clipbench.errors import DataError
+from clipbench.protocols import get_protocol
 
 _DIR = Path(__file__).parent
 PUBLISHED_FILE = _DIR / "published.csv"
@@ -41,10 +43,7 @@ SOURCES_FILE = _DIR / "sources.csv"
 CLASSIFICATION = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                   "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 IMAGENET_FAMILY = imagenet_family_datasets()
-TRANSFER_SOURCE = "imagenet"
-AVERAGED = {"few_shot": frozenset(CLASSIFICATION), "base2new": frozenset(CLASSIFICATION),
-            "cross_dataset": frozenset(CLASSIFICATION) - {TRANSFER_SOURCE},
-            "domain_generalization": frozenset(IMAGENET_FAMILY) - {TRANSFER_SOURCE}}
+TRANSFER_SOURCE = "imagenet"  # the source of every published transfer number
 TRAINING_FREE = frozenset({"zeroshot"})
 METRIC_NAMES = {"acc": "acc", "base": "base", "new": "new", "H": "hm"}
 _ARCHITECTURES = {"ViT-B-16": "ViT-B/16", "ViT-B-32": "ViT-B/32", "RN50": "RN50", "RN101": "RN101"}
@@ -87,10 +86,7 @@ def effective_templates(setting: str, dataset: str) -> str:
 
 def _candidates(ref: pd.DataFrame, entry: dict, template_set: str) -> pd.DataFrame:
     protocol, dataset, shots = entry["protocol"], entry["column"], int(entry["shots"])
-    if protocol in ("cross_dataset", "domain_generalization") and entry["source"] != TRANSFER_SOURCE:
-        return ref.iloc[:0]
-    averaged = frozenset(filter(None, str(entry.get("datasets") or "").split(";")))
-    if dataset == "average" and averaged != AVERAGED.get(protocol):
+    if not get_protocol(protocol).published_comparable(entry):
         return ref.iloc[:0]
     shot_ok = (ref.shots == shots) | (entry["method"] in TRAINING_FREE)  # zero-shot: no shot dependence
     mine = effective_templates(template_set, dataset)
