@@ -63,11 +63,13 @@ class PaperProtocols:
 def suite_protocols(suite: SuiteConfig) -> PaperProtocols:
     """The plan of ``suite`` (e.g. ``configs/paper.yaml`` loaded through :func:`clipbench.config.load_suite`)."""
     p = suite.protocols
-    if p.few_shot is None or p.base2new is None or p.cross_dataset is None:
-        raise ConfigError("compute plan: the suite needs protocols.few_shot, base2new and cross_dataset")
+    missing = [name for name in ("few_shot", "base2new", "cross_dataset") if name not in p]
+    if missing:
+        raise ConfigError(f"compute plan: the suite needs protocols {', '.join(missing)}")
     return PaperProtocols(tuple(DatasetSize.published(d) for d in suite.datasets),
-                          tuple(DatasetSize.published(d) for d in suite.targets), p.few_shot.shots,
-                          len(p.few_shot.seeds), p.base2new.shots, p.cross_dataset.source, suite.features.views)
+                          tuple(DatasetSize.published(d) for d in suite.targets), p["few_shot"].shots,
+                          len(p["few_shot"].seeds), p["base2new"].shots, p["cross_dataset"].source,
+                          suite.features.views)
 
 
 def per_dataset(config: MethodConfig, name: str, dataset: str) -> Any:
