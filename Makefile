@@ -1,6 +1,6 @@
 # Two entry points for newcomers (see README.md):
 #   make repro   set up the environment and run the whole pipeline (`dvc repro`) on the embedded toy suite
-#   make test    set up the environment and run the test suite
+#   make test    set up the environment and run the test suite (the fast tests; `make test-slow` runs the rest)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test clean-outputs
+.PHONY: setup repro test test-slow clean-outputs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ repro: setup
 	@echo "Tables: reports/summary.md   MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: setup
-	ruff check clipbench stages tests
-	python -m pytest
+	ruff check clipbench stages tests scripts
+	ruff format --check clipbench stages tests scripts
+	python -m pytest -m "not slow"
+
+test-slow: setup    # end-to-end `dvc repro` tests (minutes); CI runs them after `make test`
+	python -m pytest -m slow
 
 clean-outputs:
 	rm -rf data features models results mlflow.db

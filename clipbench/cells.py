@@ -50,9 +50,16 @@ class EvalCell:
         return f"{self.protocol}__{self.train.dataset}__{self.train.name}__{self.dataset}__{self.subset}"
 
     def as_row(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "source": self.train.dataset, "train_subset": self.train.subset,
-                "shots": self.train.shots, "seed": self.train.seed, "dataset": self.dataset,
-                "subset": self.subset, "metric": self.metric}
+        return {
+            "protocol": self.protocol,
+            "source": self.train.dataset,
+            "train_subset": self.train.subset,
+            "shots": self.train.shots,
+            "seed": self.train.seed,
+            "dataset": self.dataset,
+            "subset": self.subset,
+            "metric": self.metric,
+        }
 
 
 class CellStore:

@@ -33,8 +33,14 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
 
 def read_json(path: Path, what: str) -> dict:
     if not Path(path).is_file():
-        raise DataError(f"{what} {path} not found" + ("; run `dvc repro` first" if what == "metrics file" else
-                                                      "; create it with `clipbench check --update-baseline`"))
+        raise DataError(
+            f"{what} {path} not found"
+            + (
+                "; run `dvc repro` first"
+                if what == "metrics file"
+                else "; create it with `clipbench check --update-baseline`"
+            )
+        )
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
@@ -86,8 +92,9 @@ def render(findings: list[Finding], show_ok: bool = False) -> str:
     rows = [f for f in sorted(findings, key=lambda f: (order[f.status], f.metric)) if show_ok or f.status != "ok"]
     lines = ["| status | metric | baseline | current | delta | tolerance |", "|---|---|---|---|---|---|"]
     for f in rows:
-        lines.append(f"| {f.status} | {f.metric} | {f.baseline:.2f} | {f.current:.2f} | {f.delta:+.2f} | "
-                     f"{f.tolerance:.2f} |")
+        lines.append(
+            f"| {f.status} | {f.metric} | {f.baseline:.2f} | {f.current:.2f} | {f.delta:+.2f} | {f.tolerance:.2f} |"
+        )
     counts = {s: sum(f.status == s for f in findings) for s in order}
     verdict = "FAIL" if failed(findings) else "PASS"
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)

@@ -62,11 +62,19 @@ def validate(params: Path) -> None:
 
 
 @main.command()
-@click.option("--data-root", type=click.Path(path_type=Path), default=None,
-              help="Folder holding the datasets (default: data_root of --params).")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder holding the datasets (default: data_root of --params).",
+)
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
-@click.option("--counts", type=click.Choice(["exact", "classes"]), default=None,
-              help="exact: compare with the published split sizes (default: data_counts of --params, else exact).")
+@click.option(
+    "--counts",
+    type=click.Choice(["exact", "classes"]),
+    default=None,
+    help="exact: compare with the published split sizes (default: data_counts of --params, else exact).",
+)
 @click.option("--dataset", "names", multiple=True, help="Only these datasets (repeatable).")
 def datasets(data_root: Path | None, params: Path, counts: str | None, names: tuple[str, ...]) -> None:
     """List every dataset as found / missing / invalid with its split sizes, and how to fix what is not found."""
@@ -103,10 +111,14 @@ def results(reports: Path) -> None:
 @main.command()
 @click.argument("method_a")
 @click.argument("method_b")
-@click.option("--results", "results_path", default="reports/results.parquet", show_default=True,
-              type=click.Path(path_type=Path))
-@click.option("--protocol", type=click.Choice(PROTOCOL_REGISTRY.in_order()),
-              help="Restrict to one protocol (default: every protocol both methods have).")
+@click.option(
+    "--results", "results_path", default="reports/results.parquet", show_default=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOL_REGISTRY.in_order()),
+    help="Restrict to one protocol (default: every protocol both methods have).",
+)
 @click.option("--summary-only", is_flag=True, help="Leave out the per-seed differences.")
 def compare(method_a: str, method_b: str, results_path: Path, protocol: str | None, summary_only: bool) -> None:
     """Paired comparison METHOD_A − METHOD_B on shared cells: per-seed differences, t-test and Wilcoxon."""
@@ -119,8 +131,11 @@ def compare(method_a: str, method_b: str, results_path: Path, protocol: str | No
         _fail(exc)
     unknown = [m for m in (method_a, method_b) if m not in set(results.method)]
     if unknown:
-        _fail(ClipbenchError(f"method {unknown[0]!r} has no rows in {results_path}; it has: "
-                             f"{', '.join(sorted(set(results.method)))}"))
+        _fail(
+            ClipbenchError(
+                f"method {unknown[0]!r} has no rows in {results_path}; it has: {', '.join(sorted(set(results.method)))}"
+            )
+        )
     click.echo(paired.render(results, method_a, method_b, protocol, per_seed=not summary_only))
 
 
@@ -152,8 +167,12 @@ def check(metrics: Path, baseline: Path, update_baseline: bool, show_ok: bool) -
 
 @main.command()
 @click.option("--out", default="reports/bench.md", show_default=True, type=click.Path(path_type=Path))
-@click.option("--quick/--full", default=True, show_default=True,
-              help="--quick fits a few minutes of a shared CPU; --full runs params.yaml's suite and larger sizes.")
+@click.option(
+    "--quick/--full",
+    default=True,
+    show_default=True,
+    help="--quick fits a few minutes of a shared CPU; --full runs params.yaml's suite and larger sizes.",
+)
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 def bench(out: Path, quick: bool, params: Path) -> None:
     """Benchmark (not a test): encoder work vs the floor, throughput, caching speed-up, DVC overhead, memory,
@@ -169,8 +188,13 @@ def bench(out: Path, quick: bool, params: Path) -> None:
     try:
         load_suite(params)
         with tempfile.TemporaryDirectory(prefix="clipbench-bench-") as tmp:
-            result = b.run_bench(b.QUICK if quick else b.FULL, yaml.safe_load(params.read_text()), Path.cwd(),
-                                 Path(tmp), log=lambda msg: click.echo(msg, err=True))
+            result = b.run_bench(
+                b.QUICK if quick else b.FULL,
+                yaml.safe_load(params.read_text()),
+                Path.cwd(),
+                Path(tmp),
+                log=lambda msg: click.echo(msg, err=True),
+            )
     except ClipbenchError as exc:
         _fail(exc)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -60,8 +60,9 @@ def _parse(source: str) -> ast.Module:
 
 def _type_checking_only(node: ast.AST) -> bool:
     test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (getattr(test, "id", None) == "TYPE_CHECKING"
-                                         or getattr(test, "attr", None) == "TYPE_CHECKING")
+    return isinstance(node, ast.If) and (
+        getattr(test, "id", None) == "TYPE_CHECKING" or getattr(test, "attr", None) == "TYPE_CHECKING"
+    )
 
 
 def _executed(tree: ast.AST) -> list[ast.AST]:
@@ -127,8 +128,11 @@ class _BlankRegistries(ast.NodeTransformer):
 def _data_files(path: Path, source: str) -> list[Path]:
     if "__file__" not in source:
         return []
-    return sorted(p for p in path.parent.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
-                  and "__pycache__" not in p.parts)
+    return sorted(
+        p
+        for p in path.parent.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    )
 
 
 @lru_cache(maxsize=4096)

@@ -44,9 +44,17 @@ def summarize(diffs: np.ndarray) -> dict:
     """n, mean difference, 95% t-interval, paired t-test and Wilcoxon p-values, wins/ties/losses."""
     d = np.asarray(diffs, dtype=float)
     n = len(d)
-    out = {"pairs": n, "mean_diff": float(np.mean(d)) if n else math.nan, "ci95_low": math.nan,
-           "ci95_high": math.nan, "t_p": math.nan, "wilcoxon_p": math.nan, "wins": int((d > 0).sum()),
-           "ties": int((d == 0).sum()), "losses": int((d < 0).sum())}
+    out = {
+        "pairs": n,
+        "mean_diff": float(np.mean(d)) if n else math.nan,
+        "ci95_low": math.nan,
+        "ci95_high": math.nan,
+        "t_p": math.nan,
+        "wilcoxon_p": math.nan,
+        "wins": int((d > 0).sum()),
+        "ties": int((d == 0).sum()),
+        "losses": int((d < 0).sum()),
+    }
     if n >= 2:
         sd = float(np.std(d, ddof=1))
         half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
@@ -62,13 +70,27 @@ def summary_table(p: pd.DataFrame) -> pd.DataFrame:
     """One row per (protocol, backbone, shots, metric) group of pairs, plus an ``all`` row per protocol."""
     rows = []
     for keys, g in p.groupby(GROUP_KEYS, sort=True):
-        rows.append({**dict(zip(GROUP_KEYS, keys, strict=True)), "datasets": g.dataset.nunique(),
-                     "seeds": g.seed.nunique(), **summarize(g["diff"].to_numpy())})
+        rows.append(
+            {
+                **dict(zip(GROUP_KEYS, keys, strict=True)),
+                "datasets": g.dataset.nunique(),
+                "seeds": g.seed.nunique(),
+                **summarize(g["diff"].to_numpy()),
+            }
+        )
     for (protocol, backbone), g in p.groupby(["protocol", "backbone"], sort=True):
         if g.groupby(["shots", "metric"]).ngroups > 1:
-            rows.append({"protocol": protocol, "backbone": backbone, "shots": "all", "metric": "all",
-                         "datasets": g.dataset.nunique(), "seeds": g.seed.nunique(),
-                         **summarize(g["diff"].to_numpy())})
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "backbone": backbone,
+                    "shots": "all",
+                    "metric": "all",
+                    "datasets": g.dataset.nunique(),
+                    "seeds": g.seed.nunique(),
+                    **summarize(g["diff"].to_numpy()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,14 +109,16 @@ def render(results: pd.DataFrame, a: str, b: str, protocol: str | None = None, p
     if p.empty:
         return head + "_no shared ok cells_\n"
     table = summary_table(p)
-    shown = table.assign(**{c: table[c].map(_fmt) for c in ("mean_diff", "ci95_low", "ci95_high", "t_p",
-                                                            "wilcoxon_p")})
-    text = (head + f"Differences are {a} − {b} in accuracy points over {len(p)} shared cells "
-            f"({unpaired(results, a, b, protocol)} cells without a partner are left out).\n\n" + to_markdown(shown))
+    shown = table.assign(**{c: table[c].map(_fmt) for c in ("mean_diff", "ci95_low", "ci95_high", "t_p", "wilcoxon_p")})
+    text = (
+        head + f"Differences are {a} − {b} in accuracy points over {len(p)} shared cells "
+        f"({unpaired(results, a, b, protocol)} cells without a partner are left out).\n\n" + to_markdown(shown)
+    )
     if per_seed:
         detail = p[["protocol", "backbone", "shots", "dataset", "metric", "seed", "a", "b", "diff"]]
-        detail = detail.assign(a=detail.a.map("{:.2f}".format), b=detail.b.map("{:.2f}".format),
-                               diff=detail["diff"].map("{:+.2f}".format)).rename(columns={"a": a, "b": b})
+        detail = detail.assign(
+            a=detail.a.map("{:.2f}".format), b=detail.b.map("{:.2f}".format), diff=detail["diff"].map("{:+.2f}".format)
+        ).rename(columns={"a": a, "b": b})
         text += "\nPer-seed differences:\n\n" + to_markdown(detail)
     return text
 

@@ -42,8 +42,10 @@ class DatasetSize:
         """The published sizes a registered dataset spec declares (its ``expected`` counts)."""
         counts = getattr(DATASETS.get(name), "expected", None)
         if counts is None:
-            raise ConfigError(f"compute plan: dataset {name!r} declares no published sizes (`expected`); "
-                              "plan a suite of CoOp-layout datasets")
+            raise ConfigError(
+                f"compute plan: dataset {name!r} declares no published sizes (`expected`); "
+                "plan a suite of CoOp-layout datasets"
+            )
         return cls(name, counts.classes, counts.train or 0, counts.val or 0, counts.test)
 
 
@@ -66,10 +68,15 @@ def suite_protocols(suite: SuiteConfig) -> PaperProtocols:
     missing = [name for name in ("few_shot", "base2new", "cross_dataset") if name not in p]
     if missing:
         raise ConfigError(f"compute plan: the suite needs protocols {', '.join(missing)}")
-    return PaperProtocols(tuple(DatasetSize.published(d) for d in suite.datasets),
-                          tuple(DatasetSize.published(d) for d in suite.targets), p["few_shot"].shots,
-                          len(p["few_shot"].seeds), p["base2new"].shots, p["cross_dataset"].source,
-                          suite.features.views)
+    return PaperProtocols(
+        tuple(DatasetSize.published(d) for d in suite.datasets),
+        tuple(DatasetSize.published(d) for d in suite.targets),
+        p["few_shot"].shots,
+        len(p["few_shot"].seeds),
+        p["base2new"].shots,
+        p["cross_dataset"].source,
+        suite.features.views,
+    )
 
 
 def per_dataset(config: MethodConfig, name: str, dataset: str) -> Any:
@@ -104,8 +111,11 @@ class ImageLevelMethod:
 
 def image_level_methods(suite: SuiteConfig) -> list[ImageLevelMethod]:
     """Every method of ``suite`` that consumes images, with its config as the suite resolves it."""
-    return [ImageLevelMethod(m, suite.method_config(m), **TEXT_AND_TEACHER_WORK.get(m, {}))
-            for m in suite.methods if METHODS.get(m).requires is Inputs.IMAGES]
+    return [
+        ImageLevelMethod(m, suite.method_config(m), **TEXT_AND_TEACHER_WORK.get(m, {}))
+        for m in suite.methods
+        if METHODS.get(m).requires is Inputs.IMAGES
+    ]
 
 
 def pool_bound(d: DatasetSize, p: PaperProtocols) -> tuple[int, int]:
@@ -119,8 +129,12 @@ def pool_bound(d: DatasetSize, p: PaperProtocols) -> tuple[int, int]:
 def extraction_images(p: PaperProtocols) -> dict[str, int]:
     """Image-encoder inputs of one frozen backbone's feature extraction for the whole suite."""
     pools = [pool_bound(d, p) for d in p.sources]
-    return {"train_pool": sum(t for t, _ in pools), "views": sum(t for t, _ in pools) * p.views,
-            "val_pool": sum(v for _, v in pools), "test": sum(d.test for d in (*p.sources, *p.targets))}
+    return {
+        "train_pool": sum(t for t, _ in pools),
+        "views": sum(t for t, _ in pools) * p.views,
+        "val_pool": sum(v for _, v in pools),
+        "test": sum(d.test for d in (*p.sources, *p.targets)),
+    }
 
 
 def training_cells(p: PaperProtocols) -> list[tuple[DatasetSize, int, int]]:
@@ -144,8 +158,13 @@ def image_level_flops(m: ImageLevelMethod, p: PaperProtocols, f_img: float, f_tx
     others = [d for d in (*p.sources, *p.targets) if d.name != p.transfer_source] if transfer else []
     eval_images += p.seeds * sum(d.test for d in others)
     eval_prompts = sum(d.classes for d, _, _ in training_cells(p)) + p.seeds * sum(d.classes for d in others)
-    return {"train": train_img + train_txt, "train_image": train_img, "train_text": train_txt,
-            "eval": eval_images * f_img + eval_prompts * f_txt, "eval_images": float(eval_images)}
+    return {
+        "train": train_img + train_txt,
+        "train_image": train_img,
+        "train_text": train_txt,
+        "eval": eval_images * f_img + eval_prompts * f_txt,
+        "eval_images": float(eval_images),
+    }
 
 
 def reencoding_flops(epochs: int, p: PaperProtocols, f_img: float) -> float:

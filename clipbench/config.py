@@ -122,8 +122,12 @@ class SuiteConfig:
 
 
 def _check_names(cfg: SuiteConfig, where: str) -> None:
-    for key, registry, names in (("backbones", BACKBONES, cfg.backbones), ("datasets", DATASETS, cfg.datasets),
-                                 ("targets", DATASETS, cfg.targets), ("methods", METHODS, cfg.methods)):
+    for key, registry, names in (
+        ("backbones", BACKBONES, cfg.backbones),
+        ("datasets", DATASETS, cfg.datasets),
+        ("targets", DATASETS, cfg.targets),
+        ("methods", METHODS, cfg.methods),
+    ):
         for i, name in enumerate(names):
             if name not in registry:
                 raise ConfigError(f"{where}.{key}[{i}]: {registry.unknown_message(name)}")
@@ -174,6 +178,8 @@ def expand_methods(data: Any, where: str) -> Any:
     if not isinstance(data, dict) or not isinstance(data.get("methods"), str):
         return data
     if data["methods"] != ALL_METHODS:
-        raise ConfigError(f"{where}.methods: {data['methods']!r} is neither a list of method names nor "
-                          f"{ALL_METHODS!r} (every registered method)")
+        raise ConfigError(
+            f"{where}.methods: {data['methods']!r} is neither a list of method names nor "
+            f"{ALL_METHODS!r} (every registered method)"
+        )
     return {**data, "methods": METHODS.names()}

@@ -46,9 +46,13 @@ class SerialExecutor(Executor):
             yield item
 
 
-EXECUTORS: Registry[type[Executor]] = Registry("executor", {
-    "serial": "clipbench.executors:SerialExecutor",
-}, base=Executor)
+EXECUTORS: Registry[type[Executor]] = Registry(
+    "executor",
+    {
+        "serial": "clipbench.executors:SerialExecutor",
+    },
+    base=Executor,
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,12 @@ class CellRun(Generic[C]):
     pruned: tuple[str, ...]
 
     def summary(self) -> dict[str, int]:
-        return {"planned": len(self.planned), "computed": len(self.computed),
-                "reused": len(self.planned) - len(self.computed), "pruned": len(self.pruned)}
+        return {
+            "planned": len(self.planned),
+            "computed": len(self.computed),
+            "reused": len(self.planned) - len(self.computed),
+            "pruned": len(self.pruned),
+        }
 
 
 class _Progress:
@@ -74,20 +82,27 @@ class _Progress:
         self.done += 1
         elapsed = time.perf_counter() - self.start
         eta = elapsed / self.done * (self.total - self.done)
-        log.info("%s: %d/%d cells (%s) elapsed %.0fs, ETA %.0fs", self.label, self.done, self.total, name, elapsed,
-                 eta)
+        log.info("%s: %d/%d cells (%s) elapsed %.0fs, ETA %.0fs", self.label, self.done, self.total, name, elapsed, eta)
 
 
-def stale_cells(plan: Iterable[C], key: Callable[[C], str], store: CellStore,
-                name: Callable[[C], str]) -> list[tuple[C, str]]:
+def stale_cells(
+    plan: Iterable[C], key: Callable[[C], str], store: CellStore, name: Callable[[C], str]
+) -> list[tuple[C, str]]:
     """(cell, key) of every planned cell whose stored key is not its key now."""
     pairs = [(cell, key(cell)) for cell in plan]
     return [(cell, k) for cell, k in pairs if not store.is_current(name(cell), k)]
 
 
-def run_cells(plan: Sequence[C], key: Callable[[C], str], compute: Callable[[C, str], None], store: CellStore,
-              executor: Executor | str = "serial", *, name: Callable[[C], str] = lambda c: c.name,
-              label: str = "cells") -> CellRun[C]:
+def run_cells(
+    plan: Sequence[C],
+    key: Callable[[C], str],
+    compute: Callable[[C, str], None],
+    store: CellStore,
+    executor: Executor | str = "serial",
+    *,
+    name: Callable[[C], str] = lambda c: c.name,
+    label: str = "cells",
+) -> CellRun[C]:
     """Compute every stale cell of ``plan`` with ``executor`` and prune unplanned cells from ``store``.
 
     ``compute(cell, key)`` must publish the cell into ``store`` under ``key`` (``CellStore.put``) so that a later

@@ -51,7 +51,7 @@ class ViewSpec:
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ def _on_gpu(backbone: Backbone) -> bool:
     return any(p.is_cuda for p in backbone.model.visual.parameters())
 
 
-def _pixel_batches(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int,
-                   views: ViewSpec | None) -> Iterator[tuple[int, int, torch.Tensor]]:
+def _pixel_batches(
+    backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int, views: ViewSpec | None
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     """``(decoded, view, pixels)`` per batch: the test transform (view -1), then each augmented view.
 
     Each batch of files is decoded once; only that batch's images are alive, so memory does not grow with the
@@ -89,14 +90,29 @@ def _pixel_batches(backbone: Backbone, image_dir: Path, paths: list[str], batch_
         images = [open_rgb(image_dir / p) for p in chunk]
         yield len(images), -1, torch.stack([backbone.preprocess(im) for im in images])
         for v in range(views.views if views else 0):
-            yield 0, v, torch.stack([to_normalised_tensor(
-                augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std)
-                for p, im in zip(chunk, images, strict=True)])
+            yield (
+                0,
+                v,
+                torch.stack(
+                    [
+                        to_normalised_tensor(
+                            augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std
+                        )
+                        for p, im in zip(chunk, images, strict=True)
+                    ]
+                ),
+            )
 
 
-def encode_paths(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int,
-                 views: ViewSpec | None = None, counter: EncodeCounter | None = None,
-                 overlap: bool | None = None) -> Encoded:
+def encode_paths(
+    backbone: Backbone,
+    image_dir: Path,
+    paths: list[str],
+    batch_size: int,
+    views: ViewSpec | None = None,
+    counter: EncodeCounter | None = None,
+    overlap: bool | None = None,
+) -> Encoded:
     """Test-transform embeddings and, if ``views``, augmented-view embeddings, each with and without projection.
 
     With ``overlap`` (default: when the model is on a GPU) a background thread decodes and transforms the next
@@ -114,15 +130,24 @@ def encode_paths(backbone: Backbone, image_dir: Path, paths: list[str], batch_si
         out_pre, out_proj = _encode(backbone, pixels, counter)
         (pre if view < 0 else pre_views[view]).append(out_pre)
         (plain if view < 0 else viewed[view]).append(out_proj)
-    stacked = [torch.stack([torch.cat(parts) for parts in lists]) if n_views and paths else None
-               for lists in (viewed, pre_views)]
-    return Encoded(plain=_cat(plain, 0, backbone.embed_dim), pre=_cat(pre, 0, backbone.pre_proj_dim),
-                   views=stacked[0], pre_views=stacked[1])
+    stacked = [
+        torch.stack([torch.cat(parts) for parts in lists]) if n_views and paths else None
+        for lists in (viewed, pre_views)
+    ]
+    return Encoded(
+        plain=_cat(plain, 0, backbone.embed_dim),
+        pre=_cat(pre, 0, backbone.pre_proj_dim),
+        views=stacked[0],
+        pre_views=stacked[1],
+    )
 
 
 def save_text(path: Path, weights: torch.Tensor, logit_scale: float, meta: dict) -> Path:
-    return atomic_save_tensors(path, {"weights": weights, "logit_scale": torch.tensor([logit_scale])},
-                               {"meta": json.dumps(meta, sort_keys=True)})
+    return atomic_save_tensors(
+        path,
+        {"weights": weights, "logit_scale": torch.tensor([logit_scale])},
+        {"meta": json.dumps(meta, sort_keys=True)},
+    )
 
 
 def load_text(path: Path) -> tuple[torch.Tensor, float, dict]:
@@ -151,8 +176,10 @@ class FeatureDir:
         where = {p: i for i, p in enumerate(self.index[split])}
         missing = [p for p in paths if p not in where]
         if missing:
-            raise DataError(f"{len(missing)} images (e.g. {missing[0]!r}) have no cached {split} features; "
-                            "re-run the extract stage (`dvc repro extract`)")
+            raise DataError(
+                f"{len(missing)} images (e.g. {missing[0]!r}) have no cached {split} features; "
+                "re-run the extract stage (`dvc repro extract`)"
+            )
         return torch.tensor([where[p] for p in paths], dtype=torch.long)
 
 
@@ -162,4 +189,3 @@ def read_feature_dir(path: Path) -> FeatureDir:
     if missing:
         raise DataError(f"feature cache {path} is incomplete (missing {missing[0].name}); run `dvc repro extract`")
     return FeatureDir(load_tensors(files[0]), json.loads(files[1].read_text()), json.loads(files[2].read_text()))
-

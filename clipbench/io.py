@@ -56,7 +56,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     """Remove temporary siblings of ``path`` whose writing process no longer exists (killed mid-write)."""
     stale = []
     for tmp in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
-        pid = tmp.name[len(Path(path).name) + 2:].split(".", 1)[0]
+        pid = tmp.name[len(Path(path).name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
             stale.append(tmp)
@@ -128,8 +128,10 @@ def load_tensors_with_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dic
         with safe_open(str(path), "pt") as fh:
             return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it "
-                        "and re-run the stage that writes it (`dvc repro`)") from exc
+        raise DataError(
+            f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it "
+            "and re-run the stage that writes it (`dvc repro`)"
+        ) from exc
 
 
 @contextmanager

@@ -31,9 +31,13 @@ _META = {"Software": None}
 def curve_series(entries: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """Accuracy per (backbone, method, dataset or ``average``, shots) of ``protocol``'s complete entries."""
     e = entries[(entries.protocol == protocol) & (entries.status == "ok")]
-    return (e.rename(columns={"column": "dataset", "mean": "acc"})[["backbone", "method", "dataset", "shots", "acc",
-                                                                     "std", "n"]]
-            .sort_values(["backbone", "dataset", "method", "shots"]).reset_index(drop=True))
+    return (
+        e.rename(columns={"column": "dataset", "mean": "acc"})[
+            ["backbone", "method", "dataset", "shots", "acc", "std", "n"]
+        ]
+        .sort_values(["backbone", "dataset", "method", "shots"])
+        .reset_index(drop=True)
+    )
 
 
 def base_new_series(entries: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -44,8 +48,11 @@ def base_new_series(entries: pd.DataFrame, protocol: str) -> pd.DataFrame:
     if wide.empty or not {"base", "new", "H"} <= set(wide.columns):
         return pd.DataFrame(columns=["backbone", "method", "dataset", "base", "new", "H"])
     wide = wide.dropna(subset=["base", "new", "H"]).rename(columns={"column": "dataset"})
-    return wide[["backbone", "method", "dataset", "base", "new", "H"]].sort_values(
-        ["backbone", "dataset", "method"]).reset_index(drop=True)
+    return (
+        wide[["backbone", "method", "dataset", "base", "new", "H"]]
+        .sort_values(["backbone", "dataset", "method"])
+        .reset_index(drop=True)
+    )
 
 
 def _curve_png(series: pd.DataFrame, title: str, path: Path) -> None:

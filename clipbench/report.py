@@ -26,8 +26,27 @@ from clipbench.results import KEY_COLUMNS
 GROUP = ["protocol", "method", "backbone", "source", "shots", "dataset", "metric"]
 STATUSES = ("ok", "n/a", "missing", "failed")
 Z95 = 1.96
-ENTRY_COLUMNS = ["protocol", "method", "backbone", "source", "shots", "column", "metric", "kind", "label", "mean",
-                 "std", "n", "n_expected", "ci95_low", "ci95_high", "status", "cells_ok", "cells_total", "datasets"]
+ENTRY_COLUMNS = [
+    "protocol",
+    "method",
+    "backbone",
+    "source",
+    "shots",
+    "column",
+    "metric",
+    "kind",
+    "label",
+    "mean",
+    "std",
+    "n",
+    "n_expected",
+    "ci95_low",
+    "ci95_high",
+    "status",
+    "cells_ok",
+    "cells_total",
+    "datasets",
+]
 
 
 def infer_expected(results: pd.DataFrame) -> pd.DataFrame:
@@ -69,16 +88,40 @@ def _cell(g: pd.DataFrame) -> pd.Series:
     found = set(g.status)
     status = next((s for s in ("failed", "missing", "n/a") if s in found), "ok")
     seeds = {s: ",".join(str(int(v)) for v in g[g.status == s].seed) for s in ("missing", "failed")}
-    return pd.Series({"mean": mean, "std": std, "n": n, "n_expected": len(g), "ci95": half,
-                      "ci95_low": mean - half, "ci95_high": mean + half, "status": status,
-                      "missing_seeds": seeds["missing"], "failed_seeds": seeds["failed"]})
+    return pd.Series(
+        {
+            "mean": mean,
+            "std": std,
+            "n": n,
+            "n_expected": len(g),
+            "ci95": half,
+            "ci95_low": mean - half,
+            "ci95_high": mean + half,
+            "status": status,
+            "missing_seeds": seeds["missing"],
+            "failed_seeds": seeds["failed"],
+        }
+    )
 
 
 def cell_stats(results: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: mean, population std, n (ok seeds), n_expected, 95% interval, status, missing seeds."""
     if results.empty:
-        return pd.DataFrame(columns=GROUP + ["mean", "std", "n", "n_expected", "ci95", "ci95_low", "ci95_high",
-                                             "status", "missing_seeds", "failed_seeds"])
+        return pd.DataFrame(
+            columns=GROUP
+            + [
+                "mean",
+                "std",
+                "n",
+                "n_expected",
+                "ci95",
+                "ci95_low",
+                "ci95_high",
+                "status",
+                "missing_seeds",
+                "failed_seeds",
+            ]
+        )
     frame = results.groupby(GROUP, dropna=False, sort=True).apply(_cell, include_groups=False).reset_index()
     return frame.astype({"n": int, "n_expected": int, "shots": int})
 
@@ -130,10 +173,21 @@ def wide_table(table_entries: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def published_table(matched: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """Rows of ``matched`` (entries after :func:`clipbench.reference.match`) that have a published value."""
     m = matched[(matched.protocol == protocol) & matched.published.notna()]
-    rows = [{"method": r["method"], "backbone": r["backbone"], "shots": int(r["shots"]), "dataset": r["column"],
-             "metric": r["metric"], "reproduced": fmt_entry(r), "published": r["published_printed"],
-             "delta": "" if math.isnan(r["delta"]) else f"{r['delta']:+.2f}", "source": r["published_paper"],
-             "caveat": r["published_note"]} for r in m.to_dict("records")]
+    rows = [
+        {
+            "method": r["method"],
+            "backbone": r["backbone"],
+            "shots": int(r["shots"]),
+            "dataset": r["column"],
+            "metric": r["metric"],
+            "reproduced": fmt_entry(r),
+            "published": r["published_printed"],
+            "delta": "" if math.isnan(r["delta"]) else f"{r['delta']:+.2f}",
+            "source": r["published_paper"],
+            "caveat": r["published_note"],
+        }
+        for r in m.to_dict("records")
+    ]
     return pd.DataFrame(rows)
 
 

@@ -16,8 +16,21 @@ from clipbench.io import atomic_write
 
 RESULT_FILE = "results.parquet"
 KEY_COLUMNS = ["method", "backbone", "protocol", "source", "train_subset", "shots", "seed", "dataset", "subset"]
-COLUMNS = KEY_COLUMNS + ["metric", "value", "status", "n", "note", "config_hash", "split_hash", "feature_key",
-                         "train_key", "eval_key", "train_seconds", "eval_seconds", "diagnostics"]
+COLUMNS = KEY_COLUMNS + [
+    "metric",
+    "value",
+    "status",
+    "n",
+    "note",
+    "config_hash",
+    "split_hash",
+    "feature_key",
+    "train_key",
+    "eval_key",
+    "train_seconds",
+    "eval_seconds",
+    "diagnostics",
+]
 
 
 def write_results(frame: pd.DataFrame, path: Path) -> Path:

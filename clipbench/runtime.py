@@ -44,8 +44,13 @@ class RuntimeConfig:
         """What ``cell.json`` records about the run (the resolved device, not ``auto``)."""
         device = self.torch_device()
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        return {"device": str(device), "device_name": name, "precision": self.precision,
-                "executor": self.executor, "torch": torch.__version__}
+        return {
+            "device": str(device),
+            "device_name": name,
+            "precision": self.precision,
+            "executor": self.executor,
+            "torch": torch.__version__,
+        }
 
 
 def parse_device(name: str, where: str = "runtime.device") -> None:
@@ -63,8 +68,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"runtime.device: {name!r} was requested but no CUDA device is visible; "
-                          "set runtime.device: auto or cpu")
+        raise ConfigError(
+            f"runtime.device: {name!r} was requested but no CUDA device is visible; set runtime.device: auto or cpu"
+        )
     return device
 
 

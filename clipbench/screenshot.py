@@ -47,9 +47,25 @@ def mlflow_ui(uri: str, *, wait_s: float = 180.0) -> Iterator[str]:
     """Run ``mlflow ui`` on 127.0.0.1 for ``uri``; yield its base URL once ``/health`` answers; stop it after."""
     port = free_port()
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + wait_s
@@ -83,10 +99,16 @@ def experiment_id(base: str, name: str) -> str:
 
 def parent_run_ids(base: str, exp_id: str) -> list[str]:
     """Run ids of the current parent runs of an experiment (REST search)."""
-    body = json.dumps({"experiment_ids": [exp_id], "max_results": 100,
-                       "filter": "tags.`clipbench.role` = 'parent' and tags.`clipbench.current` = 'true'"}).encode()
-    request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
-                                     headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "experiment_ids": [exp_id],
+            "max_results": 100,
+            "filter": "tags.`clipbench.role` = 'parent' and tags.`clipbench.current` = 'true'",
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - localhost only
         runs = json.loads(response.read()).get("runs", [])
     return [r["info"]["run_id"] for r in runs]
@@ -97,10 +119,23 @@ def capture(browser: str, url: str, out: Path, *, size: str = "1600,1000", budge
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--user-data-dir={profile}", f"--window-size={size}",
-                        f"--virtual-time-budget={budget_ms}", f"--screenshot={out}", url],
-                       check=True, capture_output=True, timeout=180)
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--window-size={size}",
+                f"--virtual-time-budget={budget_ms}",
+                f"--screenshot={out}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
     if not out.is_file():
         raise ClipbenchError(f"{browser} wrote no screenshot for {url}")
     return out
@@ -115,8 +150,13 @@ def screenshot_experiment(uri: str, experiment: str, out_dir: Path, browser: str
     with mlflow_ui(uri) as base:
         exp = experiment_id(base, experiment)
         runs = capture(browser, f"{base}/#/experiments/{exp}/runs", out_dir / "mlflow-runs.png", size="2000,900")
-        charts = capture(browser, f"{base}/#/experiments/{exp}/runs?compareRunsMode=CHART",
-                         out_dir / "mlflow-charts.png", size="2000,1200", budget_ms=60000)
+        charts = capture(
+            browser,
+            f"{base}/#/experiments/{exp}/runs?compareRunsMode=CHART",
+            out_dir / "mlflow-charts.png",
+            size="2000,1200",
+            budget_ms=60000,
+        )
         query = {"runs": json.dumps(parent_run_ids(base, exp)), "experiments": json.dumps([exp])}
         compare = f"{base}/#/compare-runs?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
         return [runs, charts, capture(browser, compare, out_dir / "mlflow-compare.png", size="1600,1400")]

@@ -27,7 +27,8 @@ class Reduction:
     few_shot_sources: int | None = None  # few-shot protocol on the first n sources only (None: every source)
     views: int = 2  # cached augmented views per training image
     toy_pretrain: dict[str, Any] = field(
-        default_factory=lambda: MappingProxyType({"images": 128, "steps": 3, "batch_size": 32}))
+        default_factory=lambda: MappingProxyType({"images": 128, "steps": 3, "batch_size": 32})
+    )
 
 
 def reduced_params(params: dict, reduction: Reduction = Reduction(), methods: dict[str, dict] | None = None) -> dict:
@@ -37,13 +38,15 @@ def reduced_params(params: dict, reduction: Reduction = Reduction(), methods: di
     """
     r, p = reduction, copy.deepcopy(params)
     if len(p.get("datasets") or []) < r.sources or len(p.get("targets") or []) < r.targets:
-        raise ConfigError(f"reduced suite: needs {r.sources} dataset(s) and {r.targets} target(s) in params; "
-                          "list more or run the suite as it is")
-    src, tgt = p["datasets"][:r.sources], p["targets"][:r.targets]
+        raise ConfigError(
+            f"reduced suite: needs {r.sources} dataset(s) and {r.targets} target(s) in params; "
+            "list more or run the suite as it is"
+        )
+    src, tgt = p["datasets"][: r.sources], p["targets"][: r.targets]
     one, first = max(r.shots), list(r.seeds[:1])
     p.update(datasets=src, targets=tgt)
     p["protocols"] = {
-        "few_shot": {"datasets": src[:r.few_shot_sources], "shots": list(r.shots), "seeds": list(r.seeds)},
+        "few_shot": {"datasets": src[: r.few_shot_sources], "shots": list(r.shots), "seeds": list(r.seeds)},
         "base2new": {"datasets": src, "shots": one, "seeds": first},
         "cross_dataset": {"source": src[0], "targets": src[1:] or tgt, "shots": one, "seeds": first},
         "domain_generalization": {"source": src[0], "targets": tgt, "shots": one, "seeds": first},
@@ -73,8 +76,13 @@ def capped_method_params(params: dict, caps: dict[str, int]) -> dict:
     for name in p["methods"]:
         defaults = {f.name: f.default for f in dataclasses.fields(METHODS.get(name).Config)}
         own = dict(method_params.get(name) or {})
-        own.update({k: min(own.get(k, defaults[k]), cap) for k, cap in caps.items()
-                    if k in defaults and own.get(k, defaults[k]) is not None})
+        own.update(
+            {
+                k: min(own.get(k, defaults[k]), cap)
+                for k, cap in caps.items()
+                if k in defaults and own.get(k, defaults[k]) is not None
+            }
+        )
         method_params[name] = own
     p["method_params"] = method_params
     return p

@@ -83,7 +83,7 @@ def artifact_root(uri: str) -> str | None:
     """Artifacts of a local sqlite store live next to the database (``mlartifacts/``); servers choose their own."""
     if not uri.startswith("sqlite:///"):
         return None
-    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
 
 
 class TrackingUnavailableWarning(ClipbenchWarning):
@@ -95,10 +95,18 @@ class TrackingUnavailableWarning(ClipbenchWarning):
 RETRY_COMMAND = "dvc repro -s -f track"
 
 
-def log_results(results: pd.DataFrame, *, uri: str, experiment_prefix: str, configs: dict[str, dict],
-                lineage: dict[str, str], entries: pd.DataFrame | None = None,
-                artifacts: dict[str, list[Path]] | None = None, timeout_s: float = 5.0,
-                retries: int = 2) -> dict[str, Any]:
+def log_results(
+    results: pd.DataFrame,
+    *,
+    uri: str,
+    experiment_prefix: str,
+    configs: dict[str, dict],
+    lineage: dict[str, str],
+    entries: pd.DataFrame | None = None,
+    artifacts: dict[str, list[Path]] | None = None,
+    timeout_s: float = 5.0,
+    retries: int = 2,
+) -> dict[str, Any]:
     """Log parents and children for ``results`` (see the module docstring); never raises on store failures."""
     error = probe(uri, timeout_s)
     if error is not None:
@@ -110,18 +118,42 @@ def log_results(results: pd.DataFrame, *, uri: str, experiment_prefix: str, conf
         return _unavailable(uri, f"{type(exc).__name__}: {exc}")
 
 
-def _log(results: pd.DataFrame, uri: str, experiment_prefix: str, configs: dict[str, dict], lineage: dict[str, str],
-         entries: pd.DataFrame | None, artifacts: dict[str, list[Path]] | None) -> dict[str, Any]:
+def _log(
+    results: pd.DataFrame,
+    uri: str,
+    experiment_prefix: str,
+    configs: dict[str, dict],
+    lineage: dict[str, str],
+    entries: pd.DataFrame | None,
+    artifacts: dict[str, list[Path]] | None,
+) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     metrics = parent_metrics(entries) if entries is not None else {}
-    summary = {"status": "ok", "uri": uri, "created": 0, "already_logged": 0, "parents_created": 0,
-               "parents_updated": 0, "parents_unchanged": 0}
+    summary = {
+        "status": "ok",
+        "uri": uri,
+        "created": 0,
+        "already_logged": 0,
+        "parents_created": 0,
+        "parents_updated": 0,
+        "parents_unchanged": 0,
+    }
     for (protocol, method, backbone), g in results.groupby(["protocol", "method", "backbone"], sort=True):
         exp_id = _experiment(client, f"{experiment_prefix}/{protocol}", uri)
-        parent, state = _parent(client, exp_id, g, protocol, method, backbone, configs.get(method, {}), lineage,
-                                metrics.get((protocol, method, backbone), {}), (artifacts or {}).get(protocol, []))
+        parent, state = _parent(
+            client,
+            exp_id,
+            g,
+            protocol,
+            method,
+            backbone,
+            configs.get(method, {}),
+            lineage,
+            metrics.get((protocol, method, backbone), {}),
+            (artifacts or {}).get(protocol, []),
+        )
         summary[f"parents_{state}"] += 1
         created, skipped = _children(client, exp_id, parent, g, configs.get(method, {}), lineage)
         summary["created"] += created
@@ -132,9 +164,13 @@ def _log(results: pd.DataFrame, uri: str, experiment_prefix: str, configs: dict[
 def _unavailable(uri: str, error: str) -> dict[str, Any]:
     """Warn once, on one line, and return the summary ``track`` records."""
     error = " ".join(error.split())[:500]
-    warnings.warn(f"MLflow tracking at {uri!r} is unavailable ({error}); results are still in reports/ "
-                  f"(results.parquet and the tables); start the server or fix tracking.uri in params.yaml, then "
-                  f"run `{RETRY_COMMAND}`", TrackingUnavailableWarning, stacklevel=3)
+    warnings.warn(
+        f"MLflow tracking at {uri!r} is unavailable ({error}); results are still in reports/ "
+        f"(results.parquet and the tables); start the server or fix tracking.uri in params.yaml, then "
+        f"run `{RETRY_COMMAND}`",
+        TrackingUnavailableWarning,
+        stacklevel=3,
+    )
     return {"status": "unavailable", "uri": uri, "error": error, "retry": RETRY_COMMAND}
 
 
@@ -166,7 +202,7 @@ def _connect(scheme: str, host: str, port: int | None, timeout_s: float) -> None
 
 
 def _sqlite_writable(uri: str) -> None:
-    path = uri[len("sqlite:///"):].split("?")[0] if uri.startswith("sqlite:///") else ""
+    path = uri[len("sqlite:///") :].split("?")[0] if uri.startswith("sqlite:///") else ""
     if path in ("", ":memory:"):
         return
     db = Path(path)
@@ -187,8 +223,11 @@ def _dir_writable(directory: Path) -> None:
 def _bounded_http(timeout_s: float, retries: int) -> Iterator[None]:
     """Bound MLflow's per-request timeout and retries (its defaults add up to minutes) for one call; each retry's
     log line is held back (a failure that outlasts them is the one warning)."""
-    values = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))),
-              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    values = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
     saved = {name: os.environ.get(name) for name in values}
     retry_log = logging.getLogger("urllib3.connectionpool")
     level = retry_log.level
@@ -237,8 +276,18 @@ def _content_key(g: pd.DataFrame, metrics: dict[str, float], files: list[Path]) 
     return digest.hexdigest()[:16]
 
 
-def _parent(client: Any, exp_id: str, g: pd.DataFrame, protocol: str, method: str, backbone: str, config: dict,
-            lineage: dict[str, str], metrics: dict[str, float], files: list[Path]) -> tuple[str, str]:
+def _parent(
+    client: Any,
+    exp_id: str,
+    g: pd.DataFrame,
+    protocol: str,
+    method: str,
+    backbone: str,
+    config: dict,
+    lineage: dict[str, str],
+    metrics: dict[str, float],
+    files: list[Path],
+) -> tuple[str, str]:
     """Find or create the parent run of one (method, backbone, protocol, config); return (run id, what happened)."""
     from mlflow.entities import Metric, Param, RunTag
 
@@ -247,12 +296,24 @@ def _parent(client: Any, exp_id: str, g: pd.DataFrame, protocol: str, method: st
     key = f"{group}/{config_hash}"
     content = _content_key(g, metrics, files)
     counts = g.status.value_counts().to_dict()
-    tags = {"method": method, "backbone": backbone, "protocol": protocol, "config_hash": config_hash,
-            "clipbench.role": "parent", GROUP_TAG: group, PARENT_TAG: key, CONTENT_TAG: content, CURRENT_TAG: "true",
-            "cells": str(g.groupby(CELL_KEYS).ngroups), **{f"results.{s}": str(n) for s, n in sorted(counts.items())},
-            "split_hashes": ",".join(sorted(set(g.split_hash.astype(str))))[:5000], "feature_keys":
-            ",".join(sorted(set(g.feature_key.astype(str))))[:5000], **lineage, "dvc_stage": f"evaluate@{backbone}-"
-            f"{method}", "mlflow.runName": f"{method} · {backbone}"}
+    tags = {
+        "method": method,
+        "backbone": backbone,
+        "protocol": protocol,
+        "config_hash": config_hash,
+        "clipbench.role": "parent",
+        GROUP_TAG: group,
+        PARENT_TAG: key,
+        CONTENT_TAG: content,
+        CURRENT_TAG: "true",
+        "cells": str(g.groupby(CELL_KEYS).ngroups),
+        **{f"results.{s}": str(n) for s, n in sorted(counts.items())},
+        "split_hashes": ",".join(sorted(set(g.split_hash.astype(str))))[:5000],
+        "feature_keys": ",".join(sorted(set(g.feature_key.astype(str))))[:5000],
+        **lineage,
+        "dvc_stage": f"evaluate@{backbone}-{method}",
+        "mlflow.runName": f"{method} · {backbone}",
+    }
     existing = _runs_by_tag(client, exp_id, PARENT_TAG, key).get(key)
     if existing is not None and existing.data.tags.get(CONTENT_TAG) == content:
         return existing.info.run_id, "unchanged"
@@ -265,8 +326,11 @@ def _parent(client: Any, exp_id: str, g: pd.DataFrame, protocol: str, method: st
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     client.log_dict(run_id, {"method": method, "config": config}, "config.json")
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
-                     tags=[RunTag(k, str(v)) for k, v in pending.items()])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
+        tags=[RunTag(k, str(v)) for k, v in pending.items()],
+    )
     for path in files:
         if Path(path).is_file():
             client.log_artifact(run_id, str(path), artifact_path="plots" if Path(path).suffix == ".png" else "tables")
@@ -280,8 +344,9 @@ def _mark_current(client: Any, exp_id: str, group: str, key: str) -> None:
     """Only the parent of the current config is ``clipbench.current = true`` within its group."""
     token = None
     while True:
-        page = client.search_runs([exp_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}'", max_results=1000,
-                                  page_token=token)
+        page = client.search_runs(
+            [exp_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}'", max_results=1000, page_token=token
+        )
         for run in page:
             current = "true" if run.data.tags.get(PARENT_TAG) == key else "false"
             if run.data.tags.get(CURRENT_TAG) != current:
@@ -305,8 +370,9 @@ def _cell_runs(g: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame]]:
     return g.groupby(CELL_KEYS, sort=True)
 
 
-def _children(client: Any, exp_id: str, parent: str, g: pd.DataFrame, config: dict,
-              lineage: dict[str, str]) -> tuple[int, int]:
+def _children(
+    client: Any, exp_id: str, parent: str, g: pd.DataFrame, config: dict, lineage: dict[str, str]
+) -> tuple[int, int]:
     """One child run per cell of ``g`` not logged yet; return (created, already logged)."""
     from mlflow.entities import Metric, Param, RunTag
 
@@ -318,23 +384,40 @@ def _children(client: Any, exp_id: str, parent: str, g: pd.DataFrame, config: di
         if cell_key in known:  # logged before; runs from before parents existed are attached now
             old = known[cell_key]
             if old.data.tags.get("mlflow.parentRunId") != parent:
-                client.log_batch(old.info.run_id, tags=[RunTag("mlflow.parentRunId", parent),
-                                                        RunTag("clipbench.role", "cell")])
+                client.log_batch(
+                    old.info.run_id, tags=[RunTag("mlflow.parentRunId", parent), RunTag("clipbench.role", "cell")]
+                )
             skipped += 1
             continue
-        tags = {"method": method, "backbone": backbone, "protocol": protocol, "source": source, "dataset": dataset,
-                "shots": str(shots), "seed": str(seed), "clipbench.role": "cell",
-                "mlflow.parentRunId": parent, "split_hash": cell.split_hash.iloc[0],
-                "config_hash": cell.config_hash.iloc[0], "feature_key": cell.feature_key.iloc[0],
-                "train_key": cell.train_key.iloc[0], "status": ",".join(sorted(set(cell.status))), **lineage,
-                "dvc_stage": f"evaluate@{backbone}-{method}",
-                "mlflow.runName": f"{method}/{backbone}/{source}->{dataset}/{shots}shot/seed{seed}"}
+        tags = {
+            "method": method,
+            "backbone": backbone,
+            "protocol": protocol,
+            "source": source,
+            "dataset": dataset,
+            "shots": str(shots),
+            "seed": str(seed),
+            "clipbench.role": "cell",
+            "mlflow.parentRunId": parent,
+            "split_hash": cell.split_hash.iloc[0],
+            "config_hash": cell.config_hash.iloc[0],
+            "feature_key": cell.feature_key.iloc[0],
+            "train_key": cell.train_key.iloc[0],
+            "status": ",".join(sorted(set(cell.status))),
+            **lineage,
+            "dvc_stage": f"evaluate@{backbone}-{method}",
+            "mlflow.runName": f"{method}/{backbone}/{source}->{dataset}/{shots}shot/seed{seed}",
+        }
         run = client.create_run(exp_id, tags={**tags, PENDING_TAG: "true"})
         params = _flatten("", {"method": method, "shots": int(shots), "seed": int(seed), "config": config}, {})
         metrics = [Metric(m, float(v), 0, 0) for m, v in zip(cell.metric, cell.value, strict=True) if not math.isnan(v)]
         final = {**tags, KEY_TAG: cell_key, PENDING_TAG: "false"}  # one batch: the key only with the metrics
-        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
-                         tags=[RunTag(k, str(v)) for k, v in final.items()])
+        client.log_batch(
+            run.info.run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[RunTag(k, str(v)) for k, v in final.items()],
+        )
         client.set_terminated(run.info.run_id)
         created += 1
     return created, skipped

@@ -30,25 +30,44 @@ def synthetic_results(cfg, seed: int = 0):
     rng = np.random.default_rng(seed)
     rows = aggregate.expected_rows(cfg)
     skill = {m: i * 3.0 for i, m in enumerate(cfg.methods)}
-    na = [METHODS.get(m).class_specific and (s == "new" or (p == "cross_dataset" and d != src))
-          for m, s, p, d, src in zip(rows.method, rows.subset, rows.protocol, rows.dataset, rows.source, strict=True)]
+    na = [
+        METHODS.get(m).class_specific and (s == "new" or (p == "cross_dataset" and d != src))
+        for m, s, p, d, src in zip(rows.method, rows.subset, rows.protocol, rows.dataset, rows.source, strict=True)
+    ]
     value = [45 + skill[m] + 4 * np.log2(k) + rng.normal(0, 1.5) for m, k in zip(rows.method, rows.shots, strict=True)]
-    return rows.assign(value=np.where(na, np.nan, value), status=np.where(na, "n/a", "ok"), n=100, note="",
-                       config_hash=[cfg.method_config_hash(m) for m in rows.method], split_hash="demo",
-                       feature_key="demo", train_key="demo", eval_key=[f"demo-{i}" for i in range(len(rows))],
-                       train_seconds=0.0, eval_seconds=0.0, diagnostics="{}")
+    return rows.assign(
+        value=np.where(na, np.nan, value),
+        status=np.where(na, "n/a", "ok"),
+        n=100,
+        note="",
+        config_hash=[cfg.method_config_hash(m) for m in rows.method],
+        split_hash="demo",
+        feature_key="demo",
+        train_key="demo",
+        eval_key=[f"demo-{i}" for i in range(len(rows))],
+        train_seconds=0.0,
+        eval_seconds=0.0,
+        diagnostics="{}",
+    )
 
 
 def demo_store(cfg, root: Path) -> str:
     results = synthetic_results(cfg)
     reports = root / "reports"
-    aggregate.write_tables(results, aggregate.expected_rows(cfg), reports, suite=cfg.suite,
-                           template_set=cfg.text.template_set)
+    aggregate.write_tables(
+        results, aggregate.expected_rows(cfg), reports, suite=cfg.suite, template_set=cfg.text.template_set
+    )
     uri = f"sqlite:///{root / 'mlflow.db'}"
     configs = {m: to_plain(cfg.method_config(m)) for m in cfg.methods}
-    summary = tracking.log_results(results, uri=uri, experiment_prefix=cfg.tracking.experiment_prefix,
-                                   configs=configs, lineage=lineage(cfg, Path(".")),
-                                   entries=report_entries(reports), artifacts=report_artifacts(reports))
+    summary = tracking.log_results(
+        results,
+        uri=uri,
+        experiment_prefix=cfg.tracking.experiment_prefix,
+        configs=configs,
+        lineage=lineage(cfg, Path(".")),
+        entries=report_entries(reports),
+        artifacts=report_artifacts(reports),
+    )
     print(f"demo store: {summary}")
     return uri
 

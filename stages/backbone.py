@@ -4,5 +4,7 @@ from clipbench.pipeline import backbone
 from stages._common import main, parser
 
 if __name__ == "__main__":
-    main(lambda a, cfg, layout: backbone.run(backbone=a.backbone, pretrain_config=cfg.toy_pretrain, layout=layout),
-         parser(__doc__, "backbone"))
+    main(
+        lambda a, cfg, layout: backbone.run(backbone=a.backbone, pretrain_config=cfg.toy_pretrain, layout=layout),
+        parser(__doc__, "backbone"),
+    )

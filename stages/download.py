@@ -6,6 +6,13 @@ from clipbench.pipeline import download
 from stages._common import main, parser
 
 if __name__ == "__main__":
-    main(lambda a, cfg, layout: download.run(dataset=a.dataset, data_root=Path(cfg.data_root), layout=layout,
-                                        counts=cfg.data_counts, image_check=cfg.image_check),
-         parser(__doc__, "dataset"))
+    main(
+        lambda a, cfg, layout: download.run(
+            dataset=a.dataset,
+            data_root=Path(cfg.data_root),
+            layout=layout,
+            counts=cfg.data_counts,
+            image_check=cfg.image_check,
+        ),
+        parser(__doc__, "dataset"),
+    )

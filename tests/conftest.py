@@ -34,8 +34,9 @@ def tiny_params(**overrides) -> dict:
         "features": {"batch_size": 64},
         "tracking": {"enabled": False},
     }
-    params = reduced_params(base, Reduction(sources=2, few_shot_sources=1,
-                                            toy_pretrain={"images": 64, "steps": 2, "batch_size": 16}))
+    params = reduced_params(
+        base, Reduction(sources=2, few_shot_sources=1, toy_pretrain={"images": 64, "steps": 2, "batch_size": 16})
+    )
     params.update(overrides)
     return params
 
@@ -100,9 +101,11 @@ def synthetic_task(n_classes: int = 5, shots: int = 4, dim: int = 16, views: int
     """A separable feature-level task with class-dependent means."""
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(n_classes, dim, generator=g) * 3
+
     def draw(k: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.arange(n_classes).repeat_interleave(k)
         return means[labels] + torch.randn(len(labels), dim, generator=g), labels
+
     x, y = draw(shots)
     vx = torch.stack([x + 0.1 * torch.randn(x.shape, generator=g) for _ in range(views)])
     xv, yv = draw(2)
@@ -153,22 +156,44 @@ def encoder_task(root: Path, n_classes: int = 4, shots: int = 2, views: int = 2,
 
     train_pre, train_plain = encode(train, preprocess)
     val_pre, val_plain = encode(val, preprocess)
+
     def view(v: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = torch.stack([to_normalised_tensor(augmented_view(
-            train.image(i), backbone.image_size, (0.5, 1.0), view_rng(path, v, 0)), mean, std)
-            for i, path in enumerate(train_paths)])
+        pixels = torch.stack(
+            [
+                to_normalised_tensor(
+                    augmented_view(train.image(i), backbone.image_size, (0.5, 1.0), view_rng(path, v, 0)), mean, std
+                )
+                for i, path in enumerate(train_paths)
+            ]
+        )
         return backbone.encode_images_with_pre(pixels)
 
     view_feats = [view(v) for v in range(views)]
     space = LabelSpace("toy_objects", tuple(f"c{i}" for i in range(n_classes)), tuple(names), ("a photo of a {}.",))
     text = backbone.text_classifier(space.prompts())
-    common = {"text_weights": text, "logit_scale": backbone.logit_scale, "shots": shots, "seed": seed,
-              "dataset": "toy_objects", "backbone": backbone, "train_images": train, "val_images": val}
+    common = {
+        "text_weights": text,
+        "logit_scale": backbone.logit_scale,
+        "shots": shots,
+        "seed": seed,
+        "dataset": "toy_objects",
+        "backbone": backbone,
+        "train_images": train,
+        "val_images": val,
+    }
     tasks = {
-        "features": FitTask(space, FeatureSet(train_plain, train.labels, torch.stack([f[1] for f in view_feats])),
-                            FeatureSet(val_plain, val.labels), **common),
-        "pre_proj": FitTask(space, FeatureSet(train_pre, train.labels, torch.stack([f[0] for f in view_feats])),
-                            FeatureSet(val_pre, val.labels), **common),
+        "features": FitTask(
+            space,
+            FeatureSet(train_plain, train.labels, torch.stack([f[1] for f in view_feats])),
+            FeatureSet(val_plain, val.labels),
+            **common,
+        ),
+        "pre_proj": FitTask(
+            space,
+            FeatureSet(train_pre, train.labels, torch.stack([f[0] for f in view_feats])),
+            FeatureSet(val_pre, val.labels),
+            **common,
+        ),
     }
     tasks["images"] = tasks["features"]
     x = {"features": val_plain, "pre_proj": val_pre, "images": val.pixels(range(len(val)), preprocess)}

@@ -20,15 +20,17 @@ from clipbench.data import metadata
 from clipbench.data.coop import read_wnid_names
 
 NAMES = json.loads((Path(__file__).parent / "data" / "coop_classnames.json").read_text())
-SPLIT_FILES = {"caltech101": ("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json"),
-               "oxford_pets": ("oxford_pets", "images", "split_zhou_OxfordPets.json"),
-               "stanford_cars": ("stanford_cars", "", "split_zhou_StanfordCars.json"),
-               "oxford_flowers": ("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json"),
-               "food101": ("food-101", "images", "split_zhou_Food101.json"),
-               "sun397": ("sun397", "SUN397", "split_zhou_SUN397.json"),
-               "dtd": ("dtd", "images", "split_zhou_DescribableTextures.json"),
-               "eurosat": ("eurosat", "2750", "split_zhou_EuroSAT.json"),
-               "ucf101": ("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json")}
+SPLIT_FILES = {
+    "caltech101": ("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json"),
+    "oxford_pets": ("oxford_pets", "images", "split_zhou_OxfordPets.json"),
+    "stanford_cars": ("stanford_cars", "", "split_zhou_StanfordCars.json"),
+    "oxford_flowers": ("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json"),
+    "food101": ("food-101", "images", "split_zhou_Food101.json"),
+    "sun397": ("sun397", "SUN397", "split_zhou_SUN397.json"),
+    "dtd": ("dtd", "images", "split_zhou_DescribableTextures.json"),
+    "eurosat": ("eurosat", "2750", "split_zhou_EuroSAT.json"),
+    "ucf101": ("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json"),
+}
 
 
 def _png() -> bytes:

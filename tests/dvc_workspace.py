@@ -36,8 +36,13 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def reduced_params(sources: int = 2, targets: int = 1, shots: tuple[int, ...] = (1, 4), seeds: tuple[int, ...] = (1, 2),
-                   methods: dict[str, dict] | None = None) -> dict:
+def reduced_params(
+    sources: int = 2,
+    targets: int = 1,
+    shots: tuple[int, ...] = (1, 4),
+    seeds: tuple[int, ...] = (1, 2),
+    methods: dict[str, dict] | None = None,
+) -> dict:
     """``params.yaml`` cut down by :func:`clipbench.suites.reduced_params` to the first ``sources`` datasets and
     ``targets`` targets, with local sqlite tracking (the DVC mechanics, not every dataset or method)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -49,8 +54,9 @@ def reduced_params(sources: int = 2, targets: int = 1, shots: tuple[int, ...] = 
 
 def make_workspace(dest: Path, params: dict) -> Path:
     """Copy the tracked and unignored files (no reports, no dvc.lock) to ``dest``, write ``params``, git-init."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         if name.startswith(("reports/", "dvc.lock")) or not (ROOT / name).is_file():
             continue
@@ -64,8 +70,9 @@ def make_workspace(dest: Path, params: dict) -> Path:
 def killed_when(args: list[str], cwd: Path, ready: Callable[[], bool], log: Path, timeout: float = 900) -> None:
     """Start ``args`` in its own process group and SIGKILL the whole group as soon as ``ready()``."""
     with log.open("w") as out:
-        proc = subprocess.Popen(args, cwd=cwd, env=dvc_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=cwd, env=dvc_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + timeout
     try:
         while not ready():

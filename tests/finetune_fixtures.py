@@ -26,8 +26,10 @@ def image_task(tmp_path_factory, name: str) -> dict:
 
 def maker(method: type[ImageFineTuning], **defaults: Any) -> Callable[..., ImageFineTuning]:
     """``make(**overrides)``: the method with its Config parsed from ``defaults`` updated by ``overrides``."""
+
     def make(**overrides: Any) -> ImageFineTuning:
         return method(parse(method.Config, {**defaults, **overrides}, f"test {method.name}"))
+
     return make
 
 

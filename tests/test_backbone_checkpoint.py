@@ -23,16 +23,25 @@ def variants(tmp_path_factory) -> dict[str, torch.nn.Module]:
     """Random-init toy_vit plus two other tiny architectures (narrower; one image layer fewer)."""
     open_clip = import_open_clip()
     config = json.loads((Path(spec_module.__file__).parent / "model_configs" / "clipbench-toy-vit.json").read_text())
-    narrow = {**config, "vision_cfg": {**config["vision_cfg"], "width": 64},
-              "text_cfg": {**config["text_cfg"], "width": 64}}
+    narrow = {
+        **config,
+        "vision_cfg": {**config["vision_cfg"], "width": 64},
+        "text_cfg": {**config["text_cfg"], "width": 64},
+    }
     shallow = {**config, "vision_cfg": {**config["vision_cfg"], "layers": 2}}
     configs = tmp_path_factory.mktemp("model_configs")
     for name, cfg in (("narrow", narrow), ("shallow", shallow)):
         (configs / f"clipbench-test-{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(configs)
     torch.manual_seed(0)
-    return {name: open_clip.create_model(model).eval() for name, model in (
-        ("toy", TOY.model), ("narrow", "clipbench-test-narrow"), ("shallow", "clipbench-test-shallow"))}
+    return {
+        name: open_clip.create_model(model).eval()
+        for name, model in (
+            ("toy", TOY.model),
+            ("narrow", "clipbench-test-narrow"),
+            ("shallow", "clipbench-test-shallow"),
+        )
+    }
 
 
 @pytest.fixture
@@ -45,8 +54,10 @@ def prepared(tmp_path, variants) -> Path:
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if open_clip is asked for a model (the check must come before that)."""
+
     def refuse():
         raise AssertionError("open_clip was reached before the checkpoint check")
+
     monkeypatch.setattr(spec_module, "import_open_clip", refuse)
 
 
@@ -80,11 +91,14 @@ def test_missing_directory_asks_only_for_the_stage(tmp_path, no_model):
     assert "is missing" in failure(tmp_path / "absent", delete=False)
 
 
-@pytest.mark.parametrize(("damage", "expected"), [
-    ("truncate", "does not match the sha256"),  # the header still parses; the record catches it
-    ("empty", "not a valid safetensors file"),
-    ("text", "not a valid safetensors file"),
-])
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("truncate", "does not match the sha256"),  # the header still parses; the record catches it
+        ("empty", "not a valid safetensors file"),
+        ("text", "not a valid safetensors file"),
+    ],
+)
 def test_corrupt_checkpoint(prepared, no_model, damage, expected):
     path = checkpoint_path(prepared)
     data = path.read_bytes()
@@ -149,8 +163,12 @@ def test_a_missing_or_unusable_manifest(prepared, no_model, manifest):
 def test_a_failed_hub_download_is_a_data_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise RuntimeError("Failed to download weights for tag 'openai': no network")
+
     monkeypatch.setattr(import_open_clip(), "create_model", offline)
-    with pytest.raises(DataError, match=r"vitb16_openai: open_clip cannot fetch ViT-B-16 'openai' .*"
-                                        r"`dvc repro backbone@vitb16_openai`$"):
+    with pytest.raises(
+        DataError,
+        match=r"vitb16_openai: open_clip cannot fetch ViT-B-16 'openai' .*"
+        r"`dvc repro backbone@vitb16_openai`$",
+    ):
         prepare_backbone(get_backbone("vitb16_openai"), tmp_path / "bb")
     assert not (tmp_path / "bb").exists()

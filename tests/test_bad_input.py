@@ -192,6 +192,7 @@ def _then_download(change: Callable[[Project], object]) -> Callable[[Project], N
     def run(p: Project) -> None:
         change(p)
         _download(p)
+
     return run
 
 
@@ -201,73 +202,174 @@ def _replace_image(payload: bytes) -> Callable[[Project], None]:
 
 CASES = [
     # parameters: every stage loads params.yaml first, so these fail before anything runs
-    Case("unknown-method", lambda p: _load(p, methods=["zeroshot", "coopp"]), ConfigError,
-         ("methods[1]", "coopp", "coop")),
-    Case("unknown-dataset", lambda p: _load(p, datasets=["toy_objects", "toy_textres"]), ConfigError,
-         ("datasets[1]", "toy_textres", "toy_textures")),
-    Case("unknown-backbone", lambda p: _load(p, backbones=["vitb16_opena"]), ConfigError,
-         ("backbones[0]", "vitb16_opena", "vitb16_openai")),
+    Case(
+        "unknown-method",
+        lambda p: _load(p, methods=["zeroshot", "coopp"]),
+        ConfigError,
+        ("methods[1]", "coopp", "coop"),
+    ),
+    Case(
+        "unknown-dataset",
+        lambda p: _load(p, datasets=["toy_objects", "toy_textres"]),
+        ConfigError,
+        ("datasets[1]", "toy_textres", "toy_textures"),
+    ),
+    Case(
+        "unknown-backbone",
+        lambda p: _load(p, backbones=["vitb16_opena"]),
+        ConfigError,
+        ("backbones[0]", "vitb16_opena", "vitb16_openai"),
+    ),
     Case("unknown-top-level-key", lambda p: _load(p, protocol={}), ConfigError, ("protocol",)),
-    Case("unknown-method-param", lambda p: _load(p, **{"method_params.clip_adapter": {"alpah": 0.2}}), ConfigError,
-         ("method_params.clip_adapter", "alpah")),
-    Case("mistyped-value", lambda p: _load(p, **{"method_params.clip_adapter": {"epochs": "ten"}}), ConfigError,
-         ("epochs", "ten")),
+    Case(
+        "unknown-method-param",
+        lambda p: _load(p, **{"method_params.clip_adapter": {"alpah": 0.2}}),
+        ConfigError,
+        ("method_params.clip_adapter", "alpah"),
+    ),
+    Case(
+        "mistyped-value",
+        lambda p: _load(p, **{"method_params.clip_adapter": {"epochs": "ten"}}),
+        ConfigError,
+        ("epochs", "ten"),
+    ),
     Case("mistyped-features", lambda p: _load(p, **{"features.views": 2.5}), ConfigError, ("features.views", "2.5")),
-    Case("zero-shots", lambda p: _load(p, **{"protocols.few_shot.shots": [0, 1]}), ConfigError,
-         ("few_shot", "shots", "0")),
-    Case("negative-shots", lambda p: _load(p, **{"protocols.base2new.shots": -4}), ConfigError,
-         ("base2new", "shots", "-4")),
+    Case(
+        "zero-shots",
+        lambda p: _load(p, **{"protocols.few_shot.shots": [0, 1]}),
+        ConfigError,
+        ("few_shot", "shots", "0"),
+    ),
+    Case(
+        "negative-shots",
+        lambda p: _load(p, **{"protocols.base2new.shots": -4}),
+        ConfigError,
+        ("base2new", "shots", "-4"),
+    ),
     Case("empty-seeds", lambda p: _load(p, **{"protocols.few_shot.seeds": []}), ConfigError, ("few_shot", "seeds")),
     Case("unknown-image-check", lambda p: _load(p, image_check="quick"), ConfigError, ("image_check", "quick")),
     # the dataset folder: the download stage checks everything before writing the index
     Case("missing-data-root", _missing_dataset_root, DataError, ("no-such-folder", "data_root")),
-    Case("missing-split-file", _then_download(lambda p: (p.data / DTD_SPLIT).unlink()), DataError,
-         ("split_zhou_DescribableTextures.json", "docs/datasets.md")),
-    Case("malformed-split-json", _then_download(lambda p: (p.data / DTD_SPLIT).write_text('{"train": [')),
-         DataError, ("split_zhou_DescribableTextures.json", "not valid JSON", "re-download")),
-    Case("split-wrong-schema", _then_download(lambda p: _edit_split(p, lambda raw: raw.update(extra=[]))),
-         DataError, ("split_zhou_DescribableTextures.json", "exactly the keys train, val, test")),
-    Case("split-record-shape", _then_download(lambda p: _edit_split(p, lambda raw: raw["val"].append(["a.jpg", 1]))),
-         DataError, ("split_zhou_DescribableTextures.json", "val[", "[relative_path, label, classname]")),
-    Case("label-out-of-range", _then_download(lambda p: _edit_split(
-        p, lambda raw: raw["test"].__setitem__(0, [raw["test"][0][0], 4700, raw["test"][0][2]]))),
-        DataError, ("split_zhou_DescribableTextures.json", "test[0]", "4700", "re-download")),
-    Case("duplicate-entry", _then_download(lambda p: _edit_split(p, lambda raw: raw["test"].append(raw["train"][0]))),
-         DataError, ("split_zhou_DescribableTextures.json", "listed twice", "train[0]")),
-    Case("path-with-dotdot", _then_download(lambda p: _edit_split(
-        p, lambda raw: raw["train"].__setitem__(0, ["../../secrets/a.jpg", *raw["train"][0][1:]]))),
-        DataError, ("split_zhou_DescribableTextures.json", "../../secrets/a.jpg", "escapes the image root")),
-    Case("absolute-path", _then_download(lambda p: _edit_split(
-        p, lambda raw: raw["train"].__setitem__(0, ["/etc/hostname", *raw["train"][0][1:]]))),
-        DataError, ("split_zhou_DescribableTextures.json", "/etc/hostname", "escapes the image root")),
-    Case("symlink-out-of-root", _then_download(_symlink_out), DataError,
-         ("elsewhere.png", "escape the dataset folder", "copy the files")),
-    Case("pickled-split-file", _then_download(lambda p: (p.data / DTD_SPLIT).write_bytes(
-        pickle.dumps({"train": [], "val": [], "test": []}))), DataError,
-        ("split_zhou_DescribableTextures.json", "pickle", "never loads")),
-    Case("missing-image", _then_download(lambda p: _image_of(p).unlink()), DataError,
-         ("split_zhou_DescribableTextures.json", "missing under", "docs/datasets.md#dtd")),
+    Case(
+        "missing-split-file",
+        _then_download(lambda p: (p.data / DTD_SPLIT).unlink()),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "docs/datasets.md"),
+    ),
+    Case(
+        "malformed-split-json",
+        _then_download(lambda p: (p.data / DTD_SPLIT).write_text('{"train": [')),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "not valid JSON", "re-download"),
+    ),
+    Case(
+        "split-wrong-schema",
+        _then_download(lambda p: _edit_split(p, lambda raw: raw.update(extra=[]))),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "exactly the keys train, val, test"),
+    ),
+    Case(
+        "split-record-shape",
+        _then_download(lambda p: _edit_split(p, lambda raw: raw["val"].append(["a.jpg", 1]))),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "val[", "[relative_path, label, classname]"),
+    ),
+    Case(
+        "label-out-of-range",
+        _then_download(
+            lambda p: _edit_split(
+                p, lambda raw: raw["test"].__setitem__(0, [raw["test"][0][0], 4700, raw["test"][0][2]])
+            )
+        ),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "test[0]", "4700", "re-download"),
+    ),
+    Case(
+        "duplicate-entry",
+        _then_download(lambda p: _edit_split(p, lambda raw: raw["test"].append(raw["train"][0]))),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "listed twice", "train[0]"),
+    ),
+    Case(
+        "path-with-dotdot",
+        _then_download(
+            lambda p: _edit_split(
+                p, lambda raw: raw["train"].__setitem__(0, ["../../secrets/a.jpg", *raw["train"][0][1:]])
+            )
+        ),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "../../secrets/a.jpg", "escapes the image root"),
+    ),
+    Case(
+        "absolute-path",
+        _then_download(
+            lambda p: _edit_split(p, lambda raw: raw["train"].__setitem__(0, ["/etc/hostname", *raw["train"][0][1:]]))
+        ),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "/etc/hostname", "escapes the image root"),
+    ),
+    Case(
+        "symlink-out-of-root",
+        _then_download(_symlink_out),
+        DataError,
+        ("elsewhere.png", "escape the dataset folder", "copy the files"),
+    ),
+    Case(
+        "pickled-split-file",
+        _then_download(lambda p: (p.data / DTD_SPLIT).write_bytes(pickle.dumps({"train": [], "val": [], "test": []}))),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "pickle", "never loads"),
+    ),
+    Case(
+        "missing-image",
+        _then_download(lambda p: _image_of(p).unlink()),
+        DataError,
+        ("split_zhou_DescribableTextures.json", "missing under", "docs/datasets.md#dtd"),
+    ),
     Case("zero-byte-image", _replace_image(b""), DataError, ("empty file", "replace these files")),
     Case("truncated-jpeg", _replace_image(_jpeg()[:700]), DataError, ("truncated (JPEG", "replace these files")),
     Case("truncated-png", _replace_image(_png()[:300]), DataError, ("truncated (PNG", "replace these files")),
     Case("corrupt-image", _replace_image(os.urandom(4096)), DataError, ("not a decodable image", "replace")),
-    Case("text-file-as-image", _replace_image(b"<html>404 Not Found</html>"), DataError,
-         ("not a decodable image",)),
+    Case("text-file-as-image", _replace_image(b"<html>404 Not Found</html>"), DataError, ("not a decodable image",)),
     Case("imagenet-val-not-in-class-folders", _imagenet_val_flat, DataError, ("outside wnid folders", "valprep")),
     # cached tensors: a half-written or swapped feature file is refused, never trusted
-    Case("feature-file-truncated", lambda p: _damaged_features(p, lambda b: b[:len(b) // 2]), DataError,
-         ("text.safetensors", "truncated or corrupt", "dvc repro")),
-    Case("feature-file-pickled", lambda p: _damaged_features(p, lambda b: pickle.dumps({"weights": [1.0]})),
-         DataError, ("text.safetensors", "pickle", "never loads")),
+    Case(
+        "feature-file-truncated",
+        lambda p: _damaged_features(p, lambda b: b[: len(b) // 2]),
+        DataError,
+        ("text.safetensors", "truncated or corrupt", "dvc repro"),
+    ),
+    Case(
+        "feature-file-pickled",
+        lambda p: _damaged_features(p, lambda b: pickle.dumps({"weights": [1.0]})),
+        DataError,
+        ("text.safetensors", "pickle", "never loads"),
+    ),
     # checkpoints: every stage that needs the backbone loads it first
-    Case("checkpoint-missing", lambda p: load_backbone("toy_vit", p.root / "models" / "toy_vit"), DataError,
-         (CHECKPOINT, "dvc repro backbone@toy_vit")),
-    Case("checkpoint-corrupt", lambda p: load_backbone("toy_vit", _corrupt_checkpoint(p, os.urandom(2048))),
-         DataError, (CHECKPOINT, "backbone@toy_vit")),
-    Case("checkpoint-pickled", lambda p: load_backbone("toy_vit", _corrupt_checkpoint(
-        p, pickle.dumps({"visual.proj": [0.0]}))), DataError, (CHECKPOINT, "backbone@toy_vit")),
-    Case("checkpoint-wrong-architecture", lambda p: load_backbone("toy_vit", _wrong_architecture(p)), DataError,
-         (CHECKPOINT, "backbone@toy_vit")),
+    Case(
+        "checkpoint-missing",
+        lambda p: load_backbone("toy_vit", p.root / "models" / "toy_vit"),
+        DataError,
+        (CHECKPOINT, "dvc repro backbone@toy_vit"),
+    ),
+    Case(
+        "checkpoint-corrupt",
+        lambda p: load_backbone("toy_vit", _corrupt_checkpoint(p, os.urandom(2048))),
+        DataError,
+        (CHECKPOINT, "backbone@toy_vit"),
+    ),
+    Case(
+        "checkpoint-pickled",
+        lambda p: load_backbone("toy_vit", _corrupt_checkpoint(p, pickle.dumps({"visual.proj": [0.0]}))),
+        DataError,
+        (CHECKPOINT, "backbone@toy_vit"),
+    ),
+    Case(
+        "checkpoint-wrong-architecture",
+        lambda p: load_backbone("toy_vit", _wrong_architecture(p)),
+        DataError,
+        (CHECKPOINT, "backbone@toy_vit"),
+    ),
 ]
 
 
@@ -294,8 +396,12 @@ def test_a_stage_reports_bad_input_in_one_line_and_exits_2(proj):
     import sys
 
     params = _params(proj, methods=["zeroshot", "coopp"])
-    out = subprocess.run([sys.executable, "-m", "stages.split", "--params", str(params), "--dataset", "toy_objects"],
-                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "stages.split", "--params", str(params), "--dataset", "toy_objects"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: ") and "coopp" in out.stderr and "Traceback" not in out.stderr
 
@@ -323,8 +429,9 @@ def _modes(root: Path) -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("mode", ["grayscale-jpeg", "cmyk-jpeg", "rgba-png", "palette-png", "16-bit-png",
-                                  "grey-alpha-png"])
+@pytest.mark.parametrize(
+    "mode", ["grayscale-jpeg", "cmyk-jpeg", "rgba-png", "palette-png", "16-bit-png", "grey-alpha-png"]
+)
 def test_unusual_image_modes_pass_the_checks_and_decode_to_rgb(tmp_path, mode):
     open_clip = import_open_clip()
 
@@ -343,7 +450,7 @@ def test_unusual_image_modes_pass_the_checks_and_decode_to_rgb(tmp_path, mode):
 def test_decode_mode_catches_damage_the_structure_check_cannot_see(tmp_path):
     data = bytearray(_jpeg(128))
     start = data.index(b"\xff\xda")  # start of scan: corrupt the entropy-coded data, keep the end marker
-    data[start + 40:start + 400] = b"\xff" * 360
+    data[start + 40 : start + 400] = b"\xff" * 360
     (tmp_path / "x.jpg").write_bytes(bytes(data))
     records = [Record("x.jpg", 0, "x")]
     assert check_images(tmp_path, records, "structure") == 1
@@ -359,8 +466,9 @@ def test_a_class_with_fewer_than_k_images_keeps_all_of_them_and_is_reported(tmp_
     val = tuple(Record(f"c{c}/v{i}.png", c, f"class {c}") for c in range(3) for i in range(4))
     test = tuple(Record(f"c{c}/t{i}.png", c, f"class {c}") for c in range(3) for i in range(2))
     ids = tuple(f"c{c}" for c in range(3))
-    DatasetIndex("toy_objects", "toy_objects/images",
-                 load_index_splits(train, val, test, ids)).write(layout.dataset_index("toy_objects"))
+    DatasetIndex("toy_objects", "toy_objects/images", load_index_splits(train, val, test, ids)).write(
+        layout.dataset_index("toy_objects")
+    )
     with caplog.at_level(logging.WARNING, logger="clipbench"):
         paths = split.run(dataset="toy_objects", cfg=cfg, layout=layout)
     four = read_manifest(next(p for p in paths if p.name.startswith("shot4_")))
@@ -383,10 +491,13 @@ def test_tampered_index_and_manifest_are_refused(tmp_path):
     train = tuple(Record(f"c{c}/{i}.png", c, f"class {c}") for c in range(2) for i in range(6))
     test = tuple(Record(f"c{c}/t.png", c, f"class {c}") for c in range(2))
     path = DatasetIndex("toy_objects", "toy_objects/images", load_index_splits(train, (), test, ("c0", "c1"))).write(
-        layout.dataset_index("toy_objects"))
+        layout.dataset_index("toy_objects")
+    )
     manifest = split.run(dataset="toy_objects", cfg=cfg, layout=layout)[0]
-    for file, edit, needle in ((path, lambda raw: raw["test"][0].__setitem__(1, 1), "download@toy_objects"),
-                               (manifest, lambda raw: raw["train"].pop(), "dvc repro split")):
+    for file, edit, needle in (
+        (path, lambda raw: raw["test"][0].__setitem__(1, 1), "download@toy_objects"),
+        (manifest, lambda raw: raw["train"].pop(), "dvc repro split"),
+    ):
         raw = json.loads(file.read_text())
         edit(raw)
         file.write_text(json.dumps(raw))

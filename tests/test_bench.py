@@ -57,18 +57,32 @@ def test_stage_count_matches_the_dvc_expansion(tmp_path):
 
 
 def test_parse_stage_log_keeps_only_stage_commands():
-    log = ("10.0 12.5 0 -m stages.extract --backbone toy_vit --dataset a\n"
-           "20.0 20.5 0 -c print(1)\n"
-           "30.0 31.0 2 -m stages.aggregate\n")
+    log = (
+        "10.0 12.5 0 -m stages.extract --backbone toy_vit --dataset a\n"
+        "20.0 20.5 0 -c print(1)\n"
+        "30.0 31.0 2 -m stages.aggregate\n"
+    )
     rows = dvc_overhead.parse_stage_log(log)
     assert rows == [("-m stages.extract --backbone toy_vit --dataset a", 2.5), ("-m stages.aggregate", 1.0)]
-    assert dvc_overhead.stage_kinds(rows + [("-m stages.extract --dataset b", 0.5)]) == {"extract": [2, 3.0],
-                                                                                    "aggregate": [1, 1.0]}
+    assert dvc_overhead.stage_kinds(rows + [("-m stages.extract --dataset b", 0.5)]) == {
+        "extract": [2, 3.0],
+        "aggregate": [1, 1.0],
+    }
 
 
 def test_training_comparison_counts_the_reencoding_work(tmp_path):
-    size = BenchSize("tiny", True, None, (), train_classes=2, train_shots=2, train_views=2, adapter_epochs=3,
-                           prolip_iterations=4, memory_images=(1, 2))
+    size = BenchSize(
+        "tiny",
+        True,
+        None,
+        (),
+        train_classes=2,
+        train_shots=2,
+        train_views=2,
+        adapter_epochs=3,
+        prolip_iterations=4,
+        memory_images=(1, 2),
+    )
     adapter, prolip = training.training_speedup(tmp_path, size)
     assert adapter["images"] == prolip["images"] == 4
     assert adapter["cached_encoded"] == 4 * (1 + 2)
@@ -106,8 +120,9 @@ def test_paper_plan_comes_from_the_paper_suite_and_the_dataset_specs():
     suite = load_suite(ROOT / "configs" / "paper.yaml")
     p = compute_plan.suite_protocols(suite)
     assert [d.name for d in p.sources] == list(suite.datasets) and len(p.targets) == len(suite.targets)
-    assert compute_plan.DatasetSize.published("eurosat") == compute_plan.DatasetSize("eurosat", 10, 13_500, 5_400,
-                                                                                       8_100)
+    assert compute_plan.DatasetSize.published("eurosat") == compute_plan.DatasetSize(
+        "eurosat", 10, 13_500, 5_400, 8_100
+    )
     n = len(suite.datasets) * (len(p.shots) + 1) * p.seeds  # few-shot cells + base-to-new cells
     assert len(compute_plan.training_cells(p)) == n
     image_level = {m.name for m in compute_plan.image_level_methods(suite)}
@@ -125,31 +140,83 @@ def test_image_level_recipes_follow_the_method_configs_per_dataset():
 
 
 def _fake_result(share: float) -> dict:
-    machine = {"cpus": 2, "torch_threads": 1, "load_before": (3.0, 0, 0), "load_after": (4.0, 0, 0),
-               "python": "3.11", "torch_version": "2", "gpu": "none"}
+    machine = {
+        "cpus": 2,
+        "torch_threads": 1,
+        "load_before": (3.0, 0, 0),
+        "load_after": (4.0, 0, 0),
+        "python": "3.11",
+        "torch_version": "2",
+        "gpu": "none",
+    }
     flops = {"model": "ViT-B-16", "image_size": 224, "image_flops": 3.4e10, "text_flops": 5.8e9}
     return {
-        "size": "quick", "total_s": 100.0, "machine": machine,
-        "a": {"methods": ["zeroshot"], "views": 2, "pools": [{"dataset": "d", "train": 5, "val": 2, "test": 9}],
-              "needed": 26, "extract_encoded": 26, "extract_decoded": 16, "methods_encoded": 0,
-              "methods_decoded": 0, "recorded_encoded": 26, "cells": 3, "trained": 3},
-        "b": [{"model": "ViT-B-32", "image_size": 224, "images": 8, "batch_size": 4, "raw_ips": 10.0,
-               "ours_ips": 9.5, "ratio": 0.95}],
-        "c": [{"method": "CLIP-Adapter (real class)", "steps": "3 epochs", "images": 4, "extract_s": 1.0,
-               "cached_encoded": 12, "cached_train_s": 0.5, "reencode_s": 6.0, "reencode_encoded": 12,
-               "n_steps": 3, "reference_steps": 6}],
-        "d": {"stages": 10, "wall_s": 50.0, "stage_s": 50.0 * (1 - share), "bookkeeping_s": 50.0 * share,
-              "share": share, "per_stage_s": 5.0 * share, "noop_s": 3.0, "noop_ran": 0, "methods": ["zeroshot"],
-              "toy_suite_stages": 40, "import_s": 2.0,
-              "by_kind": dvc_overhead.stage_kinds([("-m stages.train --x", 4.0)])},
-        "e": [{"images": 10, "decoded": 10, "seconds": 1.0, "peak_rss_mb": 800.0, "decoded_if_held_mb": 2.0},
-              {"images": 40, "decoded": 40, "seconds": 4.0, "peak_rss_mb": 804.0, "decoded_if_held_mb": 8.0}],
+        "size": "quick",
+        "total_s": 100.0,
+        "machine": machine,
+        "a": {
+            "methods": ["zeroshot"],
+            "views": 2,
+            "pools": [{"dataset": "d", "train": 5, "val": 2, "test": 9}],
+            "needed": 26,
+            "extract_encoded": 26,
+            "extract_decoded": 16,
+            "methods_encoded": 0,
+            "methods_decoded": 0,
+            "recorded_encoded": 26,
+            "cells": 3,
+            "trained": 3,
+        },
+        "b": [
+            {
+                "model": "ViT-B-32",
+                "image_size": 224,
+                "images": 8,
+                "batch_size": 4,
+                "raw_ips": 10.0,
+                "ours_ips": 9.5,
+                "ratio": 0.95,
+            }
+        ],
+        "c": [
+            {
+                "method": "CLIP-Adapter (real class)",
+                "steps": "3 epochs",
+                "images": 4,
+                "extract_s": 1.0,
+                "cached_encoded": 12,
+                "cached_train_s": 0.5,
+                "reencode_s": 6.0,
+                "reencode_encoded": 12,
+                "n_steps": 3,
+                "reference_steps": 6,
+            }
+        ],
+        "d": {
+            "stages": 10,
+            "wall_s": 50.0,
+            "stage_s": 50.0 * (1 - share),
+            "bookkeeping_s": 50.0 * share,
+            "share": share,
+            "per_stage_s": 5.0 * share,
+            "noop_s": 3.0,
+            "noop_ran": 0,
+            "methods": ["zeroshot"],
+            "toy_suite_stages": 40,
+            "import_s": 2.0,
+            "by_kind": dvc_overhead.stage_kinds([("-m stages.train --x", 4.0)]),
+        },
+        "e": [
+            {"images": 10, "decoded": 10, "seconds": 1.0, "peak_rss_mb": 800.0, "decoded_if_held_mb": 2.0},
+            {"images": 40, "decoded": 40, "seconds": 4.0, "peak_rss_mb": 804.0, "decoded_if_held_mb": 8.0},
+        ],
         "f": gpu_hours.gpu_estimate(flops, load_suite(ROOT / "configs" / "paper.yaml")),
     }
 
 
-@pytest.mark.parametrize("share, verdict", [(0.05, "Goal on this reduced run: met"),
-                                            (0.2, "Goal on this reduced run: **not met**")])
+@pytest.mark.parametrize(
+    "share, verdict", [(0.05, "Goal on this reduced run: met"), (0.2, "Goal on this reduced run: **not met**")]
+)
 def test_render_has_every_section_and_honest_verdicts(share, verdict):
     text = report.render(_fake_result(share))
     for section in ("## (a)", "## (b)", "## (c)", "## (d)", "## (e)", "## (f)"):
@@ -175,8 +242,10 @@ def test_overlapped_extraction_equals_sequential(tmp_path):
     paths = instruments.write_jpegs(tmp_path, 7, side=48)
     views = features.ViewSpec(2, (0.5, 1.0), 0)
     counts = [features.EncodeCounter(), features.EncodeCounter()]
-    seq, ovl = (features.encode_paths(bb, tmp_path, paths, 3, views, c, overlap=o)
-                for c, o in zip(counts, (False, True), strict=True))
+    seq, ovl = (
+        features.encode_paths(bb, tmp_path, paths, 3, views, c, overlap=o)
+        for c, o in zip(counts, (False, True), strict=True)
+    )
     for key in ("plain", "pre", "views", "pre_views"):
         assert torch.equal(getattr(seq, key), getattr(ovl, key))
     assert seq.views.shape[:2] == (2, 7)

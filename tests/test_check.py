@@ -14,8 +14,14 @@ from clipbench.cli import main
 from clipbench.methods.zeroshot import ZeroShotCLIP
 from clipbench.pipeline import aggregate, evaluate
 
-METRICS = {"few_shot": {"toy_vit": {"clip_adapter": {"toy_objects": {"16shot_acc": 60.0, "1shot_acc": 45.0}},
-                                    "zeroshot": {"toy_objects": {"16shot_acc": 50.0}}}}}
+METRICS = {
+    "few_shot": {
+        "toy_vit": {
+            "clip_adapter": {"toy_objects": {"16shot_acc": 60.0, "1shot_acc": 45.0}},
+            "zeroshot": {"toy_objects": {"16shot_acc": 50.0}},
+        }
+    }
+}
 
 
 def _files(tmp_path, metrics=METRICS):

@@ -42,8 +42,9 @@ def test_datasets_lists_found_missing_and_invalid_with_the_fix(tmp_path):
     root = write_coop_root(tmp_path / "coop")
     shutil.rmtree(root / "dtd")
     (root / "eurosat" / "split_zhou_EuroSAT.json").write_text("{")
-    out = CliRunner().invoke(main, ["datasets", "--data-root", str(root), "--counts", "classes",
-                                    "--params", str(tmp_path / "none.yaml")])
+    out = CliRunner().invoke(
+        main, ["datasets", "--data-root", str(root), "--counts", "classes", "--params", str(tmp_path / "none.yaml")]
+    )
     assert out.exit_code == 0, out.output
     rows = {line.split()[0]: line.split() for line in out.output.splitlines()[2:] if not line.startswith(" ")}
     assert rows["oxford_pets"][1:6] == ["found", "37", "110", "37", "37"]

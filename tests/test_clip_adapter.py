@@ -101,8 +101,7 @@ def test_val_selection_retrains_each_grid_point_and_keeps_the_best():
     assert info["val_acc"] == best
     assert (info["lr"], info["alpha"]) == next(k for k, v in accs.items() if v == best)
     assert method.alpha == info["alpha"]
-    assert all(torch.equal(a, b) for a, b in zip(method.adapter.parameters(), chosen.adapter.parameters(),
-                                                  strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(method.adapter.parameters(), chosen.adapter.parameters(), strict=True))
 
 
 def test_alpha_changes_what_is_trained():
@@ -113,8 +112,9 @@ def test_alpha_changes_what_is_trained():
     assert not torch.equal(low.adapter.fc[0].weight, high.adapter.fc[0].weight)
 
 
-@pytest.mark.parametrize("bad", [{"alpha_grid": [1.5]}, {"alpha": -0.1}, {"lr_grid": []}, {"epochs": 0},
-                                 {"lr_grid": [-1e-3]}])
+@pytest.mark.parametrize(
+    "bad", [{"alpha_grid": [1.5]}, {"alpha": -0.1}, {"lr_grid": []}, {"epochs": 0}, {"lr_grid": [-1e-3]}]
+)
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipAdapterConfig, bad, "method_params.clip_adapter")

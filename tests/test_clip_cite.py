@@ -38,8 +38,9 @@ def test_trainable_parameters_vitb16_are_the_whole_model_plus_w():
 
     model = open_clip.create_model("ViT-B-16", pretrained=None)
     space = LabelSpace("d", ("a", "b", "c"), ("cat", "dog", "ship"), ("{}.",))
-    tokens = tokenize_prompts(open_clip.get_tokenizer("ViT-B-16"), training_prompts(ClipCiteConfig(), space),
-                              torch.device("cpu"))
+    tokens = tokenize_prompts(
+        open_clip.get_tokenizer("ViT-B-16"), training_prompts(ClipCiteConfig(), space), torch.device("cpu")
+    )
     with torch.no_grad():
         w = class_text_features(model, tokens, 3)
     assert w.shape == (3, 512)
@@ -60,9 +61,14 @@ def test_frozen_pattern_keeps_those_parameters_out_of_the_state(data):
     assert "model.visual.conv1.weight" in method.state_dict()
 
 
-@pytest.mark.parametrize("overrides", [{"base_classifier": "text"},
-                                       {"base_classifier": "W", "prompt_template": "a photo of a {}."},
-                                       {"base_classifier": "W", "prompt_template": None}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"base_classifier": "text"},
+        {"base_classifier": "W", "prompt_template": "a photo of a {}."},
+        {"base_classifier": "W", "prompt_template": None},
+    ],
+)
 def test_wise_alpha_zero_gives_the_zero_shot_logits(data, overrides):
     method = make(wise_alpha=0.0, lr=1e-3, **overrides)
     method.fit(data["tasks"]["images"])
@@ -142,9 +148,17 @@ def test_cosine_schedule_endpoints():
     assert cosine_lr(0, 100, 5e-6, 10) == pytest.approx(5e-7)
 
 
-@pytest.mark.parametrize("bad", [{"wise_alpha": 1.5}, {"epochs": 0}, {"prompt_template": "a photo"},
-                                 {"frozen_pattern": "token_embedding"}, {"kl_direction": "both"},
-                                 {"by_dataset": {"eurosat": {"batch_size": 0}}}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"wise_alpha": 1.5},
+        {"epochs": 0},
+        {"prompt_template": "a photo"},
+        {"frozen_pattern": "token_embedding"},
+        {"kl_direction": "both"},
+        {"by_dataset": {"eurosat": {"batch_size": 0}}},
+    ],
+)
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipCiteConfig, bad, "test clip_cite")

@@ -33,8 +33,12 @@ def selected(arch: str) -> dict[str, int]:
     text = freeze_except(model, [cfg.text_pattern])
     image = freeze_except(model, [cfg.image_pattern])
     params = dict(model.named_parameters())
-    return {"text": sum(params[n].numel() for n in text), "image": sum(params[n].numel() for n in image),
-            "text_tensors": len(text), "image_tensors": len(image)}
+    return {
+        "text": sum(params[n].numel() for n in text),
+        "image": sum(params[n].numel() for n in image),
+        "text_tensors": len(text),
+        "image_tensors": len(image),
+    }
 
 
 def test_trainable_parameters_vitb16():
@@ -102,9 +106,17 @@ def test_lambda_rule_follows_the_readme():
     assert rule("dtd", "base", lam=0.5) == 0.5 and rule("dtd", "all", lam=0.5) == 0.5
 
 
-@pytest.mark.parametrize("bad", [{"text_pattern": "c_proj.bias"}, {"lambda_few_shot": -1}, {"epochs": 0},
-                                 {"crop_scale": [0.5, 0.2]}, {"by_dataset": {"imagenet": {"epochs": 0}}},
-                                 {"lambda_transfer": 8.0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"text_pattern": "c_proj.bias"},
+        {"lambda_few_shot": -1},
+        {"epochs": 0},
+        {"crop_scale": [0.5, 0.2]},
+        {"by_dataset": {"imagenet": {"epochs": 0}}},
+        {"lambda_transfer": 8.0},
+    ],
+)
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         parse(ClipFitConfig, bad, "test clipfit")
@@ -126,8 +138,12 @@ def test_defaults_are_the_reference_settings():
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.warmup_lr, cfg.batch_size) == (2e-3, 0.9, 5e-4, 1e-5, 32)
     assert cfg.epochs == 100 and cfg.crop_scale == (0.08, 1.0) and cfg.flip
     assert (cfg.lambda_base2new, cfg.lambda_few_shot) == (8.0, 2.0)
-    assert to_plain(cfg.by_dataset) == {"imagenet": {"epochs": 10}, "food101": {"epochs": 10},
-                                        "dtd": {"lambda_few_shot": 8.0}, "sun397": {"lambda_few_shot": 8.0}}
+    assert to_plain(cfg.by_dataset) == {
+        "imagenet": {"epochs": 10},
+        "food101": {"epochs": 10},
+        "dtd": {"lambda_few_shot": 8.0},
+        "sun397": {"lambda_few_shot": 8.0},
+    }
 
 
 def test_learning_rate_follows_the_dassl_schedule(data, monkeypatch):

@@ -61,8 +61,9 @@ def test_registering_another_method_or_a_comment_changes_no_fingerprint(project)
     original, before = registry.read_text(), _fingerprints(project)
     line = '    "zeroshot": "clipbench.methods.zeroshot:ZeroShotCLIP",\n'
     assert line in original
-    registry.write_text(original.replace(line, line + '    "new_method": "clipbench.methods.new_method:New",\n'
-                                         "    # a comment\n"))
+    registry.write_text(
+        original.replace(line, line + '    "new_method": "clipbench.methods.new_method:New",\n    # a comment\n')
+    )
     try:
         assert _fingerprints(project) == before
     finally:
@@ -85,8 +86,10 @@ def test_type_checking_imports_are_not_followed(tmp_path):
     pkg = tmp_path / "clipbench"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from clipbench import b\n"
-                              "def f():\n    from clipbench import c\n")
+    (pkg / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from clipbench import b\n"
+        "def f():\n    from clipbench import c\n"
+    )
     (pkg / "b.py").write_text("")
     (pkg / "c.py").write_text("")
     assert imports_of("clipbench.a", root=tmp_path) == {"clipbench", "clipbench.c"}
@@ -95,10 +98,13 @@ def test_type_checking_imports_are_not_followed(tmp_path):
 def test_static_closure_covers_every_module_python_imports():
     """What importing the stage and method modules really loads is inside the computed closure."""
     roots = sorted({r for s in CELL_STAGES for m in METHODS for r in code.method_roots(s, m)})
-    script = (f"import importlib, sys\nfor r in {roots!r}: importlib.import_module(r)\n"
-              "print('\\n'.join(m for m in sys.modules if m.split('.')[0] in ('clipbench', 'stages')))")
-    loaded = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            check=True).stdout.split()
+    script = (
+        f"import importlib, sys\nfor r in {roots!r}: importlib.import_module(r)\n"
+        "print('\\n'.join(m for m in sys.modules if m.split('.')[0] in ('clipbench', 'stages')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     static = set(closure(*roots))
     assert set(loaded) - static == set()
 
@@ -116,4 +122,5 @@ def test_code_stage_writes_the_fingerprints_the_cell_keys_use(tmp_path):
             written = json.loads(layout.code(stage, method).read_text())
             assert written["hash"] == code.method_code(stage, method)
     assert sorted(p.name for p in (tmp_path / "code" / "download").iterdir()) == sorted(
-        f"{d}.json" for d in cfg.all_datasets())
+        f"{d}.json" for d in cfg.all_datasets()
+    )

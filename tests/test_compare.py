@@ -31,8 +31,13 @@ def test_pairs_are_per_seed_differences_on_shared_ok_cells():
     p = compare.pairs(r, "clip_adapter", "zeroshot", "base2new")
     assert len(p) == 3 * 3 * 2  # datasets x seeds x {base, new}
     row = p.iloc[0]
-    a = r[(r.method == "clip_adapter") & (r.protocol == "base2new") & (r.dataset == row.dataset)
-          & (r.seed == row.seed) & (r.metric == row.metric)].value.iloc[0]
+    a = r[
+        (r.method == "clip_adapter")
+        & (r.protocol == "base2new")
+        & (r.dataset == row.dataset)
+        & (r.seed == row.seed)
+        & (r.metric == row.metric)
+    ].value.iloc[0]
     assert row["diff"] == a - row.b
     lp = compare.pairs(r, "linear_probe", "zeroshot", "base2new")
     assert set(lp.metric) == {"base"} and compare.unpaired(r, "linear_probe", "zeroshot", "base2new") == 9
@@ -53,8 +58,9 @@ def test_cli_compare_prints_summary_and_per_seed_table(tmp_path):
     r = _shifted()
     path = tmp_path / "results.parquet"
     r.to_parquet(path, index=False)
-    out = CliRunner().invoke(main, ["compare", "clip_adapter", "zeroshot", "--results", str(path), "--protocol",
-                                    "cross_dataset"])
+    out = CliRunner().invoke(
+        main, ["compare", "clip_adapter", "zeroshot", "--results", str(path), "--protocol", "cross_dataset"]
+    )
     assert out.exit_code == 0, out.output
     assert "clip_adapter − zeroshot" in out.output and "Per-seed differences" in out.output
     assert out.output.count("| cross_dataset | toy_vit | 16 | toy_") == 9  # 3 datasets x 3 seeds

@@ -27,18 +27,21 @@ def test_project_params_are_valid():
     assert cfg.suite == "toy" and cfg.methods
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    ({"methods": ["zeroshot", "clipfitt"]}, "unknown method 'clipfitt'"),
-    ({"datasets": ["toy_objects", "imagenett"]}, "unknown dataset 'imagenett'"),
-    ({"backbones": ["vit-b-16"]}, "Valid backbone names"),
-    ({"bogus": 1}, "unknown key(s) 'bogus'"),
-    ({"features": {"views": "ten"}}, "features.views: expected int"),
-    ({"method_params": {"clip_adapter": {"lr": "fast"}}}, "method_params.clip_adapter.lr"),
-    ({"method_params": {"clip_adapter": {"alpah": 0.3}}}, "unknown key(s) 'alpah'"),
-    ({"method_params": {"no_such_method": {}}}, "unknown method 'no_such_method'"),
-    ({"targets": ["toy_objects"]}, "both datasets and targets"),
-    ({"datasets": ["toy_objects", "toy_objects_noisy"]}, "no training split"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"methods": ["zeroshot", "clipfitt"]}, "unknown method 'clipfitt'"),
+        ({"datasets": ["toy_objects", "imagenett"]}, "unknown dataset 'imagenett'"),
+        ({"backbones": ["vit-b-16"]}, "Valid backbone names"),
+        ({"bogus": 1}, "unknown key(s) 'bogus'"),
+        ({"features": {"views": "ten"}}, "features.views: expected int"),
+        ({"method_params": {"clip_adapter": {"lr": "fast"}}}, "method_params.clip_adapter.lr"),
+        ({"method_params": {"clip_adapter": {"alpah": 0.3}}}, "unknown key(s) 'alpah'"),
+        ({"method_params": {"no_such_method": {}}}, "unknown method 'no_such_method'"),
+        ({"targets": ["toy_objects"]}, "both datasets and targets"),
+        ({"datasets": ["toy_objects", "toy_objects_noisy"]}, "no training split"),
+    ],
+)
 def test_bad_values_name_the_key(overrides, needle):
     with pytest.raises(ConfigError) as err:
         check(**overrides)
@@ -52,14 +55,17 @@ def _protocols(**change):
     return p
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"few_shot": {"shots": [0, 4]}}, "positive"),
-    ({"few_shot": {"seeds": []}}, "at least one"),
-    ({"few_shot": {"shots": [4, 4]}}, "duplicate"),
-    ({"base2new": {"shots": -1}}, "positive"),
-    ({"cross_dataset": {"source": "toy_scenes"}}, "not listed under datasets"),
-    ({"domain_generalization": {"targets": ["toy_objects_noisy"]}}, "not listed under datasets or targets"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"few_shot": {"shots": [0, 4]}}, "positive"),
+        ({"few_shot": {"seeds": []}}, "at least one"),
+        ({"few_shot": {"shots": [4, 4]}}, "duplicate"),
+        ({"base2new": {"shots": -1}}, "positive"),
+        ({"cross_dataset": {"source": "toy_scenes"}}, "not listed under datasets"),
+        ({"domain_generalization": {"targets": ["toy_objects_noisy"]}}, "not listed under datasets or targets"),
+    ],
+)
 def test_protocol_errors(change, needle):
     with pytest.raises(ConfigError) as err:
         check(protocols=_protocols(**change))

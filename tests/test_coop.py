@@ -97,13 +97,13 @@ def test_class_specific_context_maps_by_class_id_and_refuses_unseen_classes(enc)
     method = make(n_ctx=4, epochs=2, csc=True)
     method.fit(task)
     full = method.predictor(_target(enc))(enc["x"]["features"])
-    sub = EvalTarget(task.space.subset((2, 0)), task.text_weights[[2, 0]], task.logit_scale, task.space,
-                     backbone=enc["backbone"])
+    sub = EvalTarget(
+        task.space.subset((2, 0)), task.text_weights[[2, 0]], task.logit_scale, task.space, backbone=enc["backbone"]
+    )
     assert torch.allclose(method.predictor(sub)(enc["x"]["features"]), full[:, [2, 0]], atol=1e-5)
     other = replace(task.space, class_ids=tuple(f"new{i}" for i in range(len(task.space))))
     with pytest.raises(NotApplicable):
-        method.predictor(EvalTarget(other, task.text_weights, task.logit_scale, task.space,
-                                    backbone=enc["backbone"]))
+        method.predictor(EvalTarget(other, task.text_weights, task.logit_scale, task.space, backbone=enc["backbone"]))
 
 
 def test_epoch_rule_follows_shots_and_dataset():
@@ -120,8 +120,13 @@ def test_a_prompt_longer_than_the_text_encoder_is_a_clear_error(enc):
 
 
 def test_bad_config_values_are_rejected():
-    for bad in ({"n_ctx": 0}, {"epochs": 0}, {"ctx_init": " "}, {"class_token_position": "left"},
-                {"epochs_by_shots": [[1, 0]]}):
+    for bad in (
+        {"n_ctx": 0},
+        {"epochs": 0},
+        {"ctx_init": " "},
+        {"class_token_position": "left"},
+        {"epochs_by_shots": [[1, 0]]},
+    ):
         with pytest.raises(ConfigError):
             parse(CoOpConfig, bad, "test coop")
 

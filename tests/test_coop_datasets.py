@@ -174,8 +174,9 @@ def test_sampler_is_class_balanced_for_random_datasets():
         assert split == make_kshot("d", tuple(train), tuple(train), k, seed)
         base, new = base_new_labels(set(counts))
         assert len(base) - len(new) in (0, 1)
-        assert [r.label for r in relabel(split.train, new)] == [new.index(r.label) for r in split.train
-                                                                 if r.label in new]
+        assert [r.label for r in relabel(split.train, new)] == [
+            new.index(r.label) for r in split.train if r.label in new
+        ]
 
 
 # --- templates -------------------------------------------------------------------------------------------------
@@ -237,12 +238,15 @@ def test_imagenet_missing_class_folders_are_counted(coop_root, tmp_path):
         get_dataset("imagenet").read(root)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda raw: raw["test"].append(["banded/x.jpg", 0, "dotted"]), "does not define that way"),
-    (lambda raw: raw.update(test=[r for r in raw["test"] if r[1] != 3]), "no image of 1 classes"),
-    (lambda raw: raw["train"].__setitem__(0, ["/etc/passwd", 0, "banded"]), "escapes the image root"),
-    (lambda raw: raw.pop("val"), "exactly the keys train, val, test"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda raw: raw["test"].append(["banded/x.jpg", 0, "dotted"]), "does not define that way"),
+        (lambda raw: raw.update(test=[r for r in raw["test"] if r[1] != 3]), "no image of 1 classes"),
+        (lambda raw: raw["train"].__setitem__(0, ["/etc/passwd", 0, "banded"]), "escapes the image root"),
+        (lambda raw: raw.pop("val"), "exactly the keys train, val, test"),
+    ],
+)
 def test_inconsistent_split_files_are_rejected(coop_root, tmp_path, edit, message):
     root = copy_dataset(coop_root, tmp_path, "dtd")
     path = root / "dtd" / "split_zhou_DescribableTextures.json"

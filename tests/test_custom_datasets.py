@@ -55,9 +55,11 @@ def suite(tmp_path, entries, **extra):
 
 def test_folder_tree_with_one_params_entry(tmp_path):
     write_folders(tmp_path / "data" / "birds")
-    cfg = suite(tmp_path, {"birds": {"format": "folders", "path": "birds",
-                                     "templates": ["a photo of a {}, a type of bird."]}},
-                datasets=["toy_objects", "toy_textures", "birds"])
+    cfg = suite(
+        tmp_path,
+        {"birds": {"format": "folders", "path": "birds", "templates": ["a photo of a {}, a type of bird."]}},
+        datasets=["toy_objects", "toy_textures", "birds"],
+    )
     assert "birds" in cfg.datasets
     splits = validate(get_dataset("birds"), cfg.data_root)
     assert splits.classnames == tuple(BIRDS)
@@ -80,19 +82,25 @@ def test_csv_lists_and_missing_val_draws_from_train(tmp_path):
 
 def test_test_only_custom_target(tmp_path):
     write_folders(tmp_path / "data" / "sketches", splits=("test",))
-    cfg = suite(tmp_path, {"sketches": {"format": "folders", "path": "sketches", "test_only": True}},
-                targets=["toy_objects_sketch", "sketches"])
+    cfg = suite(
+        tmp_path,
+        {"sketches": {"format": "folders", "path": "sketches", "test_only": True}},
+        targets=["toy_objects_sketch", "sketches"],
+    )
     splits = get_dataset("sketches").read(cfg.data_root)
     assert splits.train == () and len(splits.test) == 3
 
 
-@pytest.mark.parametrize("entry,message", [
-    ({"format": "folders", "path": "/abs/birds"}, "must be a folder relative to data_root"),
-    ({"format": "folders", "path": "../birds"}, "must be a folder relative to data_root"),
-    ({"format": "zip", "path": "birds"}, "'zip' is not one of 'folders', 'csv'"),
-    ({"format": "folders", "path": "birds", "templates": ["a photo"]}, "exactly one '{}'"),
-    ({"format": "folders", "path": "birds", "colour": 1}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"format": "folders", "path": "/abs/birds"}, "must be a folder relative to data_root"),
+        ({"format": "folders", "path": "../birds"}, "must be a folder relative to data_root"),
+        ({"format": "zip", "path": "birds"}, "'zip' is not one of 'folders', 'csv'"),
+        ({"format": "folders", "path": "birds", "templates": ["a photo"]}, "exactly one '{}'"),
+        ({"format": "folders", "path": "birds", "colour": 1}, "unknown key"),
+    ],
+)
 def test_bad_entries_are_config_errors(tmp_path, entry, message):
     with pytest.raises(ConfigError, match=message):
         suite(tmp_path, {"birds": entry})

@@ -36,8 +36,10 @@ def dtd_sources(tmp_path, monkeypatch):
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(src / "dtd" / "images", arcname="dtd/images")
     split = src / "dtd" / "split_zhou_DescribableTextures.json"
-    sources = (Source(archive.as_uri(), archive.name, md5=md5(archive), member="dtd"),
-               Source(split.as_uri(), split.name, member=None))
+    sources = (
+        Source(archive.as_uri(), archive.name, md5=md5(archive), member="dtd"),
+        Source(split.as_uri(), split.name, member=None),
+    )
     monkeypatch.setattr(DATASETS.get("dtd"), "sources", sources)
     return sources
 
@@ -140,8 +142,7 @@ def test_nested_archive_and_imagenet_classnames_are_installed(tmp_path, monkeypa
 
     staged = tmp_path / "staged"
     staged.mkdir()
-    _place(Source(outer.as_uri(), outer.name, member="caltech-101", inner="101_ObjectCategories.tar.gz"), outer,
-           staged)
+    _place(Source(outer.as_uri(), outer.name, member="caltech-101", inner="101_ObjectCategories.tar.gz"), outer, staged)
     assert (staged / "101_ObjectCategories" / "airplanes" / "image_0001.jpg").is_file()
     assert not (staged / "101_ObjectCategories.tar.gz").exists()
 

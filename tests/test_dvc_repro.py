@@ -24,8 +24,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    methods = {"zeroshot": {}, "linear_probe": {}, "clip_adapter": {"epochs": 3}, "tip_adapter": {},
-               "tip_adapter_f": {"epochs": 2}}
+    methods = {
+        "zeroshot": {},
+        "linear_probe": {},
+        "clip_adapter": {"epochs": 3},
+        "tip_adapter": {},
+        "tip_adapter_f": {"epochs": 2},
+    }
     return make_workspace(tmp_path_factory.mktemp("repo"), reduced_params(methods=methods))
 
 
@@ -43,7 +48,9 @@ def test_repro_then_noop_then_only_changed_method(workspace):
     third = _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace))
     sources = params["datasets"]
     assert {s for s in third if s.startswith(("train@", "evaluate@"))} == {
-        *(f"train@toy_vit-clip_adapter-{d}" for d in sources), "evaluate@toy_vit-clip_adapter"}
+        *(f"train@toy_vit-clip_adapter-{d}" for d in sources),
+        "evaluate@toy_vit-clip_adapter",
+    }
     assert not any(s.startswith(("download", "split", "backbone", "extract")) for s in third)
 
 
@@ -60,8 +67,11 @@ def test_edit_in_an_imported_module_reruns_exactly_its_importers(workspace):
         module.write("\n_PLANTED_EDIT = 1  # a harmless change of the module's code\n")
     _run([sys.executable, "-m", "dvc", "repro", "--single-item", "code"], workspace)
     status = json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], workspace).strip().splitlines()[-1])
-    expected = {*(f"train@toy_vit-{m}-{d}" for m in ("tip_adapter", "tip_adapter_f") for d in sources),
-                "evaluate@toy_vit-tip_adapter", "evaluate@toy_vit-tip_adapter_f"}
+    expected = {
+        *(f"train@toy_vit-{m}-{d}" for m in ("tip_adapter", "tip_adapter_f") for d in sources),
+        "evaluate@toy_vit-tip_adapter",
+        "evaluate@toy_vit-tip_adapter_f",
+    }
     assert set(status) == expected
     ran = _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace))
     assert {s for s in ran if s.startswith(("train@", "evaluate@"))} == expected
@@ -88,8 +98,12 @@ def test_kill_9_mid_stage_then_repro_matches_the_uninterrupted_run(workspace, tm
 
     feats = workspace / "features" / "toy_vit" / source  # 1: extract has written its text features, not fit/
     extract = [*repro, "--force", "--single-item", f"extract@toy_vit-{source}"]
-    killed_when(extract, workspace, lambda: (feats / "text.safetensors").is_file() and not (feats / "fit").exists(),
-                tmp_path / "kill1.log")
+    killed_when(
+        extract,
+        workspace,
+        lambda: (feats / "text.safetensors").is_file() and not (feats / "fit").exists(),
+        tmp_path / "kill1.log",
+    )
     assert not (feats / "fit").exists()
     assert _ran(_run(repro, workspace)) >= {f"extract@toy_vit-{source}"}
 

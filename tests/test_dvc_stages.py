@@ -25,15 +25,21 @@ def stage_list(tmp: Path, params: dict) -> list[str]:
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     subprocess.run(DVC + ["init", "--no-scm", "-q"], cwd=tmp, check=True, env=env)
-    out = subprocess.run(DVC + ["stage", "list", "--name-only"], cwd=tmp, check=True, env=env,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        DVC + ["stage", "list", "--name-only"], cwd=tmp, check=True, env=env, capture_output=True, text=True
+    ).stdout
     return [line for line in out.splitlines() if line.strip()]
 
 
 def test_paper_scale_expands_to_at_most_400_stages(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update(backbones=["vitb16_openai"], datasets=PAPER_DATASETS, targets=PAPER_TARGETS,
-                  methods=PAPER_METHODS, method_params={m: {} for m in PAPER_METHODS})
+    params.update(
+        backbones=["vitb16_openai"],
+        datasets=PAPER_DATASETS,
+        targets=PAPER_TARGETS,
+        methods=PAPER_METHODS,
+        method_params={m: {} for m in PAPER_METHODS},
+    )
     stages = stage_list(tmp_path, params)
     assert len(stages) <= 400, len(stages)
     assert sum(s.startswith("train@") for s in stages) == len(PAPER_METHODS) * len(PAPER_DATASETS)
@@ -43,8 +49,19 @@ def test_paper_scale_expands_to_at_most_400_stages(tmp_path):
 def test_project_dag_lists_every_stage_kind(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     kinds = {s.split("@")[0] for s in stage_list(tmp_path, params)}
-    assert kinds == {"code", "download", "download_target", "split", "backbone", "extract", "extract_target", "train",
-                     "evaluate", "aggregate", "track"}
+    assert kinds == {
+        "code",
+        "download",
+        "download_target",
+        "split",
+        "backbone",
+        "extract",
+        "extract_target",
+        "train",
+        "evaluate",
+        "aggregate",
+        "track",
+    }
 
 
 def test_paper_suite_config_validates_and_its_dag_builds_on_fixture_data(tmp_path):

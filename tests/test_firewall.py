@@ -54,15 +54,15 @@ def _runnable_methods(cfg: SuiteConfig, layout) -> list[str]:
     dataset = cfg.datasets[0]
     inputs = train.load_inputs("toy_vit", dataset, cfg, layout)
     cell = training_cells(cfg, dataset)[0]
-    task = train.build_task(cell, read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed)),
-                            inputs)
+    task = train.build_task(cell, read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed)), inputs)
     return [m for m in METHODS.names() if not METHODS.get(m).needs_backbone() or task.backbone is not None]
 
 
 def _prepare(tmp_path: Path) -> tuple[SuiteConfig, object]:
     _, layout, data_root = make_project(tmp_path)
-    params = tiny_params(data_root=str(data_root), methods=METHODS.names(),
-                         method_params=smoke_params(METHODS.names(), SELECTION_ON))
+    params = tiny_params(
+        data_root=str(data_root), methods=METHODS.names(), method_params=smoke_params(METHODS.names(), SELECTION_ON)
+    )
     cfg = parse(SuiteConfig, params, "firewall params")
     for d in cfg.datasets:
         download.run(dataset=d, data_root=data_root, layout=layout)
@@ -91,15 +91,18 @@ def _poison_test_data(cfg, layout) -> None:
     for d in cfg.datasets:
         test_dir = layout.test_features("toy_vit", d)
         cache = read_feature_dir(test_dir)
-        tensors = {"features": torch.randn(cache.tensors["features"].shape, generator=g),
-                   "labels": cache.tensors["labels"][torch.randperm(len(cache.tensors["labels"]), generator=g)]}
+        tensors = {
+            "features": torch.randn(cache.tensors["features"].shape, generator=g),
+            "labels": cache.tensors["labels"][torch.randperm(len(cache.tensors["labels"]), generator=g)],
+        }
         write_feature_dir(test_dir, tensors, cache.index, cache.meta)
         index = load_index(layout.dataset_index(d))
         s = index.splits
         labels = [r.label for r in s.test][::-1]
         test = tuple(Record(r.path, lbl, s.classnames[lbl]) for r, lbl in zip(s.test, labels, strict=True))
-        DatasetIndex(index.dataset, index.image_root,
-                     DatasetSplits(s.train, s.val, test, s.class_ids, s.classnames)).write(layout.dataset_index(d))
+        DatasetIndex(
+            index.dataset, index.image_root, DatasetSplits(s.train, s.val, test, s.class_ids, s.classnames)
+        ).write(layout.dataset_index(d))
 
 
 def test_poisoned_or_deleted_test_data_changes_no_trained_state_or_selection(tmp_path, small_toy, monkeypatch):
@@ -115,8 +118,9 @@ def test_poisoned_or_deleted_test_data_changes_no_trained_state_or_selection(tmp
 
     read_tensors: list[str] = []
     original = cb_io.safe_open  # the one place clipbench reads tensors (clipbench.io.load_tensors_with_metadata)
-    monkeypatch.setattr(cb_io, "safe_open", lambda path, *a, **k: read_tensors.append(str(path)) or original(
-        path, *a, **k))
+    monkeypatch.setattr(
+        cb_io, "safe_open", lambda path, *a, **k: read_tensors.append(str(path)) or original(path, *a, **k)
+    )
     for d in cfg.datasets:
         shutil.rmtree(layout.test_features("toy_vit", d))
     _opened = []
@@ -153,19 +157,30 @@ def test_fit_tasks_hold_only_few_shot_train_and_val_images(project):
 def _names_in(path: Path) -> tuple[set[str], set[str]]:
     """Attribute/function names and non-docstring string constants of a module."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
-                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    strings = {n.value for n in ast.walk(tree)
-               if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
+    strings = {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    }
     return names, strings
 
 
 def test_train_stage_and_methods_never_name_the_test_layout():
-    sources = [ROOT / "clipbench" / "pipeline" / "train.py", ROOT / "stages" / "train.py",
-               *sorted((ROOT / "clipbench" / "methods").glob("*.py"))]
+    sources = [
+        ROOT / "clipbench" / "pipeline" / "train.py",
+        ROOT / "stages" / "train.py",
+        *sorted((ROOT / "clipbench" / "methods").glob("*.py")),
+    ]
     for path in sources:
         names, strings = _names_in(path)
         assert not names & {"test_features", "test", "eval_cells"}, f"{path.name} names a test accessor"

@@ -32,8 +32,14 @@ print(json.dumps(sorted(m for m in check.split(",") if m in sys.modules)))
 def imported(modules: list[str], check: tuple[str, ...] = HEAVY, params: Path | None = None) -> list[str]:
     """Which of ``check`` a fresh interpreter holds after importing ``modules`` (and loading ``params``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", PROBE, str(params or ""), ",".join(check), *modules], cwd=ROOT,
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(params or ""), ",".join(check), *modules],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -38,7 +38,8 @@ class DiskFull:
 
         def save_file(tensors, filename, metadata=None) -> None:
             self._next(filename, safetensors.torch.save(tensors, metadata=metadata)) or real_tensors(
-                tensors, filename, metadata=metadata)
+                tensors, filename, metadata=metadata
+            )
 
         monkeypatch.setattr(io, "write_bytes", write_bytes)
         monkeypatch.setattr(io, "save_file", save_file)
@@ -69,8 +70,10 @@ def _assert_disk_full(err: pytest.ExceptionInfo, target: Path) -> None:
 @pytest.mark.parametrize("kind", ["json", "safetensors"])
 def test_disk_full_mid_write_keeps_previous_artifact(tmp_path, monkeypatch, kind):
     path = tmp_path / f"artifact.{kind}"
-    write = {"json": lambda v: io.atomic_write_json(path, {"value": v, "rows": list(range(200))}),
-             "safetensors": lambda v: io.atomic_save_tensors(path, {"w": torch.full((64, 64), float(v))})}[kind]
+    write = {
+        "json": lambda v: io.atomic_write_json(path, {"value": v, "rows": list(range(200))}),
+        "safetensors": lambda v: io.atomic_save_tensors(path, {"w": torch.full((64, 64), float(v))}),
+    }[kind]
     write(1)
     good = path.read_bytes()
     fault = DiskFull(monkeypatch)
@@ -91,8 +94,9 @@ def test_disk_full_mid_write_keeps_previous_artifact(tmp_path, monkeypatch, kind
     assert path.read_bytes() == reference.read_bytes() != good
 
 
-def _assert_stage_survives_disk_full(monkeypatch, stage: Callable[[], object], root: Path, target: Path,
-                                     allow: int) -> None:
+def _assert_stage_survives_disk_full(
+    monkeypatch, stage: Callable[[], object], root: Path, target: Path, allow: int
+) -> None:
     """Run ``stage`` cleanly, again with the disk filling up after ``allow`` writes, then again cleanly."""
     stage()
     good = snapshot(root)
@@ -159,6 +163,7 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
 
 # --- MLflow logging interrupted between two store calls ----------------------------------------------------------
 
+
 class Killed(BaseException):
     """Stands for SIGKILL: not an ``Exception``, so nothing in clipbench catches it."""
 
@@ -173,7 +178,11 @@ def _logged(uri: str) -> dict[str, tuple]:
         for r in client.search_runs([exp.experiment_id], max_results=5000):
             done = tracking.CONTENT_TAG in r.data.tags or tracking.KEY_TAG in r.data.tags
             out[f"{exp.name}/{r.data.tags['mlflow.runName']}"] = (
-                r.data.metrics, done, r.data.tags.get(tracking.PENDING_TAG), r.data.params)
+                r.data.metrics,
+                done,
+                r.data.tags.get(tracking.PENDING_TAG),
+                r.data.params,
+            )
     return out
 
 

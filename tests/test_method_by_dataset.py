@@ -78,12 +78,15 @@ def test_tip_adapter_fit_uses_its_datasets_initial_values():
     assert (info["alpha"], info["beta"]) == (10.0, 1.0)
 
 
-@pytest.mark.parametrize(("config", "entry", "message"), [
-    (ClipFitConfig, {"eurosatt": {"epochs": 5}}, "unknown dataset 'eurosatt'"),
-    (ClipCiteConfig, {"eurosat": {"batch_sise": 8}}, "by_dataset.eurosat: unknown key"),
-    (TipAdapterFConfig, {"eurosat": {"epochs": 0}}, "by_dataset.eurosat: epochs and batch_size must be positive"),
-    (TipAdapterConfig, {"dtd": {"by_dataset": {}}}, "cannot be nested"),
-])
+@pytest.mark.parametrize(
+    ("config", "entry", "message"),
+    [
+        (ClipFitConfig, {"eurosatt": {"epochs": 5}}, "unknown dataset 'eurosatt'"),
+        (ClipCiteConfig, {"eurosat": {"batch_sise": 8}}, "by_dataset.eurosat: unknown key"),
+        (TipAdapterFConfig, {"eurosat": {"epochs": 0}}, "by_dataset.eurosat: epochs and batch_size must be positive"),
+        (TipAdapterConfig, {"dtd": {"by_dataset": {}}}, "cannot be nested"),
+    ],
+)
 def test_bad_entries_fail_at_validation_naming_the_entry(config, entry, message):
     with pytest.raises(ConfigError, match=message):
         parse(config, {"by_dataset": entry}, "method_params.m")

@@ -23,8 +23,9 @@ def make(name: str, **overrides):
 
 def target_of(task, labels=None, backbone=None):
     labels = list(range(len(task.space))) if labels is None else labels
-    return EvalTarget(task.space.subset(tuple(labels)), task.text_weights[labels], task.logit_scale, task.space,
-                      backbone=backbone)
+    return EvalTarget(
+        task.space.subset(tuple(labels)), task.text_weights[labels], task.logit_scale, task.space, backbone=backbone
+    )
 
 
 @dataclass
@@ -55,8 +56,14 @@ def case(request, encoder_case_data):
             task = synthetic_task()
             return Case(task, task.val.plain, task.val.labels, None, True)
         kind = cls.requires.value
-        return Case(encoder_case_data["tasks"][kind], encoder_case_data["x"][kind], encoder_case_data["labels"],
-                    encoder_case_data["backbone"], False)
+        return Case(
+            encoder_case_data["tasks"][kind],
+            encoder_case_data["x"][kind],
+            encoder_case_data["labels"],
+            encoder_case_data["backbone"],
+            False,
+        )
+
     return build
 
 
@@ -168,8 +175,15 @@ def test_tip_adapter_search_uses_the_reference_grid():
     method.fit(task)
     assert method.alpha in (0.1, 0.6) and method.beta in (0.1, 0.6, 1.1, 1.6)
     grid_best = tip_adapter.search_alpha_beta(
-        torch.nn.functional.normalize(task.val.plain, dim=-1), task.val.labels, method.keys, method.values,
-        task.text_weights, task.logit_scale, (2.1, 1.1), (4, 2))
+        torch.nn.functional.normalize(task.val.plain, dim=-1),
+        task.val.labels,
+        method.keys,
+        method.values,
+        task.text_weights,
+        task.logit_scale,
+        (2.1, 1.1),
+        (4, 2),
+    )
     assert (method.alpha, method.beta) == grid_best[:2]
 
 

@@ -33,8 +33,11 @@ def run_all(cfg, layout, data_root, skip_backbone=True):
         counts[d] = extract.run(backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root)
     for d in cfg.targets:
         extract.run(backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root, test_only=True)
-    trained = {(m, d): train.run(backbone="toy_vit", method=m, dataset=d, cfg=cfg, layout=layout)
-               for m in cfg.methods for d in cfg.datasets}
+    trained = {
+        (m, d): train.run(backbone="toy_vit", method=m, dataset=d, cfg=cfg, layout=layout)
+        for m in cfg.methods
+        for d in cfg.datasets
+    }
     for m in cfg.methods:
         evaluate.run(backbone="toy_vit", method=m, cfg=cfg, layout=layout)
     aggregate.run(cfg=cfg, layout=layout)
@@ -94,8 +97,10 @@ def test_each_image_encoded_once_per_view(ran):
         n_test = len(load_index(layout.dataset_index(d)).splits.test)
         assert c["decoded"] == n_train + n_val + n_test
         assert c["encoded"] == n_train * (1 + cfg.features.views) + n_val + n_test
-        assert fit.meta["encode_counts"] == {"decoded": n_train + n_val,
-                                             "encoded": n_train * (1 + cfg.features.views) + n_val}
+        assert fit.meta["encode_counts"] == {
+            "decoded": n_train + n_val,
+            "encoded": n_train * (1 + cfg.features.views) + n_val,
+        }
         test = read_feature_dir(layout.test_features("toy_vit", d))
         assert test.meta["encode_counts"] == {"decoded": n_test, "encoded": n_test}
 
@@ -103,8 +108,11 @@ def test_each_image_encoded_once_per_view(ran):
 def test_rerun_recomputes_nothing_and_new_seed_only_new_cells(fresh):
     cfg, layout, data_root, _, trained = fresh
     assert all(t["trained"] == t["planned"] for t in trained.values())
-    again = {(m, d): train.run(backbone="toy_vit", method=m, dataset=d, cfg=cfg, layout=layout)
-             for m in cfg.methods for d in cfg.datasets}
+    again = {
+        (m, d): train.run(backbone="toy_vit", method=m, dataset=d, cfg=cfg, layout=layout)
+        for m in cfg.methods
+        for d in cfg.datasets
+    }
     assert all(t["trained"] == 0 for t in again.values())
     before = pd.read_parquet(layout.results("toy_vit", "clip_adapter") / RESULT_FILE)
     params = tiny_params(data_root=str(data_root))
@@ -127,8 +135,9 @@ def test_changing_one_methods_param_retrains_only_it(fresh):
     params = tiny_params(data_root=str(data_root))
     params["method_params"]["clip_adapter"]["alpha"] = 0.5
     cfg2 = parse(SuiteConfig, params, "test")
-    out = {m: train.run(backbone="toy_vit", method=m, dataset="toy_objects", cfg=cfg2, layout=layout)
-           for m in cfg2.methods}
+    out = {
+        m: train.run(backbone="toy_vit", method=m, dataset="toy_objects", cfg=cfg2, layout=layout) for m in cfg2.methods
+    }
     assert out["clip_adapter"]["trained"] == out["clip_adapter"]["planned"] > 0
     assert out["zeroshot"]["trained"] == out["linear_probe"]["trained"] == 0
 
@@ -151,8 +160,9 @@ def test_unreachable_tracking_store_warns_and_keeps_results(ran, tmp_path):
     cfg, layout, *_ = ran
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("x")
-    bad = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True,
-                                                                uri=f"sqlite:///{blocker}/sub/mlflow.db"))
+    bad = dataclasses.replace(
+        cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True, uri=f"sqlite:///{blocker}/sub/mlflow.db")
+    )
     with pytest.warns(UserWarning, match="MLflow tracking"):
         summary = track.run(cfg=bad, layout=layout)
     assert summary["status"] == "unavailable"
@@ -201,18 +211,29 @@ def test_feature_methods_train_and_evaluate_without_open_clip(ran, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(layout.root, root)
     tests = Path(__file__).parent
-    probe = "\n".join([
-        "import sys", "from pathlib import Path", f"sys.path.insert(0, {str(tests)!r})",
-        "from conftest import tiny_params", "from clipbench.config import SuiteConfig",
-        "from clipbench.layout import Layout", "from clipbench.pipeline import evaluate, train",
-        "from clipbench.typed import parse",
-        f"cfg = parse(SuiteConfig, tiny_params(data_root={str(root / data_root.relative_to(layout.root))!r}), 'p')",
-        f"layout = Layout(Path({str(root)!r}))",
-        "train.run(backbone='toy_vit', method='zeroshot', dataset='toy_objects', cfg=cfg, layout=layout)",
-        "evaluate.run(backbone='toy_vit', method='zeroshot', cfg=cfg, layout=layout)",
-        "print([m for m in ('open_clip', 'torchvision') if m in sys.modules])",
-    ])
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
-                         env={**os.environ, "PYTHONPATH": str(tests.parent)})
+    probe = "\n".join(
+        [
+            "import sys",
+            "from pathlib import Path",
+            f"sys.path.insert(0, {str(tests)!r})",
+            "from conftest import tiny_params",
+            "from clipbench.config import SuiteConfig",
+            "from clipbench.layout import Layout",
+            "from clipbench.pipeline import evaluate, train",
+            "from clipbench.typed import parse",
+            f"cfg = parse(SuiteConfig, tiny_params(data_root={str(root / data_root.relative_to(layout.root))!r}), 'p')",
+            f"layout = Layout(Path({str(root)!r}))",
+            "train.run(backbone='toy_vit', method='zeroshot', dataset='toy_objects', cfg=cfg, layout=layout)",
+            "evaluate.run(backbone='toy_vit', method='zeroshot', cfg=cfg, layout=layout)",
+            "print([m for m in ('open_clip', 'torchvision') if m in sys.modules])",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(tests.parent)},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"

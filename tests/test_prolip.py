@@ -113,8 +113,9 @@ def test_penalty_pulls_towards_the_initial_projection(enc):
     assert penalty(held.weight, initial.weight) < penalty(free.weight, initial.weight)
 
 
-@pytest.mark.parametrize(("rule", "value", "expected"), [("1/N", 0.0, 1 / 3), ("1/N^2", 0.0, 1 / 9),
-                                                         ("fixed", 0.05, 0.05)])
+@pytest.mark.parametrize(
+    ("rule", "value", "expected"), [("1/N", 0.0, 1 / 3), ("1/N^2", 0.0, 1 / 9), ("fixed", 0.05, 0.05)]
+)
 def test_lambda_rule_uses_shots_per_class(enc, rule, value, expected):
     info = make(steps=2, lambda_rule=rule, lambda_value=value).fit(enc["tasks"]["pre_proj"])
     assert info["lambda"] == pytest.approx(expected)

@@ -41,7 +41,7 @@ def test_every_registered_protocol_yields_cells_entries_and_a_title(name, suite)
     assert {e["protocol"] for e in entries} == {name} and {"cell", "average"} <= {e["kind"] for e in entries}
     assert all(e["status"] == "ok" and not math.isnan(e["mean"]) for e in entries)
     table = report.wide_table(report.entries(report.cell_stats(results)), name)
-    assert list(table.columns[:len(p.table_keys)]) == list(p.table_keys) and len(table) > 0
+    assert list(table.columns[: len(p.table_keys)]) == list(p.table_keys) and len(table) > 0
 
 
 def test_protocols_section_keeps_registry_order_and_skips_disabled_ones(suite):
@@ -71,15 +71,22 @@ def _scenarios(tmp_path):
     from clipbench import reference
 
     r = make_results(methods=("zeroshot", "clip_adapter", "linear_probe"), na_new=("linear_probe",))
-    i = r[(r.protocol == "cross_dataset") & (r.method == "zeroshot") & (r.dataset == "toy_scenes")
-          & (r.seed == 1)].index
+    i = r[
+        (r.protocol == "cross_dataset") & (r.method == "zeroshot") & (r.dataset == "toy_scenes") & (r.seed == 1)
+    ].index
     r.loc[i, ["status", "value"]] = ["failed", math.nan]
     drop = r[(r.protocol == "few_shot") & (r.method == "clip_adapter") & (r.shots == 4) & (r.seed == 2)].index
-    aggregate.write_tables(r.drop(index=drop), r, tmp_path / "A", suite="A", template_set="custom",
-                           method_notes="notes\n")
-    rb = make_results(methods=("zeroshot", "coop"), backbone=_vit_b16(), datasets=list(reference.CLASSIFICATION),
-                      shots=(1, 16), source="imagenet",
-                      targets=["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"])
+    aggregate.write_tables(
+        r.drop(index=drop), r, tmp_path / "A", suite="A", template_set="custom", method_notes="notes\n"
+    )
+    rb = make_results(
+        methods=("zeroshot", "coop"),
+        backbone=_vit_b16(),
+        datasets=list(reference.CLASSIFICATION),
+        shots=(1, 16),
+        source="imagenet",
+        targets=["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
+    )
     aggregate.write_tables(rb, None, tmp_path / "B", suite="B", template_set="custom")
 
 
@@ -87,8 +94,11 @@ def test_reports_are_byte_identical_to_the_recorded_ones(tmp_path):
     """Digests recorded from the reports of the code before protocols became registered objects; a deliberate
     change of a table's format updates ``tests/data/report_digests.json`` in the same commit."""
     _scenarios(tmp_path)
-    got = {p.relative_to(tmp_path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-           for p in sorted(tmp_path.rglob("*")) if p.suffix in (".md", ".csv", ".json")}
+    got = {
+        p.relative_to(tmp_path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        for p in sorted(tmp_path.rglob("*"))
+        if p.suffix in (".md", ".csv", ".json")
+    }
     want = json.loads(DIGESTS.read_text())
     assert sorted(got) == sorted(want)
     assert [k for k in want if got[k] != want[k]] == []
@@ -99,7 +109,10 @@ def test_a_protocol_without_cells_gets_no_table(tmp_path):
 
     results = make_results(methods=("zeroshot",))
     aggregate.write_tables(results[results.protocol != "base2new"], None, tmp_path, suite="t", template_set="custom")
-    assert sorted(p.stem for p in (tmp_path / "tables").glob("*.md")) == ["cross_dataset", "domain_generalization",
-                                                                          "few_shot"]
+    assert sorted(p.stem for p in (tmp_path / "tables").glob("*.md")) == [
+        "cross_dataset",
+        "domain_generalization",
+        "few_shot",
+    ]
     assert get_protocol("base2new").title not in (tmp_path / "summary.md").read_text()
     assert set(track.report_entries(tmp_path).protocol) == {"few_shot", "cross_dataset", "domain_generalization"}

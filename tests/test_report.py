@@ -20,21 +20,50 @@ DATASETS = ["toy_objects", "toy_textures", "toy_scenes"]
 TARGETS = ["toy_objects_sketch", "toy_objects_noisy"]
 
 
-def make_results(methods=("zeroshot", "clip_adapter"), backbone="toy_vit", datasets=DATASETS, shots=(1, 4, 16),
-                 seeds=(1, 2, 3), source="toy_objects", targets=TARGETS, b2n_shots=16, na_new=(), seed=0):
+def make_results(
+    methods=("zeroshot", "clip_adapter"),
+    backbone="toy_vit",
+    datasets=DATASETS,
+    shots=(1, 4, 16),
+    seeds=(1, 2, 3),
+    source="toy_objects",
+    targets=TARGETS,
+    b2n_shots=16,
+    na_new=(),
+    seed=0,
+):
     """Result rows in the results schema for all four protocols, with random accuracies."""
     rng = np.random.default_rng(seed)
     rows = []
 
     def add(method, protocol, src, subset, k, s, dataset, dsubset, metric, status="ok"):
         value = float(rng.uniform(20, 90)) if status == "ok" else math.nan
-        rows.append({"method": method, "backbone": backbone, "protocol": protocol, "source": src,
-                     "train_subset": subset, "shots": k, "seed": s, "dataset": dataset, "subset": dsubset,
-                     "metric": metric, "value": value, "status": status, "n": 100, "note": "",
-                     "config_hash": f"cfg-{method}", "split_hash": f"split-{src}-{k}-{s}", "feature_key": "fk",
-                     "train_key": f"t-{method}-{src}-{k}-{s}",
-                     "eval_key": f"e-{method}-{protocol}-{src}-{k}-{s}-{dataset}-{dsubset}",
-                     "train_seconds": 0.0, "eval_seconds": 0.0, "diagnostics": "{}"})
+        rows.append(
+            {
+                "method": method,
+                "backbone": backbone,
+                "protocol": protocol,
+                "source": src,
+                "train_subset": subset,
+                "shots": k,
+                "seed": s,
+                "dataset": dataset,
+                "subset": dsubset,
+                "metric": metric,
+                "value": value,
+                "status": status,
+                "n": 100,
+                "note": "",
+                "config_hash": f"cfg-{method}",
+                "split_hash": f"split-{src}-{k}-{s}",
+                "feature_key": "fk",
+                "train_key": f"t-{method}-{src}-{k}-{s}",
+                "eval_key": f"e-{method}-{protocol}-{src}-{k}-{s}-{dataset}-{dsubset}",
+                "train_seconds": 0.0,
+                "eval_seconds": 0.0,
+                "diagnostics": "{}",
+            }
+        )
 
     for m in methods:
         for d in datasets:
@@ -44,8 +73,10 @@ def make_results(methods=("zeroshot", "clip_adapter"), backbone="toy_vit", datas
             for s in seeds:
                 add(m, "base2new", d, "base", b2n_shots, s, d, "base", "base")
                 add(m, "base2new", d, "base", b2n_shots, s, d, "new", "new", "n/a" if m in na_new else "ok")
-        for protocol, tgts in (("cross_dataset", [d for d in datasets if d != source]),
-                               ("domain_generalization", list(targets))):
+        for protocol, tgts in (
+            ("cross_dataset", [d for d in datasets if d != source]),
+            ("domain_generalization", list(targets)),
+        ):
             for s in seeds:
                 for t in [source, *tgts]:
                     add(m, protocol, source, "all", 16, s, t, "all", "acc")
@@ -61,9 +92,16 @@ def _write(results, out, expected=None, template_set="custom"):
 
 
 def _recompute_cell(parquet, protocol, method, backbone, source, shots, dataset, metric):
-    g = parquet[(parquet.protocol == protocol) & (parquet.method == method) & (parquet.backbone == backbone)
-                & (parquet.source == source) & (parquet.shots == shots) & (parquet.dataset == dataset)
-                & (parquet.metric == metric) & (parquet.status == "ok")].sort_values("seed")
+    g = parquet[
+        (parquet.protocol == protocol)
+        & (parquet.method == method)
+        & (parquet.backbone == backbone)
+        & (parquet.source == source)
+        & (parquet.shots == shots)
+        & (parquet.dataset == dataset)
+        & (parquet.metric == metric)
+        & (parquet.status == "ok")
+    ].sort_values("seed")
     v = g.value.to_numpy(dtype=float)
     return (float(np.mean(v)), float(np.std(v)), len(v)) if len(v) else (math.nan, math.nan, 0)
 
@@ -72,8 +110,9 @@ def _expected_value(e, parquet, table):
     """Recompute one table entry from the Parquet rows alone."""
     if e["kind"] == "cell":
         source = e["column"] if e["protocol"] in ("few_shot", "base2new") else e["source"]
-        return _recompute_cell(parquet, e["protocol"], e["method"], e["backbone"], source, e["shots"],
-                               e["column"], e["metric"])[0]
+        return _recompute_cell(
+            parquet, e["protocol"], e["method"], e["backbone"], source, e["shots"], e["column"], e["metric"]
+        )[0]
     same = table[(table.method == e["method"]) & (table.backbone == e["backbone"]) & (table.shots == e["shots"])]
     if e["protocol"] in ("cross_dataset", "domain_generalization"):
         same = same[same.source == e["source"]]
@@ -100,9 +139,16 @@ def test_every_table_number_recomputes_from_the_parquet(tmp_path):
             want = _expected_value(e, parquet, table)
             assert e["mean"] == pytest.approx(want, rel=0, abs=1e-12), e
             if e["kind"] == "cell":
-                _, std, n = _recompute_cell(parquet, protocol, e["method"], e["backbone"],
-                                            e["column"] if protocol in ("few_shot", "base2new") else e["source"],
-                                            e["shots"], e["column"], e["metric"])
+                _, std, n = _recompute_cell(
+                    parquet,
+                    protocol,
+                    e["method"],
+                    e["backbone"],
+                    e["column"] if protocol in ("few_shot", "base2new") else e["source"],
+                    e["shots"],
+                    e["column"],
+                    e["metric"],
+                )
                 assert e["std"] == pytest.approx(std, abs=1e-12) and e["n"] == n
                 assert e["ci95_high"] - e["mean"] == pytest.approx(1.96 * std / math.sqrt(n), abs=1e-9)
                 assert f"{want:.2f} ± {std:.2f}" in markdown
@@ -112,7 +158,8 @@ def test_every_table_number_recomputes_from_the_parquet(tmp_path):
     assert checked == 36 + 28 + 12 + 12  # few-shot, base-to-new (linear probe: bases only), XD, DG
     flat = _flatten(tree)
     assert flat["few_shot/toy_vit/zeroshot/toy_objects/16shot_acc"] == round(
-        _recompute_cell(parquet, "few_shot", "zeroshot", "toy_vit", "toy_objects", 16, "toy_objects", "acc")[0], 4)
+        _recompute_cell(parquet, "few_shot", "zeroshot", "toy_vit", "toy_objects", 16, "toy_objects", "acc")[0], 4
+    )
     assert "few_shot/toy_vit/zeroshot/average/16shot_acc" in flat and "base2new/toy_vit/zeroshot/average/H" in flat
     assert not any(k.startswith("base2new/toy_vit/linear_probe/") and k.endswith("/new") for k in flat)
 
@@ -136,8 +183,13 @@ def test_base2new_average_h_is_h_of_mean_base_and_mean_new(tmp_path):
 def test_deleted_result_is_missing_and_its_averages_are_marked(tmp_path):
     results = make_results()
     plan = results.copy()
-    victim = results[(results.protocol == "few_shot") & (results.method == "clip_adapter") & (results.shots == 4)
-                     & (results.dataset == "toy_scenes") & (results.seed == 2)].index
+    victim = results[
+        (results.protocol == "few_shot")
+        & (results.method == "clip_adapter")
+        & (results.shots == 4)
+        & (results.dataset == "toy_scenes")
+        & (results.seed == 2)
+    ].index
     tree = _write(results.drop(index=victim), tmp_path, expected=plan)
     matrix = _read(tmp_path / "completeness.csv")
     cell = matrix[(matrix.protocol == "few_shot") & (matrix.shots == 4) & (matrix.dataset == "toy_scenes")]
@@ -165,8 +217,12 @@ def test_a_whole_dataset_absent_for_one_method_is_missing_without_a_plan(tmp_pat
 
 def test_failed_and_na_stay_distinct_from_missing(tmp_path):
     results = make_results(na_new=("clip_adapter",))
-    i = results[(results.protocol == "cross_dataset") & (results.method == "zeroshot")
-                & (results.dataset == "toy_scenes") & (results.seed == 1)].index
+    i = results[
+        (results.protocol == "cross_dataset")
+        & (results.method == "zeroshot")
+        & (results.dataset == "toy_scenes")
+        & (results.seed == 1)
+    ].index
     results.loc[i, ["status", "value"]] = ["failed", math.nan]
     _write(results, tmp_path)
     xd = (tmp_path / "tables" / "cross_dataset.md").read_text()
@@ -181,13 +237,23 @@ def test_failed_and_na_stay_distinct_from_missing(tmp_path):
 
 def test_plots_are_written_deterministically_and_skip_incomplete_points(tmp_path):
     results = make_results()
-    drop = results[(results.protocol == "few_shot") & (results.method == "zeroshot") & (results.shots == 4)
-                   & (results.dataset == "toy_objects") & (results.seed == 1)].index
+    drop = results[
+        (results.protocol == "few_shot")
+        & (results.method == "zeroshot")
+        & (results.shots == 4)
+        & (results.dataset == "toy_objects")
+        & (results.seed == 1)
+    ].index
     _write(results.drop(index=drop), tmp_path / "a", expected=results)
     _write(results.drop(index=drop), tmp_path / "b", expected=results)
     pngs = sorted(p.name for p in (tmp_path / "a" / "plots").glob("*.png"))
-    assert pngs == ["base_new_toy_vit.png", "few_shot_toy_vit_average.png", "few_shot_toy_vit_toy_objects.png",
-                    "few_shot_toy_vit_toy_scenes.png", "few_shot_toy_vit_toy_textures.png"]
+    assert pngs == [
+        "base_new_toy_vit.png",
+        "few_shot_toy_vit_average.png",
+        "few_shot_toy_vit_toy_objects.png",
+        "few_shot_toy_vit_toy_scenes.png",
+        "few_shot_toy_vit_toy_textures.png",
+    ]
     for name in pngs:
         a, b = (tmp_path / d / "plots" / name for d in "ab")
         assert a.read_bytes() == b.read_bytes() and a.read_bytes()[:4] == b"\x89PNG"
@@ -197,18 +263,30 @@ def test_plots_are_written_deterministically_and_skip_incomplete_points(tmp_path
 
 
 def _vit_b16() -> str:
-    return next(k for k in BACKBONES.names() if BACKBONES.get(k).model == "ViT-B-16"
-                and BACKBONES.get(k).pretrained == "openai")
+    return next(
+        k for k in BACKBONES.names() if BACKBONES.get(k).model == "ViT-B-16" and BACKBONES.get(k).pretrained == "openai"
+    )
 
 
 def _rn50() -> str:
-    return next(k for k in BACKBONES.names() if BACKBONES.get(k).model == "RN50"
-                and BACKBONES.get(k).pretrained == "openai")
+    return next(
+        k for k in BACKBONES.names() if BACKBONES.get(k).model == "RN50" and BACKBONES.get(k).pretrained == "openai"
+    )
 
 
 def _entry(**kw):
-    base = {"protocol": "base2new", "method": "zeroshot", "backbone": _vit_b16(), "source": "imagenet",
-            "shots": 16, "column": "imagenet", "metric": "base", "mean": 70.0, "status": "ok", "datasets": ""}
+    base = {
+        "protocol": "base2new",
+        "method": "zeroshot",
+        "backbone": _vit_b16(),
+        "source": "imagenet",
+        "shots": 16,
+        "column": "imagenet",
+        "metric": "base",
+        "mean": 70.0,
+        "status": "ok",
+        "datasets": "",
+    }
     return {**base, **kw}
 
 
@@ -249,9 +327,14 @@ def test_published_average_needs_exactly_the_published_datasets():
 
 def test_published_column_appears_in_reports_for_vitb16_rows(tmp_path):
     bb = _vit_b16()
-    results = make_results(methods=("zeroshot",), backbone=bb, datasets=list(reference.CLASSIFICATION),
-                           shots=(16,), source="imagenet", targets=["imagenetv2", "imagenet_sketch", "imagenet_a",
-                                                                    "imagenet_r"])
+    results = make_results(
+        methods=("zeroshot",),
+        backbone=bb,
+        datasets=list(reference.CLASSIFICATION),
+        shots=(16,),
+        source="imagenet",
+        targets=["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
+    )
     _write(results, tmp_path)
     pub = _read(tmp_path / "published.csv")
     b2n = pub[pub.protocol == "base2new"]
@@ -284,10 +367,19 @@ def test_aggregate_stage_marks_deleted_rows_and_absent_tables_as_missing(tmp_pat
     plan = aggregate.expected_rows(cfg)
     rng = np.random.default_rng(0)
     for method in ("zeroshot", "clip_adapter"):  # linear_probe's table is absent
-        rows = plan[plan.method == method].assign(value=rng.uniform(20, 90, (plan.method == method).sum()),
-                                                 status="ok", n=10, note="", config_hash="c", split_hash="s",
-                                                 feature_key="f", train_key="t", train_seconds=0.0,
-                                                 eval_seconds=0.0, diagnostics="{}")
+        rows = plan[plan.method == method].assign(
+            value=rng.uniform(20, 90, (plan.method == method).sum()),
+            status="ok",
+            n=10,
+            note="",
+            config_hash="c",
+            split_hash="s",
+            feature_key="f",
+            train_key="t",
+            train_seconds=0.0,
+            eval_seconds=0.0,
+            diagnostics="{}",
+        )
         rows = rows.assign(eval_key=[f"{method}-{i}" for i in range(len(rows))])
         if method == "clip_adapter":
             rows = rows[~((rows.protocol == "few_shot") & (rows.shots == 4) & (rows.seed == 2))]

@@ -34,8 +34,20 @@ from clipbench.backbones.spec import CHECKPOINT, save_prepared
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("clipbench", "stages", "scripts")
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"}
-UNSAFE_YAML = {"load", "load_all", "full_load", "full_load_all", "unsafe_load", "unsafe_load_all", "Loader",
-               "FullLoader", "UnsafeLoader", "CLoader", "CFullLoader", "CUnsafeLoader"}
+UNSAFE_YAML = {
+    "load",
+    "load_all",
+    "full_load",
+    "full_load_all",
+    "unsafe_load",
+    "unsafe_load_all",
+    "Loader",
+    "FullLoader",
+    "UnsafeLoader",
+    "CLoader",
+    "CFullLoader",
+    "CUnsafeLoader",
+}
 UNSAFE_BUILTINS = {"eval", "exec", "compile"}
 FORBIDDEN_CALLS = {"torch.jit.load": "torch.jit.load", "torch.hub.load": "torch.hub.load"}
 
@@ -76,8 +88,11 @@ def _call_rule(call: ast.Call, name: str, shadowed: set[str]) -> str | None:
         return "torch.load without weights_only=True"
     if name in FORBIDDEN_CALLS:
         return FORBIDDEN_CALLS[name]
-    if name == "numpy.load" and any(k.arg == "allow_pickle" for k in call.keywords) \
-            and not _keyword_is(call, "allow_pickle", False):
+    if (
+        name == "numpy.load"
+        and any(k.arg == "allow_pickle" for k in call.keywords)
+        and not _keyword_is(call, "allow_pickle", False)
+    ):
         return "numpy.load with allow_pickle"
     if isinstance(call.func, ast.Attribute) and call.func.attr in ("read_pickle", "to_pickle"):
         return f"{call.func.attr} (pickle)"

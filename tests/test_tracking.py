@@ -20,9 +20,15 @@ LINEAGE = {"git_commit": "abc123", "suite": "test", "version.mlflow": "x"}
 def _log(results, tmp_path, uri):
     reports = tmp_path / "reports"
     aggregate.write_tables(results, None, reports, suite="test", template_set="custom")
-    return tracking.log_results(results, uri=uri, experiment_prefix="cb", configs={"zeroshot": {}, "clip_adapter":
-                                {"alpha": 0.2}}, lineage=LINEAGE, entries=report_entries(reports),
-                                artifacts=report_artifacts(reports))
+    return tracking.log_results(
+        results,
+        uri=uri,
+        experiment_prefix="cb",
+        configs={"zeroshot": {}, "clip_adapter": {"alpha": 0.2}},
+        lineage=LINEAGE,
+        entries=report_entries(reports),
+        artifacts=report_artifacts(reports),
+    )
 
 
 def _runs(client, name):
@@ -63,8 +69,7 @@ def test_parents_group_children_with_comparable_metrics_and_lineage(tmp_path, ml
     config = client.download_artifacts(ca.info.run_id, "config.json", str(tmp_path))
     assert json.loads(open(config).read())["config"] == {"alpha": 0.2}
     few = [r for r in _runs(client, "cb/few_shot") if r.data.tags.get("clipbench.role") == "parent"]
-    assert all({"average/acc_1shot", "average/acc_16shot", "toy_scenes/acc_16shot"} <= set(p.data.metrics)
-               for p in few)
+    assert all({"average/acc_1shot", "average/acc_16shot", "toy_scenes/acc_16shot"} <= set(p.data.metrics) for p in few)
 
 
 def test_relogging_is_idempotent_and_a_new_seed_adds_only_its_cells(tmp_path, mlflow_uri):

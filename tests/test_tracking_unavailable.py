@@ -59,8 +59,11 @@ def _project(tmp_path: Path, uri: str, timeout_s: float = 2.0) -> tuple[dict, La
 
 
 def _digests(reports: Path) -> dict[str, str]:
-    return {str(p.relative_to(reports)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(reports.rglob("*")) if p.is_file() and p.name != "tracking.json"}
+    return {
+        str(p.relative_to(reports)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(reports.rglob("*"))
+        if p.is_file() and p.name != "tracking.json"
+    }
 
 
 @pytest.mark.parametrize("kind", ["closed_port", "unwritable_sqlite"])
@@ -111,8 +114,9 @@ def test_a_server_that_accepts_but_never_replies_is_bounded_by_mlflow_timeouts(c
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         uri = f"http://127.0.0.1:{server.getsockname()[1]}"
-        summary = tracking.log_results(results, uri=uri, experiment_prefix="cb", configs={}, lineage={},
-                                       timeout_s=1, retries=1)
+        summary = tracking.log_results(
+            results, uri=uri, experiment_prefix="cb", configs={}, lineage={}, timeout_s=1, retries=1
+        )
     assert summary["status"] == "unavailable" and "timed out" in summary["error"].lower()
     assert len([w for w in recwarn if issubclass(w.category, tracking.TrackingUnavailableWarning)]) == 1
     assert not [r for r in caplog.records if r.name.startswith("urllib3") and r.levelno >= 30]
@@ -141,8 +145,9 @@ def test_track_stage_shows_the_warning_once_on_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "stages.track"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.track"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "MLflow tracking at" in line]
     assert len(lines) == 1, proc.stderr

@@ -39,9 +39,11 @@ def test_logits_use_the_normalised_mean_of_normalised_prompt_features(enc):
         rows = []
         for name in task.space.classnames:
             texts = [t.format(name) for t in (*IMAGENET_TEMPLATES_SELECT, "a photo of a {}.")]
-            rows.append(F.normalize(F.normalize(backbone.model.encode_text(backbone.tokenizer(texts)), dim=-1)
-                                    .mean(0), dim=-1))
+            rows.append(
+                F.normalize(F.normalize(backbone.model.encode_text(backbone.tokenizer(texts)), dim=-1).mean(0), dim=-1)
+            )
     expected = task.logit_scale * F.normalize(x, dim=-1) @ torch.stack(rows).T
     assert torch.allclose(method.predictor(target)(x), expected, atol=1e-5)
-    assert not torch.allclose(method.predictor(target)(x), task.logit_scale * F.normalize(x, dim=-1)
-                              @ task.text_weights.T, atol=1e-3)  # differs from the single-template classifier
+    assert not torch.allclose(
+        method.predictor(target)(x), task.logit_scale * F.normalize(x, dim=-1) @ task.text_weights.T, atol=1e-3
+    )  # differs from the single-template classifier

@@ -22,8 +22,16 @@ if TYPE_CHECKING:
 
 _FROM_SPEC = ("Backbone", "checkpoint_path", "load_backbone", "prepare_backbone")
 
-__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "checkpoint_path", "get_backbone", "import_open_clip",
-           "load_backbone", "prepare_backbone"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneSpec",
+    "checkpoint_path",
+    "get_backbone",
+    "import_open_clip",
+    "load_backbone",
+    "prepare_backbone",
+]
 
 
 def __getattr__(name: str) -> Any:

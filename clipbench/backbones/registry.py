@@ -29,13 +29,16 @@ class BackboneSpec:
     source: Literal["hub", "toy"] = "hub"
 
 
-BACKBONES: Registry[BackboneSpec] = Registry("backbone", {
-    "toy_vit": BackboneSpec("toy_vit", "clipbench-toy-vit", "toy", source="toy"),
-    "vitb16_openai": BackboneSpec("vitb16_openai", "ViT-B-16", "openai", force_quick_gelu=True),
-    "vitb32_openai": BackboneSpec("vitb32_openai", "ViT-B-32", "openai", force_quick_gelu=True),
-    "rn50_openai": BackboneSpec("rn50_openai", "RN50", "openai", force_quick_gelu=True),
-    "rn101_openai": BackboneSpec("rn101_openai", "RN101", "openai", force_quick_gelu=True),
-})
+BACKBONES: Registry[BackboneSpec] = Registry(
+    "backbone",
+    {
+        "toy_vit": BackboneSpec("toy_vit", "clipbench-toy-vit", "toy", source="toy"),
+        "vitb16_openai": BackboneSpec("vitb16_openai", "ViT-B-16", "openai", force_quick_gelu=True),
+        "vitb32_openai": BackboneSpec("vitb32_openai", "ViT-B-32", "openai", force_quick_gelu=True),
+        "rn50_openai": BackboneSpec("rn50_openai", "RN50", "openai", force_quick_gelu=True),
+        "rn101_openai": BackboneSpec("rn101_openai", "RN101", "openai", force_quick_gelu=True),
+    },
+)
 
 
 def get_backbone(key: str) -> BackboneSpec:

@@ -22,8 +22,20 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.safetensors"
 MANIFEST = "backbone.json"
-__all__ = ["BACKBONES", "CHECKPOINT", "MANIFEST", "Backbone", "BackboneSpec", "checkpoint_path", "get_backbone",
-           "load_backbone", "prepare_backbone", "save_prepared", "sha256_file", "verify_checkpoint"]
+__all__ = [
+    "BACKBONES",
+    "CHECKPOINT",
+    "MANIFEST",
+    "Backbone",
+    "BackboneSpec",
+    "checkpoint_path",
+    "get_backbone",
+    "load_backbone",
+    "prepare_backbone",
+    "save_prepared",
+    "sha256_file",
+    "verify_checkpoint",
+]
 
 
 def checkpoint_path(directory: Path) -> Path:
@@ -41,10 +53,17 @@ def sha256_file(path: Path) -> str:
 def save_prepared(spec: BackboneSpec, model: torch.nn.Module, directory: Path, extra: dict[str, Any]) -> Path:
     """Write ``checkpoint.safetensors`` and ``backbone.json`` (spec + checkpoint sha256) into ``directory``."""
     path = atomic_save_tensors(checkpoint_path(directory), dict(model.state_dict()))
-    atomic_write_json(Path(directory) / MANIFEST, {
-        "key": spec.key, "model": spec.model, "pretrained": spec.pretrained,
-        "force_quick_gelu": spec.force_quick_gelu, "sha256": sha256_file(path), **extra,
-    })
+    atomic_write_json(
+        Path(directory) / MANIFEST,
+        {
+            "key": spec.key,
+            "model": spec.model,
+            "pretrained": spec.pretrained,
+            "force_quick_gelu": spec.force_quick_gelu,
+            "sha256": sha256_file(path),
+            **extra,
+        },
+    )
     return path
 
 
@@ -54,12 +73,18 @@ def prepare_backbone(spec: BackboneSpec, directory: Path, cache_dir: Path | None
         raise ValueError(f"backbone {spec.key!r} is prepared by pretraining, not by download")
     open_clip = import_open_clip()
     try:
-        model = open_clip.create_model(spec.model, pretrained=spec.pretrained, force_quick_gelu=spec.force_quick_gelu,
-                                       cache_dir=str(cache_dir) if cache_dir else None)
+        model = open_clip.create_model(
+            spec.model,
+            pretrained=spec.pretrained,
+            force_quick_gelu=spec.force_quick_gelu,
+            cache_dir=str(cache_dir) if cache_dir else None,
+        )
     except Exception as exc:  # open_clip wraps download failures in RuntimeError; a bad cached file raises others
-        raise DataError(f"backbone {spec.key}: open_clip cannot fetch {spec.model} {spec.pretrained!r} "
-                        f"({_first_line(exc)}); check network access or the open_clip cache, then run "
-                        f"`dvc repro backbone@{spec.key}`") from exc
+        raise DataError(
+            f"backbone {spec.key}: open_clip cannot fetch {spec.model} {spec.pretrained!r} "
+            f"({_first_line(exc)}); check network access or the open_clip cache, then run "
+            f"`dvc repro backbone@{spec.key}`"
+        ) from exc
     return save_prepared(spec, model, directory, {"open_clip_version": open_clip.__version__})
 
 
@@ -166,10 +191,12 @@ def load_backbone(key: str, directory: Path) -> Backbone:
     open_clip = import_open_clip()
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.model, pretrained=str(path), force_quick_gelu=spec.force_quick_gelu)
+            spec.model, pretrained=str(path), force_quick_gelu=spec.force_quick_gelu
+        )
     except Exception as exc:  # measured: RuntimeError, AssertionError, StopIteration, SafetensorError (an Exception)
-        raise DataError(f"backbone checkpoint {path} does not load as {spec.model} ({_first_line(exc)}); "
-                        f"{_fix(spec, directory)}") from exc
+        raise DataError(
+            f"backbone checkpoint {path} does not load as {spec.model} ({_first_line(exc)}); {_fix(spec, directory)}"
+        ) from exc
     model.eval()
     return Backbone(spec, model, preprocess, open_clip.get_tokenizer(spec.model), sha)
 
@@ -184,12 +211,15 @@ def verify_checkpoint(spec: BackboneSpec, directory: Path) -> str:
     manifest = _read_manifest(Path(directory) / MANIFEST, fix)
     sha = sha256_file(path)
     if sha != manifest["sha256"]:
-        raise DataError(f"backbone checkpoint {path} does not match the sha256 in {MANIFEST} (corrupt or modified); "
-                        f"{fix}")
+        raise DataError(
+            f"backbone checkpoint {path} does not match the sha256 in {MANIFEST} (corrupt or modified); {fix}"
+        )
     prepared = (manifest.get("model"), manifest.get("force_quick_gelu"))
     if prepared != (spec.model, spec.force_quick_gelu):
-        raise DataError(f"backbone checkpoint {path} was prepared as {prepared[0]} (force_quick_gelu={prepared[1]}), "
-                        f"but backbone {spec.key!r} is {spec.model} (force_quick_gelu={spec.force_quick_gelu}); {fix}")
+        raise DataError(
+            f"backbone checkpoint {path} was prepared as {prepared[0]} (force_quick_gelu={prepared[1]}), "
+            f"but backbone {spec.key!r} is {spec.model} (force_quick_gelu={spec.force_quick_gelu}); {fix}"
+        )
     return sha
 
 
@@ -201,7 +231,7 @@ def _fix(spec: BackboneSpec, directory: Path) -> str:
 def _first_line(exc: BaseException, limit: int = 160) -> str:
     text = str(exc).strip().splitlines()
     line = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _check_safetensors(path: Path, fix: str) -> None:
@@ -212,8 +242,10 @@ def _check_safetensors(path: Path, fix: str) -> None:
     if 0 <= size <= path.stat().st_size - 8 and head[8:9] == b"{":
         return
     if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        raise DataError(f"backbone checkpoint {path} is a pickle / torch.save file; clipbench only loads safetensors "
-                        f"(convert a state dict with safetensors.torch.save_file); {fix}")
+        raise DataError(
+            f"backbone checkpoint {path} is a pickle / torch.save file; clipbench only loads safetensors "
+            f"(convert a state dict with safetensors.torch.save_file); {fix}"
+        )
     raise DataError(f"backbone checkpoint {path} is not a valid safetensors file (corrupt or truncated); {fix}")
 
 

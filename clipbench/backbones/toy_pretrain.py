@@ -61,8 +61,11 @@ def pretrain(spec: BackboneSpec, cfg: ToyPretrainConfig, directory: Path) -> Pat
     model = open_clip.create_model(spec.model)
     tokenizer = open_clip.get_tokenizer(spec.model)
     images, captions = pretraining_pairs(cfg.images, cfg.seed)
-    pixels = to_pixels(images, model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN,
-                       model.visual.image_std or open_clip.OPENAI_DATASET_STD)
+    pixels = to_pixels(
+        images,
+        model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN,
+        model.visual.image_std or open_clip.OPENAI_DATASET_STD,
+    )
     tokens = tokenizer(captions)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -57,11 +57,12 @@ def _import_floor(work: Path, env: dict) -> float:
 
 
 def _scratch_copy(root: Path, work: Path, params: dict) -> None:
-    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
-                             text=True)
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True, text=True)
     if listing.returncode != 0:
-        raise ConfigError(f"bench: {root} is not a git checkout of the project ({listing.stderr.strip()}); run "
-                          "`clipbench bench` from the project root")
+        raise ConfigError(
+            f"bench: {root} is not a git checkout of the project ({listing.stderr.strip()}); run "
+            "`clipbench bench` from the project root"
+        )
     files = listing.stdout.split()
     for name in files:
         if name.startswith(_COPY_SKIP) or not (root / name).is_file():
@@ -93,15 +94,26 @@ def dvc_overhead(root: Path, work: Path, params: dict) -> dict:
     wrapper = bin_dir / "python"
     wrapper.write_text(_STAGE_WRAPPER.format(python=sys.executable, log=log))
     wrapper.chmod(0o755)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{bin_dir}:{Path(sys.executable).parent}:"
-           f"{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
     wall, out = _dvc_repro(work, env)
     stages = parse_stage_log(log.read_text())
     noop_wall, noop_out = _dvc_repro(work, env)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     stage_s = sum(s for _, s in stages)
-    return {"stages": len(stages), "stages_reported": len(ran), "wall_s": wall, "stage_s": stage_s,
-            "by_kind": stage_kinds(stages), "import_s": _import_floor(work, env),
-            "bookkeeping_s": wall - stage_s, "share": (wall - stage_s) / wall, "noop_s": noop_wall,
-            "noop_ran": len(re.findall(r"Running stage '", noop_out)),
-            "per_stage_s": (wall - stage_s) / max(1, len(stages))}
+    return {
+        "stages": len(stages),
+        "stages_reported": len(ran),
+        "wall_s": wall,
+        "stage_s": stage_s,
+        "by_kind": stage_kinds(stages),
+        "import_s": _import_floor(work, env),
+        "bookkeeping_s": wall - stage_s,
+        "share": (wall - stage_s) / wall,
+        "noop_s": noop_wall,
+        "noop_ran": len(re.findall(r"Running stage '", noop_out)),
+        "per_stage_s": (wall - stage_s) / max(1, len(stages)),
+    }

@@ -43,8 +43,14 @@ def pool_sizes(cfg, layout) -> list[PoolSize]:
     for d in cfg.all_datasets():
         test = len(load_index(layout.dataset_index(d)).splits.test)
         manifests = [read_manifest(m) for m in sorted(layout.splits(d).glob("*.json"))] if d in cfg.datasets else []
-        pools.append(PoolSize(d, len({r.path for m in manifests for r in m.train}),
-                              len({r.path for m in manifests for r in m.val}), test))
+        pools.append(
+            PoolSize(
+                d,
+                len({r.path for m in manifests for r in m.train}),
+                len({r.path for m in manifests for r in m.val}),
+                test,
+            )
+        )
     return pools
 
 
@@ -79,8 +85,7 @@ def encode_audit(work: Path, params: dict, reuse: Path | None = None) -> dict:
     start = time.perf_counter()
     with tally_encoder() as ext:
         for d in cfg.all_datasets():
-            extract.run(backbone=bb, dataset=d, cfg=cfg, layout=layout, data_root=data_root,
-                        test_only=d in cfg.targets)
+            extract.run(backbone=bb, dataset=d, cfg=cfg, layout=layout, data_root=data_root, test_only=d in cfg.targets)
     trained = 0
     with tally_encoder() as fit, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. scikit-learn's note on 1-shot sets; not the bench's business
@@ -90,11 +95,20 @@ def encode_audit(work: Path, params: dict, reuse: Path | None = None) -> dict:
             evaluate.run(backbone=bb, method=m, cfg=cfg, layout=layout)
     pools = pool_sizes(cfg, layout)
     recorded = _recorded_counts(cfg, layout, bb)
-    return {"methods": frozen, "views": cfg.features.views, "pools": [dataclasses.asdict(p) for p in pools],
-            "needed": needed_encodes(pools, cfg.features.views), "extract_encoded": ext.encoded,
-            "extract_decoded": ext.decoded, "methods_encoded": fit.encoded, "methods_decoded": fit.decoded,
-            "recorded_encoded": recorded, "seconds": time.perf_counter() - start,
-            "cells": _cell_count(cfg, frozen), "trained": trained}
+    return {
+        "methods": frozen,
+        "views": cfg.features.views,
+        "pools": [dataclasses.asdict(p) for p in pools],
+        "needed": needed_encodes(pools, cfg.features.views),
+        "extract_encoded": ext.encoded,
+        "extract_decoded": ext.decoded,
+        "methods_encoded": fit.encoded,
+        "methods_decoded": fit.decoded,
+        "recorded_encoded": recorded,
+        "seconds": time.perf_counter() - start,
+        "cells": _cell_count(cfg, frozen),
+        "trained": trained,
+    }
 
 
 def _recorded_counts(cfg, layout, bb: str) -> int:

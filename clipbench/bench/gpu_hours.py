@@ -37,8 +37,10 @@ def measured_flops(model_name: str = "ViT-B-16") -> dict:
     size = model.visual.image_size
     side = size[0] if isinstance(size, (tuple, list)) else size
     counts = {}
-    for key, run in (("image", lambda: model.encode_image(torch.randn(1, 3, side, side))),
-                     ("text", lambda: model.encode_text(open_clip.get_tokenizer(model_name)(["a photo of a cat."])))):
+    for key, run in (
+        ("image", lambda: model.encode_image(torch.randn(1, 3, side, side))),
+        ("text", lambda: model.encode_text(open_clip.get_tokenizer(model_name)(["a photo of a cat."]))),
+    ):
         counter = FlopCounterMode(display=False)
         with counter:
             run()
@@ -57,20 +59,37 @@ def gpu_estimate(flops: dict, suite: SuiteConfig, gpu: GpuAssumption = GpuAssump
         images = compute_plan.extraction_images(p)
         total = sum(images.values())
         what = "ProLIP's reference setting" if views == 300 else "frozen-encoder methods"
-        rows.append({"item": f"feature extraction, {views} views ({what})", "images": total,
-                     "flops": total * f_img})
+        rows.append({"item": f"feature extraction, {views} views ({what})", "images": total, "flops": total * f_img})
     for m in methods:
         fl = compute_plan.image_level_flops(m, protocols, f_img, f_txt)
-        rows.append({"item": f"{m.name} training (image {fl['train_image']:.2e}, text {fl['train_text']:.2e} "
-                             "FLOPs)", "images": None, "flops": fl["train"]})
-        rows.append({"item": f"{m.name} evaluation (own encoder per cell)", "images": fl["eval_images"],
-                     "flops": fl["eval"]})
+        rows.append(
+            {
+                "item": f"{m.name} training (image {fl['train_image']:.2e}, text {fl['train_text']:.2e} FLOPs)",
+                "images": None,
+                "flops": fl["train"],
+            }
+        )
+        rows.append(
+            {"item": f"{m.name} evaluation (own encoder per cell)", "images": fl["eval_images"], "flops": fl["eval"]}
+        )
     reenc = compute_plan.reencoding_flops(200, protocols, f_img)
-    rows.append({"item": "for contrast: CLIP-Adapter re-encoding 200 epochs (reference harness)", "images": None,
-                 "flops": reenc})
+    rows.append(
+        {
+            "item": "for contrast: CLIP-Adapter re-encoding 200 epochs (reference harness)",
+            "images": None,
+            "flops": reenc,
+        }
+    )
     for r in rows:
         r["gpu_hours"] = compute_plan.gpu_hours(r["flops"], gpu.sustained)
-    return {"flops": flops, "gpu": dataclasses.asdict(gpu), "sustained_tflops": gpu.sustained, "rows": rows,
-            "cells_per_method": len(compute_plan.training_cells(protocols)), "views": protocols.views,
-            "methods": [m.name for m in methods], "sources": len(protocols.sources),
-            "targets": len(protocols.targets)}
+    return {
+        "flops": flops,
+        "gpu": dataclasses.asdict(gpu),
+        "sustained_tflops": gpu.sustained,
+        "rows": rows,
+        "cells_per_method": len(compute_plan.training_cells(protocols)),
+        "views": protocols.views,
+        "methods": [m.name for m in methods],
+        "sources": len(protocols.sources),
+        "targets": len(protocols.targets),
+    }

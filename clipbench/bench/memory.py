@@ -24,8 +24,16 @@ def memory_child() -> None:
     counter = features.EncodeCounter()
     start = time.perf_counter()
     features.encode_paths(bb, image_dir, paths, batch, counter=counter)
-    print(json.dumps({"images": len(paths), "decoded": counter.decoded, "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": _own_peak_mb()}))
+    print(
+        json.dumps(
+            {
+                "images": len(paths),
+                "decoded": counter.decoded,
+                "seconds": time.perf_counter() - start,
+                "peak_rss_mb": _own_peak_mb(),
+            }
+        )
+    )
 
 
 def _own_peak_mb() -> float:
@@ -47,8 +55,19 @@ def peak_memory(image_dir: Path, sizes: tuple[int, ...], batch_size: int = 64) -
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     rows = []
     for n in sizes:
-        proc = subprocess.run([sys.executable, "-c", "from clipbench.bench.memory import memory_child; memory_child()",
-                               str(image_dir), str(n), str(batch_size)], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from clipbench.bench.memory import memory_child; memory_child()",
+                str(image_dir),
+                str(n),
+                str(batch_size),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"memory subprocess failed:\n{proc.stderr[-2000:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -50,8 +50,7 @@ def run_bench(size: BenchSize, params: dict, root: Path, work: Path, log=print) 
     suite = reduced_suite(params) if size.reduce_suite else copy.deepcopy(params)
     out: dict = {"size": size.name}
     log("(b) extraction throughput")
-    jpegs = write_jpegs(work / "jpeg", max(max(n for _, n, _ in size.throughput), *size.memory_images),
-                        size.image_side)
+    jpegs = write_jpegs(work / "jpeg", max(max(n for _, n, _ in size.throughput), *size.memory_images), size.image_side)
     out["b"] = [throughput(work / "jpeg", jpegs[:n], model, batch) for model, n, batch in size.throughput]
     log("(c) training on cached features vs re-encoding")
     out["c"] = training_speedup(work / "c", size)
@@ -59,8 +58,11 @@ def run_bench(size: BenchSize, params: dict, root: Path, work: Path, log=print) 
     dvc_suite = dict(suite)
     if size.dvc_methods:
         dvc_suite["methods"] = [m for m in suite["methods"] if m in size.dvc_methods] or suite["methods"][:2]
-    out["d"] = {**dvc_overhead(root, work / "d", dvc_suite), "methods": dvc_suite["methods"],
-                "toy_suite_stages": stage_count(params)}
+    out["d"] = {
+        **dvc_overhead(root, work / "d", dvc_suite),
+        "methods": dvc_suite["methods"],
+        "toy_suite_stages": stage_count(params),
+    }
     log("(a) encoder inputs of the toy suite vs unique images (reusing the data of d)")
     out["a"] = encode_audit(work / "a", suite, reuse=work / "d")
     log("(e) peak memory of extraction")

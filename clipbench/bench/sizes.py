@@ -25,7 +25,18 @@ class BenchSize:
     image_side: int = 320  # synthetic JPEG size for (b, e)
 
 
-QUICK = BenchSize("quick", True, ("zeroshot", "clip_adapter"),
-                  (("clipbench-toy-vit", 512, 256), ("ViT-B-32", 16, 8)), 10, 16, 10, 20, 30, (200, 800))
-FULL = BenchSize("full", False, None, (("clipbench-toy-vit", 4096, 256), ("ViT-B-16", 256, 64)),
-                 30, 16, 10, 200, 300, (1000, 8000))
+QUICK = BenchSize(
+    "quick",
+    True,
+    ("zeroshot", "clip_adapter"),
+    (("clipbench-toy-vit", 512, 256), ("ViT-B-32", 16, 8)),
+    10,
+    16,
+    10,
+    20,
+    30,
+    (200, 800),
+)
+FULL = BenchSize(
+    "full", False, None, (("clipbench-toy-vit", 4096, 256), ("ViT-B-16", 256, 64)), 30, 16, 10, 200, 300, (1000, 8000)
+)

@@ -30,5 +30,12 @@ def throughput(image_dir: Path, paths: list[str], model_name: str, batch_size: i
         raw.append(timed(_raw_loop, bb.model, batches)[0])
         ours.append(timed(features.encode_paths, bb, image_dir, paths, batch_size)[0])
     n = len(paths)
-    return {"model": model_name, "image_size": bb.image_size, "images": n, "batch_size": batch_size,
-            "raw_ips": n / min(raw), "ours_ips": n / min(ours), "ratio": min(raw) / min(ours)}
+    return {
+        "model": model_name,
+        "image_size": bb.image_size,
+        "images": n,
+        "batch_size": batch_size,
+        "raw_ips": n / min(raw),
+        "ours_ips": n / min(ours),
+        "ratio": min(raw) / min(ours),
+    }

@@ -17,8 +17,16 @@ class ReencodedViews:
     ``views[i]`` costs what one epoch (or one full-batch step) of a reference harness costs in image work.
     """
 
-    def __init__(self, bb, image_dir: Path, paths: list[str], count: int, scale: tuple[float, float],
-                 pre: bool, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        bb,
+        image_dir: Path,
+        paths: list[str],
+        count: int,
+        scale: tuple[float, float],
+        pre: bool,
+        batch_size: int = 256,
+    ) -> None:
         self.bb, self.image_dir, self.paths, self.count = bb, image_dir, paths, count
         self.scale, self.pre, self.batch_size, self.encoded = scale, pre, batch_size, 0
 
@@ -36,10 +44,19 @@ class ReencodedViews:
 
         visual, out = self.bb.model.visual, []
         for start in range(0, len(self.paths), self.batch_size):
-            chunk = self.paths[start:start + self.batch_size]
-            pixels = torch.stack([to_normalised_tensor(augmented_view(
-                open_rgb(self.image_dir / p), self.bb.image_size, self.scale, view_rng(p, 1000 + i, 0)),
-                visual.image_mean, visual.image_std) for p in chunk])
+            chunk = self.paths[start : start + self.batch_size]
+            pixels = torch.stack(
+                [
+                    to_normalised_tensor(
+                        augmented_view(
+                            open_rgb(self.image_dir / p), self.bb.image_size, self.scale, view_rng(p, 1000 + i, 0)
+                        ),
+                        visual.image_mean,
+                        visual.image_std,
+                    )
+                    for p in chunk
+                ]
+            )
             pre, proj = self.bb.encode_images_with_pre(pixels)
             out.append(pre if self.pre else proj)
         self.encoded += len(self.paths)
@@ -68,8 +85,9 @@ def render_toy_images(root: Path, classes: int, shots: int) -> tuple[list[str], 
 def _task(space, plain: torch.Tensor, views, labels: torch.Tensor, text, bb, shots: int):
     from clipbench.methods import FeatureSet, FitTask
 
-    return FitTask(space, FeatureSet(plain, labels, views), FeatureSet(plain, labels), text, bb.logit_scale, shots, 1,
-                   backbone=bb)
+    return FitTask(
+        space, FeatureSet(plain, labels, views), FeatureSet(plain, labels), text, bb.logit_scale, shots, 1, backbone=bb
+    )
 
 
 def _fit_seconds(method, space, plain, views, labels, text, bb, shots: int) -> float:
@@ -102,10 +120,24 @@ def training_speedup(work: Path, size: BenchSize) -> list[dict]:
     t_prolip_re = _fit_seconds(prolip(), task[0], enc.pre, re_prolip, *task[1:])
     common = {"images": len(paths), "extract_s": t_extract, "cached_encoded": counter.encoded}
     return [
-        {"method": "CLIP-Adapter (real class)", "steps": f"{epochs} epochs", **common,
-         "n_steps": epochs, "reference_steps": 200,
-         "cached_train_s": t_adapter, "reencode_s": t_adapter_re, "reencode_encoded": re_adapter.encoded},
-        {"method": "ProLIP (real class)", "steps": f"{it} full-batch iterations", **common,
-         "n_steps": it, "reference_steps": 300,
-         "cached_train_s": t_prolip, "reencode_s": t_prolip_re, "reencode_encoded": re_prolip.encoded},
+        {
+            "method": "CLIP-Adapter (real class)",
+            "steps": f"{epochs} epochs",
+            **common,
+            "n_steps": epochs,
+            "reference_steps": 200,
+            "cached_train_s": t_adapter,
+            "reencode_s": t_adapter_re,
+            "reencode_encoded": re_adapter.encoded,
+        },
+        {
+            "method": "ProLIP (real class)",
+            "steps": f"{it} full-batch iterations",
+            **common,
+            "n_steps": it,
+            "reference_steps": 300,
+            "cached_train_s": t_prolip,
+            "reencode_s": t_prolip_re,
+            "reencode_encoded": re_prolip.encoded,
+        },
     ]

@@ -43,8 +43,12 @@ class LabelSpace:
 
     def subset(self, labels: tuple[int, ...]) -> LabelSpace:
         """The space restricted to ``labels`` (in the given order, relabelled 0..len-1)."""
-        return LabelSpace(self.dataset, tuple(self.class_ids[i] for i in labels),
-                          tuple(self.classnames[i] for i in labels), self.templates)
+        return LabelSpace(
+            self.dataset,
+            tuple(self.class_ids[i] for i in labels),
+            tuple(self.classnames[i] for i in labels),
+            self.templates,
+        )
 
     def prompts(self) -> list[list[str]]:
         """Per class, the prompt texts (underscores in class names become spaces)."""
@@ -87,8 +91,10 @@ class DatasetSpec(abc.ABC):
 
     def prepare(self, data_root: Path) -> None:
         """Fetch or generate the dataset into ``data_root`` (default: explain the manual steps)."""
-        raise DataError(f"{self.name}: automatic download is not available; place the dataset at "
-                        f"{self.root(data_root)} in the CoOp layout (see DATASETS docs).")
+        raise DataError(
+            f"{self.name}: automatic download is not available; place the dataset at "
+            f"{self.root(data_root)} in the CoOp layout (see DATASETS docs)."
+        )
 
     def is_ready(self, data_root: Path) -> bool:
         """True once :meth:`prepare` completed (a completion marker exists)."""
@@ -98,8 +104,9 @@ class DatasetSpec(abc.ABC):
 COMPLETE_MARKER = ".clipbench-complete"
 
 
-def read_split_json(path: Path, *, require: tuple[str, ...] = ("train", "val", "test")
-                    ) -> dict[str, tuple[Record, ...]]:
+def read_split_json(
+    path: Path, *, require: tuple[str, ...] = ("train", "val", "test")
+) -> dict[str, tuple[Record, ...]]:
     """Read a CoOp ``split_zhou_*.json`` file: ``{"train"|"val"|"test": [[relpath, label, classname], ...]}``."""
     if not path.is_file():
         raise DataError(f"split file {path} is missing; run `dvc repro download` or place the CoOp split file there")
@@ -126,8 +133,10 @@ def _record(item: object, path: Path, split: str, index: int) -> Record:
         raise DataError(f"split file {path}: {split}[{index}] must be [relative_path, label, classname], got {item!r}")
     rel = item[0]
     if rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
-        raise DataError(f"split file {path}: {split}[{index}] path {rel!r} escapes the image root; "
-                        "paths must be relative and stay inside the dataset folder")
+        raise DataError(
+            f"split file {path}: {split}[{index}] path {rel!r} escapes the image root; "
+            "paths must be relative and stay inside the dataset folder"
+        )
     try:
         label = int(item[1])
     except ValueError as exc:

@@ -65,8 +65,10 @@ class CoopSpec(DatasetSpec):
     def prepare(self, data_root: Path) -> None:
         """Without public sources: explain exactly what to place where (see :mod:`clipbench.data.download`)."""
         missing = self.missing(data_root)
-        raise DataError(f"{self.name} is not at {self.root(data_root)} (missing {', '.join(missing[:_SHOW])}) "
-                        f"and cannot be downloaded automatically. {self.fix}")
+        raise DataError(
+            f"{self.name} is not at {self.root(data_root)} (missing {', '.join(missing[:_SHOW])}) "
+            f"and cannot be downloaded automatically. {self.fix}"
+        )
 
     def require_layout(self, data_root: Path) -> Path:
         """The dataset folder, or a :class:`DataError` listing what is missing and how to get it."""
@@ -104,12 +106,16 @@ def check_labels(records: tuple[Record, ...], names: tuple[str, ...], source: Pa
     """Every label is a training class with the same name, and every class appears in ``split``."""
     for i, r in enumerate(records):
         if not 0 <= r.label < len(names) or names[r.label] != r.classname:
-            raise DataError(f"{source}: {split}[{i}] has label {r.label} ({r.classname!r}), which the train list "
-                            f"does not define that way; the split file is inconsistent — re-download it")
+            raise DataError(
+                f"{source}: {split}[{i}] has label {r.label} ({r.classname!r}), which the train list "
+                f"does not define that way; the split file is inconsistent — re-download it"
+            )
     absent = sorted(set(range(len(names))) - {r.label for r in records})
     if absent:
-        raise DataError(f"{source}: the {split!r} split has no image of {len(absent)} classes "
-                        f"(e.g. {names[absent[0]]!r}); the split file is truncated — re-download it")
+        raise DataError(
+            f"{source}: the {split!r} split has no image of {len(absent)} classes "
+            f"(e.g. {names[absent[0]]!r}); the split file is truncated — re-download it"
+        )
 
 
 def check_files(image_root: Path, records: list[Record], source: Path, fix: str) -> None:
@@ -124,9 +130,11 @@ def check_files(image_root: Path, records: list[Record], source: Path, fix: str)
         if name not in listed[folder]:
             missing.append(r.path)
     if missing:
-        raise DataError(f"{source} lists {len(missing)} images missing under {image_root} "
-                        f"(e.g. {', '.join(missing[:_SHOW])}); the archive is incomplete or extracted elsewhere. "
-                        f"{fix}")
+        raise DataError(
+            f"{source} lists {len(missing)} images missing under {image_root} "
+            f"(e.g. {', '.join(missing[:_SHOW])}); the archive is incomplete or extracted elsewhere. "
+            f"{fix}"
+        )
 
 
 def class_folders(directory: Path, fix: str) -> list[str]:
@@ -138,12 +146,16 @@ def class_folders(directory: Path, fix: str) -> list[str]:
 
 def list_images(folder: Path) -> list[str]:
     """Image file names in ``folder``, sorted (CoOp uses unsorted ``os.listdir``; sorting makes it portable)."""
-    return sorted(e.name for e in os.scandir(folder)
-                  if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES))
+    return sorted(
+        e.name
+        for e in os.scandir(folder)
+        if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES)
+    )
 
 
-def folder_records(image_root: Path, folders: list[str], labels: list[int], names: tuple[str, ...],
-                   prefix: str = "") -> tuple[Record, ...]:
+def folder_records(
+    image_root: Path, folders: list[str], labels: list[int], names: tuple[str, ...], prefix: str = ""
+) -> tuple[Record, ...]:
     """Records of every image in ``image_root/<prefix>/<folder>`` with the folder's label."""
     out = []
     for folder, label in zip(folders, labels, strict=True):
@@ -179,8 +191,10 @@ def check_duplicates(splits: DatasetSplits, source: Path) -> None:
     for split in ("train", "val", "test"):
         for i, r in enumerate(getattr(splits, split)):
             if r.path in seen:
-                raise DataError(f"{source}: {r.path!r} is listed twice ({seen[r.path]} and {split}[{i}]); "
-                                "the split file is corrupted — re-download it or remove the duplicate")
+                raise DataError(
+                    f"{source}: {r.path!r} is listed twice ({seen[r.path]} and {split}[{i}]); "
+                    "the split file is corrupted — re-download it or remove the duplicate"
+                )
             seen[r.path] = f"{split}[{i}]"
 
 
@@ -191,11 +205,18 @@ def check_counts(spec: DatasetSpec, splits: DatasetSplits, mode: str = "exact") 
     expected: Counts | None = getattr(spec, "expected", None)
     if expected is None:
         return []
-    found = {"classes": len(splits.class_ids), "train": len(splits.train), "val": len(splits.val),
-             "test": len(splits.test)}
+    found = {
+        "classes": len(splits.class_ids),
+        "train": len(splits.train),
+        "val": len(splits.val),
+        "test": len(splits.test),
+    }
     keys = ("classes",) if mode == "classes" else ("classes", "train", "val", "test")
-    return [f"{k}: expected {getattr(expected, k):,}, found {found[k]:,}" for k in keys
-            if getattr(expected, k) is not None and getattr(expected, k) != found[k]]
+    return [
+        f"{k}: expected {getattr(expected, k):,}, found {found[k]:,}"
+        for k in keys
+        if getattr(expected, k) is not None and getattr(expected, k) != found[k]
+    ]
 
 
 def validate(spec: DatasetSpec, data_root: Path, counts: str = "exact") -> DatasetSplits:
@@ -204,7 +225,9 @@ def validate(spec: DatasetSpec, data_root: Path, counts: str = "exact") -> Datas
     check_duplicates(splits, spec.root(data_root) / getattr(spec, "split_file", ""))
     problems = check_counts(spec, splits, counts)
     if problems:
-        raise DataError(f"{spec.name} at {spec.root(data_root)} does not match the published CoOp split "
-                        f"({'; '.join(problems)}). It is incomplete or a different version: {getattr(spec, 'fix', '')} "
-                        "(for a deliberate subset set `data_counts: classes` in params.yaml)")
+        raise DataError(
+            f"{spec.name} at {spec.root(data_root)} does not match the published CoOp split "
+            f"({'; '.join(problems)}). It is incomplete or a different version: {getattr(spec, 'fix', '')} "
+            "(for a deliberate subset set `data_counts: classes` in params.yaml)"
+        )
     return splits

@@ -38,12 +38,15 @@ class CustomDataset:
     def validate(self, where: str) -> None:
         p = PurePosixPath(self.path)
         if p.is_absolute() or ".." in p.parts or not self.path.strip():
-            raise ConfigError(f"{where}.path: {self.path!r} must be a folder relative to data_root "
-                              "(move or symlink the data there so manifests stay portable)")
+            raise ConfigError(
+                f"{where}.path: {self.path!r} must be a folder relative to data_root "
+                "(move or symlink the data there so manifests stay portable)"
+            )
         bad = [t for t in self.templates if t.count("{}") != 1]
         if not self.templates or bad:
-            raise ConfigError(f"{where}.templates: every template needs exactly one '{{}}' for the class name, "
-                              f"got {bad or 'none'}")
+            raise ConfigError(
+                f"{where}.templates: every template needs exactly one '{{}}' for the class name, got {bad or 'none'}"
+            )
 
 
 class CustomSpec(CoopSpec):
@@ -76,16 +79,19 @@ class CustomSpec(CoopSpec):
                 continue
             present = class_folders(root / split, self.fix)
             if present != classes:
-                raise DataError(f"{root / split}: class folders differ from the training classes "
-                                f"(missing {sorted(set(classes) - set(present))[:5]}, "
-                                f"extra {sorted(set(present) - set(classes))[:5]})")
+                raise DataError(
+                    f"{root / split}: class folders differ from the training classes "
+                    f"(missing {sorted(set(classes) - set(present))[:5]}, "
+                    f"extra {sorted(set(present) - set(classes))[:5]})"
+                )
             out[split] = folder_records(root, classes, labels, tuple(classes), prefix=split)
         ids = tuple(f"{self.name}/{c}" for c in classes)
         return DatasetSplits(out["train"], out["val"], out["test"], ids, tuple(classes))
 
     def _read_csv(self, root: Path) -> DatasetSplits:
-        out = {s: _read_rows(root / f"{s}.csv") if (root / f"{s}.csv").is_file() else () for s in ("train", "val",
-                                                                                                  "test")}
+        out = {
+            s: _read_rows(root / f"{s}.csv") if (root / f"{s}.csv").is_file() else () for s in ("train", "val", "test")
+        }
         if self.test_only:
             out["train"] = out["val"] = ()
         source = root / ("test.csv" if self.test_only else "train.csv")
@@ -127,7 +133,6 @@ def register_custom_datasets(entries: dict[str, CustomDataset], where: str) -> N
             raise ConfigError(f"{where}.{name}: {name!r} is a built-in dataset; choose another name")
         if not name.isidentifier() or not name.islower():
             raise ConfigError(f"{where}.{name}: dataset names must be lowercase identifiers")
-        attrs = {"name": name, "dirname": cfg.path, "config": cfg, "test_only": cfg.test_only,
-                 "__module__": __name__}
+        attrs = {"name": name, "dirname": cfg.path, "config": cfg, "test_only": cfg.test_only, "__module__": __name__}
         DATASETS.register(name, type(f"Custom_{name}", (CustomSpec,), attrs), replace=True)
         metadata.register_templates(name, cfg.templates)

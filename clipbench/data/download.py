@@ -44,8 +44,9 @@ class Source:
 
 def drive(file_id: str, filename: str, member: str | None = None) -> Source:
     """A file the CoOp authors share on Google Drive (no published checksum; ``member=""`` for an archive)."""
-    return Source(f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t",
-                  filename, member=member)
+    return Source(
+        f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t", filename, member=member
+    )
 
 
 def fetch(source: Source, cache: Path, progress: bool = True) -> Path:
@@ -66,25 +67,32 @@ def fetch(source: Source, cache: Path, progress: bool = True) -> Path:
             bar(None)
     except OSError as exc:
         part.unlink(missing_ok=True)
-        raise DataError(f"download of {source.url} failed ({exc}); check the connection and run the download "
-                        "stage again (nothing was kept)") from exc
+        raise DataError(
+            f"download of {source.url} failed ({exc}); check the connection and run the download "
+            "stage again (nothing was kept)"
+        ) from exc
     if source.md5 is not None and digest.hexdigest() != source.md5:
         part.unlink(missing_ok=True)
-        raise DataError(f"{source.filename} from {source.url} has MD5 {digest.hexdigest()}, expected {source.md5}: "
-                        "the download is corrupt or the file changed upstream; run the download stage again, or "
-                        "place the dataset by hand (docs/datasets.md)")
+        raise DataError(
+            f"{source.filename} from {source.url} has MD5 {digest.hexdigest()}, expected {source.md5}: "
+            "the download is corrupt or the file changed upstream; run the download stage again, or "
+            "place the dataset by hand (docs/datasets.md)"
+        )
     os.replace(part, dest)
     return dest
 
 
-def install(spec, data_root: Path, validate: Callable[[Path], object],
-            fetcher: Callable[[Source, Path], Path] = fetch) -> Path:
+def install(
+    spec, data_root: Path, validate: Callable[[Path], object], fetcher: Callable[[Source, Path], Path] = fetch
+) -> Path:
     """Fetch ``spec.sources``, build the dataset folder, check it with ``validate(staging_root)``, publish it."""
     data_root = Path(data_root)
     final = spec.root(data_root)
     if final.exists():
-        raise DataError(f"{final} exists but is incomplete ({', '.join(spec.missing(data_root)[:3])}); complete it "
-                        f"by hand or delete it so that clipbench can download it. {spec.fix}")
+        raise DataError(
+            f"{final} exists but is incomplete ({', '.join(spec.missing(data_root)[:3])}); complete it "
+            f"by hand or delete it so that clipbench can download it. {spec.fix}"
+        )
     staging_root = data_root / ".staging" / spec.name
     shutil.rmtree(staging_root, ignore_errors=True)  # leftovers of an interrupted run
     staged = spec.root(staging_root)
@@ -94,8 +102,9 @@ def install(spec, data_root: Path, validate: Callable[[Path], object],
             _place(source, fetcher(source, data_root / ".downloads" / spec.name), staged)
         spec.finish_install(staged)
         validate(staging_root)
-        (staged / COMPLETE_MARKER).write_text("".join(f"{s.filename} md5={s.md5 or 'unpublished'}\n"
-                                                      for s in spec.sources))
+        (staged / COMPLETE_MARKER).write_text(
+            "".join(f"{s.filename} md5={s.md5 or 'unpublished'}\n" for s in spec.sources)
+        )
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, final)
     finally:
@@ -112,8 +121,10 @@ def _place(source: Source, path: Path, staged: Path) -> None:
     extract(path, unpack)
     top = unpack / source.member
     if not top.is_dir():
-        raise DataError(f"{source.filename} has no folder {source.member!r}; the archive layout changed upstream. "
-                        "Place the dataset by hand (docs/datasets.md)")
+        raise DataError(
+            f"{source.filename} has no folder {source.member!r}; the archive layout changed upstream. "
+            "Place the dataset by hand (docs/datasets.md)"
+        )
     if source.inner:
         extract(top / source.inner, top)
         (top / source.inner).unlink()

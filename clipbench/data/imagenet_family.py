@@ -25,8 +25,10 @@ def imagenet_classes(dataset_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...
     ids, names = read_wnid_names(local if local.is_file() else metadata.IMAGENET_CLASSNAMES)
     bundled = read_wnid_names(metadata.IMAGENET_CLASSNAMES)[0]
     if sorted(ids) != sorted(bundled):
-        raise DataError(f"{local}: its wnids are not the 1000 ImageNet-1k classes; replace it with CoOp's "
-                        "classnames.txt (or delete it to use the bundled copy)")
+        raise DataError(
+            f"{local}: its wnids are not the 1000 ImageNet-1k classes; replace it with CoOp's "
+            "classnames.txt (or delete it to use the bundled copy)"
+        )
     order = sorted(range(len(ids)), key=ids.__getitem__)  # labels follow sorted wnid order
     return tuple(ids[i] for i in order), tuple(names[i] for i in order)
 
@@ -52,11 +54,15 @@ class WnidFolderTarget(CoopSpec):
         folders = class_folders(self.images(data_root), self.fix)
         unknown = sorted(set(folders) - set(wnids))
         if unknown:
-            raise DataError(f"{self.images(data_root)}: folders {unknown[:5]} are not ImageNet wnids; "
-                            f"the archive is not {self.name}. {self.fix}")
+            raise DataError(
+                f"{self.images(data_root)}: folders {unknown[:5]} are not ImageNet wnids; "
+                f"the archive is not {self.name}. {self.fix}"
+            )
         if not self.subset and folders != list(wnids):
-            raise DataError(f"{self.images(data_root)}: {len(set(wnids) - set(folders))} of the 1000 wnid folders "
-                            f"are missing; the archive is incomplete. {self.fix}")
+            raise DataError(
+                f"{self.images(data_root)}: {len(set(wnids) - set(folders))} of the 1000 wnid folders "
+                f"are missing; the archive is incomplete. {self.fix}"
+            )
         index = {w: i for i, w in enumerate(wnids)}
         ids = tuple(folders)
         sub_names = tuple(names[index[w]] for w in folders)

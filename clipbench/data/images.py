@@ -47,8 +47,13 @@ def view_rng(path: str, view: int, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(path.encode()), view])
 
 
-def random_resized_crop_params(width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,
-                               ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_params(
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    rng: np.random.Generator,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop parameter rule (10 tries, then a central crop), drawn from ``rng``."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -68,8 +73,9 @@ def random_resized_crop_params(width: int, height: int, scale: tuple[float, floa
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def augmented_view(img: Image.Image, size: int, scale: tuple[float, float], rng: np.random.Generator,
-                   flip: bool = True) -> Image.Image:
+def augmented_view(
+    img: Image.Image, size: int, scale: tuple[float, float], rng: np.random.Generator, flip: bool = True
+) -> Image.Image:
     """RandomResizedCrop(size, scale, bicubic) then (if ``flip``) a horizontal flip with probability 0.5."""
     top, left, h, w = random_resized_crop_params(img.width, img.height, scale, rng)
     TF = _tf()

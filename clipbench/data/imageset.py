@@ -57,8 +57,14 @@ class ImageSet:
         return self.pixels(idx, transform), self.labels[idx]
 
 
-def train_augment(size: int, scale: tuple[float, float], mean: Sequence[float], std: Sequence[float],
-                  rng: np.random.Generator, flip: bool = True) -> Transform:
+def train_augment(
+    size: int,
+    scale: tuple[float, float],
+    mean: Sequence[float],
+    std: Sequence[float],
+    rng: np.random.Generator,
+    flip: bool = True,
+) -> Transform:
     """RandomResizedCrop(size, scale, bicubic) [+ horizontal flip p=0.5] + normalisation, drawn from ``rng``.
 
     The Dassl training transform of CoOp/CoCoOp/ClipFit is ``scale=(0.08, 1)`` with flip (spec §2.3).

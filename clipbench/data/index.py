@@ -31,9 +31,16 @@ class DatasetIndex:
     def _payload(self) -> dict:
         rows = lambda rs: [[r.path, r.label, r.classname] for r in rs]  # noqa: E731
         s = self.splits
-        return {"schema": SCHEMA, "dataset": self.dataset, "image_root": self.image_root,
-                "class_ids": list(s.class_ids), "classnames": list(s.classnames),
-                "train": rows(s.train), "val": rows(s.val), "test": rows(s.test)}
+        return {
+            "schema": SCHEMA,
+            "dataset": self.dataset,
+            "image_root": self.image_root,
+            "class_ids": list(s.class_ids),
+            "classnames": list(s.classnames),
+            "train": rows(s.train),
+            "val": rows(s.val),
+            "test": rows(s.test),
+        }
 
     def label_space(self, templates: tuple[str, ...]) -> LabelSpace:
         return LabelSpace(self.dataset, self.splits.class_ids, self.splits.classnames, templates)
@@ -49,8 +56,9 @@ def load_index(path: Path) -> DatasetIndex:
     try:
         raw = json.loads(path.read_text())
         rec = lambda rows: tuple(Record(str(p), int(lbl), str(c)) for p, lbl, c in rows)  # noqa: E731
-        splits = DatasetSplits(rec(raw["train"]), rec(raw["val"]), rec(raw["test"]),
-                               tuple(raw["class_ids"]), tuple(raw["classnames"]))
+        splits = DatasetSplits(
+            rec(raw["train"]), rec(raw["val"]), rec(raw["test"]), tuple(raw["class_ids"]), tuple(raw["classnames"])
+        )
         index = DatasetIndex(raw["dataset"], raw["image_root"], splits)
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"dataset index {path} is malformed ({exc!r}); run `dvc repro download@{path.stem}`") from exc

@@ -47,15 +47,23 @@ def check_images(image_root: Path, records: Iterable[Record], mode: str = "struc
     root = os.path.realpath(image_root)
     problems = [p for p in (_contained(root, image_root, rel) for rel in paths) if p]
     if problems:
-        _raise(image_root, problems, "escape the dataset folder",
-               "copy the files into the dataset folder or symlink the whole dataset folder instead")
+        _raise(
+            image_root,
+            problems,
+            "escape the dataset folder",
+            "copy the files into the dataset folder or symlink the whole dataset folder instead",
+        )
     if mode != "off":
         with ThreadPoolExecutor(WORKERS) as pool:
             found = pool.map(lambda rel: _structure(image_root / rel, mode == "decode"), paths, chunksize=64)
             problems = [p for p in found if p]
         if problems:
-            _raise(image_root, problems, "are unreadable",
-                   f"replace these files (re-download or re-extract the dataset). {fix}".strip())
+            _raise(
+                image_root,
+                problems,
+                "are unreadable",
+                f"replace these files (re-download or re-extract the dataset). {fix}".strip(),
+            )
     return len(paths)
 
 

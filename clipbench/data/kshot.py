@@ -70,8 +70,14 @@ class KShotSplit:
 
     def _payload(self) -> dict:
         rows = lambda rs: [[r.path, r.label, r.classname] for r in rs]  # noqa: E731
-        return {"schema": SCHEMA, "dataset": self.dataset, "shots": self.shots, "seed": self.seed,
-                "train": rows(self.train), "val": rows(self.val)}
+        return {
+            "schema": SCHEMA,
+            "dataset": self.dataset,
+            "shots": self.shots,
+            "seed": self.seed,
+            "train": rows(self.train),
+            "val": rows(self.val),
+        }
 
     def to_json(self) -> str:
         return json.dumps({**self._payload(), "hash": self.hash}, indent=0, sort_keys=True) + "\n"
@@ -111,8 +117,10 @@ def read_manifest(path: Path) -> KShotSplit:
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"split manifest {path} is malformed ({exc!r}); delete it and run `dvc repro split`") from exc
     if raw.get("schema") != SCHEMA or raw.get("hash") != split.hash:
-        raise DataError(f"split manifest {path} fails its schema/hash check; it was edited or corrupted. "
-                        "Delete it and run `dvc repro split`")
+        raise DataError(
+            f"split manifest {path} fails its schema/hash check; it was edited or corrupted. "
+            "Delete it and run `dvc repro split`"
+        )
     return split
 
 

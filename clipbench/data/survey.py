@@ -35,8 +35,12 @@ def dataset_status(name: str, data_root: Path, counts: str = "exact") -> Dataset
         splits = validate(spec, data_root, counts)
     except ClipbenchError as exc:
         return DatasetStatus(name, "invalid", directory, detail=str(exc))
-    sizes = {"classes": len(splits.class_ids), "train": len(splits.train), "val": len(splits.val),
-             "test": len(splits.test)}
+    sizes = {
+        "classes": len(splits.class_ids),
+        "train": len(splits.train),
+        "val": len(splits.val),
+        "test": len(splits.test),
+    }
     return DatasetStatus(name, "found", directory, sizes)
 
 
@@ -46,8 +50,7 @@ def render(rows: list[DatasetStatus]) -> str:
     for r in rows:
         c = r.counts or {}
         cells = [f"{c[k]:,}" if k in c else "-" for k in ("classes", "train", "val", "test")]
-        lines.append(f"{r.name:21} {r.status:9} {cells[0]:>7} {cells[1]:>9} {cells[2]:>7} {cells[3]:>7}  "
-                     f"{r.directory}")
+        lines.append(f"{r.name:21} {r.status:9} {cells[0]:>7} {cells[1]:>9} {cells[2]:>7} {cells[3]:>7}  {r.directory}")
         if r.status in ("missing", "invalid"):
             lines.append(f"    {r.detail}")
     return "\n".join(lines)

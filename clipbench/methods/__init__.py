@@ -18,24 +18,38 @@ from clipbench.methods.base import (
 )
 from clipbench.registry import Registry
 
-METHODS: Registry[type[Method]] = Registry("method", {
-    "zeroshot": "clipbench.methods.zeroshot:ZeroShotCLIP",
-    "linear_probe": "clipbench.methods.linear_probe:LinearProbe",
-    "clip_adapter": "clipbench.methods.clip_adapter:ClipAdapter",
-    "tip_adapter": "clipbench.methods.tip_adapter:TipAdapter",
-    "tip_adapter_f": "clipbench.methods.tip_adapter_f:TipAdapterF",
-    "coop": "clipbench.methods.coop:CoOp",
-    "cocoop": "clipbench.methods.cocoop:CoCoOp",
-    "zeroshot_ensemble": "clipbench.methods.zeroshot_ensemble:ZeroShotEnsemble",
-    "prolip": "clipbench.methods.prolip:Prolip",
-    "clipfit": "clipbench.methods.clipfit:ClipFit",
-    "clip_cite": "clipbench.methods.clip_cite:ClipCite",
-}, base=Method)
+METHODS: Registry[type[Method]] = Registry(
+    "method",
+    {
+        "zeroshot": "clipbench.methods.zeroshot:ZeroShotCLIP",
+        "linear_probe": "clipbench.methods.linear_probe:LinearProbe",
+        "clip_adapter": "clipbench.methods.clip_adapter:ClipAdapter",
+        "tip_adapter": "clipbench.methods.tip_adapter:TipAdapter",
+        "tip_adapter_f": "clipbench.methods.tip_adapter_f:TipAdapterF",
+        "coop": "clipbench.methods.coop:CoOp",
+        "cocoop": "clipbench.methods.cocoop:CoCoOp",
+        "zeroshot_ensemble": "clipbench.methods.zeroshot_ensemble:ZeroShotEnsemble",
+        "prolip": "clipbench.methods.prolip:Prolip",
+        "clipfit": "clipbench.methods.clipfit:ClipFit",
+        "clip_cite": "clipbench.methods.clip_cite:ClipCite",
+    },
+    base=Method,
+)
 
 
 def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
-__all__ = ["METHODS", "EvalTarget", "FeatureSet", "FitTask", "Inputs", "Method", "MethodConfig", "check_by_dataset",
-           "get_method", "resolve_config"]
+__all__ = [
+    "METHODS",
+    "EvalTarget",
+    "FeatureSet",
+    "FitTask",
+    "Inputs",
+    "Method",
+    "MethodConfig",
+    "check_by_dataset",
+    "get_method",
+    "resolve_config",
+]

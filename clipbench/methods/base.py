@@ -188,9 +188,14 @@ class Method(abc.ABC):
     def describe(cls) -> dict[str, Any]:
         """Registry-facing summary: inputs, class specificity, validation policy, first docstring line."""
         doc = (sys.modules[cls.__module__].__doc__ or "").strip()
-        return {"name": cls.name, "requires": cls.requires.value, "uses_backbone": cls.needs_backbone(),
-                "class_specific": cls.class_specific, "selection": cls.selection,
-                "doc": doc.splitlines()[0] if doc else ""}
+        return {
+            "name": cls.name,
+            "requires": cls.requires.value,
+            "uses_backbone": cls.needs_backbone(),
+            "class_specific": cls.class_specific,
+            "selection": cls.selection,
+            "doc": doc.splitlines()[0] if doc else "",
+        }
 
     @classmethod
     def needs_backbone(cls) -> bool:
@@ -202,6 +207,8 @@ def train_class_index(target: EvalTarget) -> list[int]:
     index = {cid: i for i, cid in enumerate(target.train_space.class_ids)}
     missing = [cid for cid in target.space.class_ids if cid not in index]
     if missing:
-        raise NotApplicable(f"{len(missing)} of {len(target.space)} target classes were not trained "
-                            f"(e.g. {missing[0]!r}); class-specific weights cannot score them")
+        raise NotApplicable(
+            f"{len(missing)} of {len(target.space)} target classes were not trained "
+            f"(e.g. {missing[0]!r}); class-specific weights cannot score them"
+        )
     return [index[cid] for cid in target.space.class_ids]

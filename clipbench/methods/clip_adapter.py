@@ -80,15 +80,18 @@ class ClipAdapterConfig(MethodConfig):
 class Adapter(nn.Module):
     def __init__(self, dim: int, reduction: int) -> None:
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(dim, dim // reduction, bias=False), nn.ReLU(inplace=True),
-                                nn.Linear(dim // reduction, dim, bias=False), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(
+            nn.Linear(dim, dim // reduction, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(dim // reduction, dim, bias=False),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x)
 
 
-def adapted_logits(adapter: Adapter, x: torch.Tensor, text: torch.Tensor, scale: float,
-                   alpha: float) -> torch.Tensor:
+def adapted_logits(adapter: Adapter, x: torch.Tensor, text: torch.Tensor, scale: float, alpha: float) -> torch.Tensor:
     feats = alpha * adapter(x) + (1 - alpha) * x
     return scale * F.normalize(feats, dim=-1) @ text.T
 
@@ -106,8 +109,9 @@ def train_adapter(task: FitTask, cfg: ClipAdapterConfig, lr: float, alpha: float
         set_lr(opt, dassl_lr(epoch, lr, cfg.epochs, warmup_lr=cfg.warmup_lr))
         feats = views[epoch % len(views)]
         for idx in dassl_batches(len(task.train), cfg.batch_size, gen):
-            loss = F.cross_entropy(adapted_logits(adapter, feats[idx], text, task.logit_scale, alpha),
-                                   task.train.labels[idx])
+            loss = F.cross_entropy(
+                adapted_logits(adapter, feats[idx], text, task.logit_scale, alpha), task.train.labels[idx]
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -136,7 +140,7 @@ class ClipAdapter(Method):
     def fit(self, task: FitTask) -> dict[str, float]:
         grid = self.config.grid()
         if len(grid) == 1:
-            (lr, self.alpha), = grid
+            ((lr, self.alpha),) = grid
             self.adapter, loss = train_adapter(task, self.config, lr, self.alpha)
             return {"final_loss": loss, "alpha": self.alpha, "lr": lr}
         best: dict[str, float] = {"val_acc": -1.0}

@@ -97,8 +97,9 @@ class ClipCiteConfig(MethodConfig):
     flip: bool = False
     wise_alpha: float = 0.5  # weight of the fine-tuned parameters at inference
     base_classifier: Literal["W", "text"] = "W"  # UNSPECIFIED
-    by_dataset: dict[str, dict[str, Any]] = field(default_factory=lambda: frozen_by_dataset({
-        "eurosat": {"batch_size": 16}, "imagenet": {"batch_size": 64}}))  # per-dataset field overrides
+    by_dataset: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: frozen_by_dataset({"eurosat": {"batch_size": 16}, "imagenet": {"batch_size": 64}})
+    )  # per-dataset field overrides
 
     def validate(self, where: str) -> None:
         for name, value in {"epochs": self.epochs, "batch_size": self.batch_size}.items():
@@ -112,8 +113,9 @@ class ClipCiteConfig(MethodConfig):
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ConfigError(f"{where}.crop_scale: need 0 < low <= high <= 1, got {list(self.crop_scale)}")
         if self.frozen_pattern and not (self.frozen_pattern.startswith("^") and self.frozen_pattern.endswith("$")):
-            raise ConfigError(f"{where}.frozen_pattern: must be empty or anchored with ^...$, "
-                              f"got {self.frozen_pattern!r}")
+            raise ConfigError(
+                f"{where}.frozen_pattern: must be empty or anchored with ^...$, got {self.frozen_pattern!r}"
+            )
         if self.prompt_template is not None and self.prompt_template.count("{}") != 1:
             raise ConfigError(f"{where}.prompt_template: needs exactly one '{{}}', got {self.prompt_template!r}")
         check_by_dataset(self, where)
@@ -175,8 +177,11 @@ class ClipCite(ImageFineTuning):
 
     def fit(self, task: FitTask) -> dict[str, float]:
         cfg, device = self.start_fit(task)
-        teacher = task.backbone.model if device_of(task.backbone.model) == device else \
-            copy.deepcopy(task.backbone.model).to(device)
+        teacher = (
+            task.backbone.model
+            if device_of(task.backbone.model) == device
+            else copy.deepcopy(task.backbone.model).to(device)
+        )
         student = make_student(teacher, cfg.frozen_pattern)
         tokens = tokenize_prompts(task.backbone.tokenizer, training_prompts(cfg, task.space), device)
         tokens = tokens.view(len(task.space), -1, tokens.shape[-1])  # [C, T, L]
@@ -184,47 +189,62 @@ class ClipCite(ImageFineTuning):
             w0 = class_text_features(teacher, tokens.flatten(0, 1), len(task.space))
         classifier = torch.nn.Parameter(w0.clone())
         diagnostics = self._train(task, cfg, student, teacher, classifier, tokens, device)
-        self.state = {f"model.{n}": p.detach().cpu().clone() for n, p in student.named_parameters()
-                      if p.requires_grad}
+        self.state = {f"model.{n}": p.detach().cpu().clone() for n, p in student.named_parameters() if p.requires_grad}
         self.state.update(W=classifier.detach().cpu().clone(), W0=w0.cpu().clone())
         self.model = None
         return diagnostics
 
-    def _train(self, task: FitTask, cfg: ClipCiteConfig, student, teacher, classifier, tokens,
-               device) -> dict[str, float]:
+    def _train(
+        self, task: FitTask, cfg: ClipCiteConfig, student, teacher, classifier, tokens, device
+    ) -> dict[str, float]:
         amp = MixedPrecision(task.runtime.precision, device)
         batch_size = cfg.batch_size
         n = len(task.train_images)
         iters = n // batch_size if n >= batch_size else 1
         total = cfg.epochs * iters if cfg.schedule_step == "iteration" else cfg.epochs
         params = [*(p for p in student.parameters() if p.requires_grad), classifier]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                                fused=True)
+        opt = torch.optim.AdamW(
+            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True
+        )
         with torch.no_grad():
             teacher_text = class_text_features(teacher, tokens.flatten(0, 1), len(tokens))
-        augment = train_augment(task.backbone.image_size, cfg.crop_scale, *pixel_stats(student),
-                                np.random.default_rng(task.seed), flip=cfg.flip)
+        augment = train_augment(
+            task.backbone.image_size,
+            cfg.crop_scale,
+            *pixel_stats(student),
+            np.random.default_rng(task.seed),
+            flip=cfg.flip,
+        )
         gen = torch.Generator().manual_seed(task.seed)
         history, step = [], 0
         for epoch in range(cfg.epochs):
             losses = []
             for idx in dassl_batches(n, batch_size, gen):
-                set_lr(opt, cosine_lr(step if cfg.schedule_step == "iteration" else epoch, total, cfg.lr,
-                                      cfg.warmup_steps))
+                set_lr(
+                    opt, cosine_lr(step if cfg.schedule_step == "iteration" else epoch, total, cfg.lr, cfg.warmup_steps)
+                )
                 pixels, labels = task.train_images.batch(idx, augment)
                 with amp.autocast():
-                    terms = self._losses(cfg, student, teacher, classifier, tokens, teacher_text,
-                                         pixels.to(device), labels.to(device))
+                    terms = self._losses(
+                        cfg, student, teacher, classifier, tokens, teacher_text, pixels.to(device), labels.to(device)
+                    )
                     loss = terms[0] + cfg.lambda_scl * terms[1] + cfg.eta_vld * terms[2]
                 amp.step(loss, opt)
                 losses.append([float(loss.detach()), *(float(t.detach()) for t in terms)])
                 step += 1
             history.append(np.mean(losses, axis=0))
         first, last = history[0], history[-1]
-        return {"first_epoch_loss": float(first[0]), "final_loss": float(last[0]), "final_dva": float(last[1]),
-                "final_scl": float(last[2]), "final_vld": float(last[3]), "epochs": float(cfg.epochs),
-                "batch_size": float(batch_size), "amp": float(amp.enabled),
-                "trainable_params": float(sum(p.numel() for p in params))}
+        return {
+            "first_epoch_loss": float(first[0]),
+            "final_loss": float(last[0]),
+            "final_dva": float(last[1]),
+            "final_scl": float(last[2]),
+            "final_vld": float(last[3]),
+            "epochs": float(cfg.epochs),
+            "batch_size": float(batch_size),
+            "amp": float(amp.enabled),
+            "trainable_params": float(sum(p.numel() for p in params)),
+        }
 
     @staticmethod
     def _losses(cfg: ClipCiteConfig, student, teacher, classifier, tokens, teacher_text, pixels, labels):
@@ -247,8 +267,10 @@ class ClipCite(ImageFineTuning):
     def tuned_parameters(self, target: EvalTarget) -> dict[str, torch.Tensor]:
         """WiSE-FT: every fine-tuned parameter interpolated with the backbone's zero-shot value."""
         zero_shot, alpha = dict(target.backbone.model.named_parameters()), self.target_config(target).wise_alpha
-        return {name: torch.lerp(zero_shot[name].detach().cpu(), value, alpha)
-                for name, value in self._model_state().items()}
+        return {
+            name: torch.lerp(zero_shot[name].detach().cpu(), value, alpha)
+            for name, value in self._model_state().items()
+        }
 
     def _model_state(self) -> dict[str, torch.Tensor]:
         return {k.removeprefix("model."): v for k, v in self.state.items() if k.startswith("model.")}
@@ -276,4 +298,3 @@ class ClipCite(ImageFineTuning):
         if missing:
             raise ValueError(f"clip_cite state lacks {sorted(missing)}; the cell is incomplete - retrain it")
         super().load_state_dict(state)
-

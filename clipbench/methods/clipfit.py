@@ -84,16 +84,26 @@ class ClipFitConfig(MethodConfig):
     epochs: int = 100  # Dassl configs (ImageNet, Food101: 10, in by_dataset)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # Dassl RandomResizedCrop scale
     flip: bool = True
-    by_dataset: dict[str, dict[str, Any]] = field(default_factory=lambda: frozen_by_dataset({
-        "imagenet": {"epochs": 10}, "food101": {"epochs": 10},
-        "dtd": {"lambda_few_shot": 8.0}, "sun397": {"lambda_few_shot": 8.0}}))  # per-dataset field overrides
+    by_dataset: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: frozen_by_dataset(
+            {
+                "imagenet": {"epochs": 10},
+                "food101": {"epochs": 10},
+                "dtd": {"lambda_few_shot": 8.0},
+                "sun397": {"lambda_few_shot": 8.0},
+            }
+        )
+    )  # per-dataset field overrides
 
     def validate(self, where: str) -> None:
         for name, value in {"epochs": self.epochs, "batch_size": self.batch_size}.items():
             if value <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {value}")
-        lambdas = {"lambda_base2new": self.lambda_base2new, "lambda_few_shot": self.lambda_few_shot,
-                   "lam": 0.0 if self.lam is None else self.lam}
+        lambdas = {
+            "lambda_base2new": self.lambda_base2new,
+            "lambda_few_shot": self.lambda_few_shot,
+            "lam": 0.0 if self.lam is None else self.lam,
+        }
         for name, value in lambdas.items():
             if value < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {value}")
@@ -130,22 +140,38 @@ class ClipFit(ImageFineTuning):
         history = self._train(task, cfg, model, lam, amp)
         self.model = model.requires_grad_(False)
         self.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in trainable}
-        return {"first_epoch_loss": float(history[0][0]), "final_loss": float(history[-1][0]),
-                "final_ce": float(history[-1][1]), "final_text_reg": float(history[-1][2]), "lambda": lam,
-                "epochs": float(cfg.epochs), "trainable_params": float(sum(v.numel() for v in self.state.values())),
-                "amp": float(amp.enabled)}
+        return {
+            "first_epoch_loss": float(history[0][0]),
+            "final_loss": float(history[-1][0]),
+            "final_ce": float(history[-1][1]),
+            "final_text_reg": float(history[-1][2]),
+            "lambda": lam,
+            "epochs": float(cfg.epochs),
+            "trainable_params": float(sum(v.numel() for v in self.state.values())),
+            "amp": float(amp.enabled),
+        }
 
-    def _train(self, task: FitTask, cfg: ClipFitConfig, model: torch.nn.Module, lam: float,
-               amp: MixedPrecision) -> list[np.ndarray]:
+    def _train(
+        self, task: FitTask, cfg: ClipFitConfig, model: torch.nn.Module, lam: float, amp: MixedPrecision
+    ) -> list[np.ndarray]:
         """Dassl SGD over the trainable tensors of ``model``; per epoch the mean (loss, CE, regulariser)."""
         device = device_of(model)
         tokens = tokenize_prompts(task.backbone.tokenizer, task.space.prompts(), device)
         with torch.no_grad():
             t0 = class_text_features(model, tokens, len(task.space))
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        augment = train_augment(task.backbone.image_size, cfg.crop_scale, *pixel_stats(model),
-                                np.random.default_rng(task.seed), flip=cfg.flip)
+        opt = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        augment = train_augment(
+            task.backbone.image_size,
+            cfg.crop_scale,
+            *pixel_stats(model),
+            np.random.default_rng(task.seed),
+            flip=cfg.flip,
+        )
         gen = torch.Generator().manual_seed(task.seed)
         history = []
         for epoch in range(cfg.epochs):
@@ -154,8 +180,7 @@ class ClipFit(ImageFineTuning):
             for idx in dassl_batches(len(task.train_images), cfg.batch_size, gen):
                 pixels, labels = task.train_images.batch(idx, augment)
                 with amp.autocast():
-                    ce, reg = self._losses(model, tokens, t0, pixels.to(device), labels.to(device),
-                                           task.logit_scale)
+                    ce, reg = self._losses(model, tokens, t0, pixels.to(device), labels.to(device), task.logit_scale)
                     loss = ce + lam * reg
                 amp.step(loss, opt)
                 losses.append((float(loss.detach()), float(ce.detach()), float(reg.detach())))

@@ -67,16 +67,18 @@ class ConditionalPrompt(nn.Module):
     def __init__(self, ctx: torch.Tensor, image_dim: int, hidden: int) -> None:
         super().__init__()
         self.ctx = nn.Parameter(ctx)
-        self.meta_net = nn.Sequential(nn.Linear(image_dim, hidden), nn.ReLU(inplace=True),
-                                      nn.Linear(hidden, ctx.shape[-1]))
+        self.meta_net = nn.Sequential(
+            nn.Linear(image_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, ctx.shape[-1])
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Per-image contexts ``[B, M, W]`` for normalised image features ``[B, D]``."""
         return self.ctx[None] + self.meta_net(image)[:, None]
 
 
-def conditional_logits(prompt: ConditionalPrompt, tower: TextTower, prompts: PromptBuffers, image: torch.Tensor,
-                       scale: float) -> torch.Tensor:
+def conditional_logits(
+    prompt: ConditionalPrompt, tower: TextTower, prompts: PromptBuffers, image: torch.Tensor, scale: float
+) -> torch.Tensor:
     """``[B, C]`` logits: every image's prompts for all classes through the text tower."""
     image = F.normalize(image, dim=-1)
     text = encode_per_image(tower, prompts, prompt(image))
@@ -109,16 +111,16 @@ class CoCoOp(Method):
         self.prompt = self.build_prompt(task)
         prompts = PromptBuffers(task.backbone, task.space.classnames, self.prompt.ctx.shape[0], "end")
         tower = TextTower(task.backbone.model, copy_weights=True, trim=cfg.trim_prompts)
-        opt = torch.optim.SGD(self.prompt.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(self.prompt.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(task.seed)
         views = task.train.view_stack().float()
         loss = torch.tensor(float("nan"))
         for epoch in range(cfg.epochs):
             set_lr(opt, dassl_lr(epoch, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr))
             for idx in dassl_batches(len(task.train), cfg.batch_size, gen):
-                logits = conditional_logits(self.prompt, tower, prompts, views[epoch % len(views)][idx],
-                                            task.logit_scale)
+                logits = conditional_logits(
+                    self.prompt, tower, prompts, views[epoch % len(views)][idx], task.logit_scale
+                )
                 loss = F.cross_entropy(logits, task.train.labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -138,8 +140,13 @@ class CoCoOp(Method):
         def score(x: torch.Tensor) -> torch.Tensor:
             if len(x) == 0:
                 return torch.zeros(0, len(prompts))
-            return torch.cat([conditional_logits(self.prompt, tower, prompts, x[i:i + step].float(),
-                                                 target.logit_scale) for i in range(0, len(x), step)])
+            return torch.cat(
+                [
+                    conditional_logits(self.prompt, tower, prompts, x[i : i + step].float(), target.logit_scale)
+                    for i in range(0, len(x), step)
+                ]
+            )
+
         return score
 
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:

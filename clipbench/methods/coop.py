@@ -106,8 +106,9 @@ class CoOpConfig(MethodConfig):
         table = dict(self.epochs_by_shots)
         listed = [k for k in table if k <= shots]
         if not listed:
-            raise ConfigError(f"epochs_by_shots lists no entry for {shots} shots (shots {sorted(table)}); add one "
-                              "or set epochs")
+            raise ConfigError(
+                f"epochs_by_shots lists no entry for {shots} shots (shots {sorted(table)}); add one or set epochs"
+            )
         return table[max(listed)]
 
 
@@ -146,8 +147,9 @@ class CoOp(Method):
             set_lr(opt, dassl_lr(epoch, cfg.lr, epochs, warmup_lr=cfg.warmup_lr))
             for idx in dassl_batches(len(task.train), cfg.batch_size, gen):
                 text = encode_context(tower, prompts, ctx)
-                loss = F.cross_entropy(logits_of(views[epoch % len(views)][idx], text, task.logit_scale),
-                                       task.train.labels[idx])
+                loss = F.cross_entropy(
+                    logits_of(views[epoch % len(views)][idx], text, task.logit_scale), task.train.labels[idx]
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

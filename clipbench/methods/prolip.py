@@ -106,8 +106,16 @@ def projected_logits(proj: Projection, x: torch.Tensor, text: torch.Tensor, scal
     return scale * F.normalize(proj(x.float()), dim=-1) @ text.T
 
 
-def train_projection(initial: Projection, train: FeatureSet, text: torch.Tensor, scale: float, lr: float,
-                     lam: float, steps: int, eps: float) -> tuple[Projection, dict[str, float]]:
+def train_projection(
+    initial: Projection,
+    train: FeatureSet,
+    text: torch.Tensor,
+    scale: float,
+    lr: float,
+    lam: float,
+    steps: int,
+    eps: float,
+) -> tuple[Projection, dict[str, float]]:
     """Train a copy of ``initial`` with Adam + per-iteration cosine, one full-batch step per cached view."""
     proj = Projection(initial.weight, initial.bias)
     w0 = initial.weight.detach()
@@ -123,8 +131,11 @@ def train_projection(initial: Projection, train: FeatureSet, text: torch.Tensor,
         (ce + lam * reg).backward()
         opt.step()
         sched.step()
-    return proj, {"final_ce": float(ce.detach()), "final_penalty": float(reg.detach()),
-                  "final_loss": float((ce + lam * reg).detach())}
+    return proj, {
+        "final_ce": float(ce.detach()),
+        "final_penalty": float(reg.detach()),
+        "final_loss": float((ce + lam * reg).detach()),
+    }
 
 
 @torch.no_grad()
@@ -155,8 +166,9 @@ class Prolip(Method):
             self.proj, info = self._search(task, initial)
             return info
         lam = cfg.penalty_weight(task.shots)
-        self.proj, info = train_projection(initial, task.train, task.text_weights, task.logit_scale, cfg.lr, lam,
-                                           cfg.steps, cfg.eps)
+        self.proj, info = train_projection(
+            initial, task.train, task.text_weights, task.logit_scale, cfg.lr, lam, cfg.steps, cfg.eps
+        )
         return {**info, "lr": cfg.lr, "lambda": lam, "views": float(len(task.train.view_stack()))}
 
     def _search(self, task: FitTask, initial: Projection) -> tuple[Projection, dict[str, float]]:
@@ -165,8 +177,9 @@ class Prolip(Method):
         best: tuple[float, Projection, dict[str, float]] = (-math.inf, initial, {})
         for lr in cfg.lr_grid:
             for lam in cfg.lambda_grid:
-                proj, info = train_projection(initial, task.train, task.text_weights, task.logit_scale, lr, lam,
-                                              cfg.steps, cfg.eps)
+                proj, info = train_projection(
+                    initial, task.train, task.text_weights, task.logit_scale, lr, lam, cfg.steps, cfg.eps
+                )
                 acc = accuracy(proj, task.val, task.text_weights, task.logit_scale)
                 if acc > best[0]:
                     best = (acc, proj, {**info, "lr": lr, "lambda": lam, "val_acc": acc})

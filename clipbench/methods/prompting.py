@@ -19,6 +19,7 @@ from clipbench.methods.base import EvalTarget, FitTask
 Position = Literal["end", "middle", "front"]
 PLACEHOLDER = "X"
 
+
 def require_backbone(obj: FitTask | EvalTarget, method: str):
     if obj.backbone is None:
         raise ValueError(f"{method} needs the backbone (uses_backbone); the pipeline passed none")
@@ -62,10 +63,17 @@ class TextTower(nn.Module):
     def can_share_prefix(self) -> bool:
         """Standard pre-norm open_clip blocks (batch-first attention, causal mask): prefix sharing is exact."""
         blocks = self.transformer.resblocks
-        return self.trim and self.attn_mask is not None and all(
-            isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn.batch_first
-            and not hasattr(b, "ln_1_kv") and all(hasattr(b, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
-            for b in blocks)
+        return (
+            self.trim
+            and self.attn_mask is not None
+            and all(
+                isinstance(getattr(b, "attn", None), nn.MultiheadAttention)
+                and b.attn.batch_first
+                and not hasattr(b, "ln_1_kv")
+                and all(hasattr(b, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+                for b in blocks
+            )
+        )
 
     def encode_shared_prefix(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """Text features ``[B, C, D]`` of prompts ``prefix[b] + suffix[c]`` (``[B, P, W]``, ``[C, S, W]``).
@@ -77,7 +85,7 @@ class TextTower(nn.Module):
         n_pre = prefix.shape[1]
         length = int(eot.max()) + 1
         pre = prefix + self.positional_embedding[:n_pre]
-        suf = suffix[:, :length - n_pre] + self.positional_embedding[n_pre:length]
+        suf = suffix[:, : length - n_pre] + self.positional_embedding[n_pre:length]
         n_img, n_cls, n_suf = pre.shape[0], suf.shape[0], suf.shape[1]
         suf = suf.expand(n_img, *suf.shape).flatten(0, 1)  # [B*C, S, W]
         pre_mask, suf_mask = self.attn_mask[:n_pre, :n_pre], self.attn_mask[n_pre:length, :length]
@@ -99,8 +107,10 @@ def tokenize_checked(tokenizer, texts: list[str], context_length: int) -> torch.
     lengths = long.argmax(dim=-1) + 1
     worst = int(lengths.argmax())
     if int(lengths[worst]) > context_length:
-        raise ConfigError(f"prompt {texts[worst]!r} needs {int(lengths[worst])} tokens but the text encoder holds "
-                          f"{context_length}; use a shorter context (n_ctx / ctx_init)")
+        raise ConfigError(
+            f"prompt {texts[worst]!r} needs {int(lengths[worst])} tokens but the text encoder holds "
+            f"{context_length}; use a shorter context (n_ctx / ctx_init)"
+        )
     return long[:, :context_length]
 
 
@@ -116,7 +126,7 @@ def init_context(backbone, cfg, n_rows: int | None, generator: torch.Generator) 
         ids = tokenize_checked(backbone.tokenizer, [cfg.ctx_init.strip()], context_length(model))[0]
         n_ctx = int(ids.argmax()) - 1
         with torch.no_grad():
-            ctx = model.token_embedding(ids[1:1 + n_ctx]).detach().clone().float()
+            ctx = model.token_embedding(ids[1 : 1 + n_ctx]).detach().clone().float()
     else:
         ctx = torch.empty(cfg.n_ctx, width).normal_(0.0, cfg.init_std, generator=generator)
     return ctx if n_rows is None else ctx[None].repeat(n_rows, 1, 1)
@@ -134,7 +144,7 @@ class PromptBuffers(nn.Module):
             emb = model.token_embedding(ids).detach().float()
         self.n_ctx, self.position = n_ctx, position
         self.register_buffer("prefix", emb[:, :1])
-        self.register_buffer("suffix", emb[:, 1 + n_ctx:])
+        self.register_buffer("suffix", emb[:, 1 + n_ctx :])
         self.register_buffer("eot", ids.argmax(dim=-1))
         self.name_lens = [int(e) - n_ctx - 2 for e in self.eot]  # tokens between the context and "."
 
@@ -152,8 +162,11 @@ class PromptBuffers(nn.Module):
         half, rows = self.n_ctx // 2, []
         for c, n in enumerate(self.name_lens):
             name, rest = suffix[..., c, :n, :], suffix[..., c, n:, :]
-            around = [ctx[..., c, :half, :], name, ctx[..., c, half:, :]] if self.position == "middle" \
+            around = (
+                [ctx[..., c, :half, :], name, ctx[..., c, half:, :]]
+                if self.position == "middle"
                 else [name, ctx[..., c, :, :]]
+            )
             rows.append(torch.cat([prefix[..., c, :, :], *around, rest], dim=-2))
         return torch.stack(rows, dim=-3)
 

@@ -43,17 +43,19 @@ from clipbench.methods.base import (
 def reference_by_dataset() -> Mapping[str, Mapping[str, Any]]:
     """The reference's per-dataset search scales and initial alpha where they differ from ImageNet's (init_beta is
     1 everywhere; Oxford Pets equals ImageNet)."""
-    return frozen_by_dataset({
-        "caltech101": {"search_scale": (12.0, 5.0), "init_alpha": 3.0},
-        "dtd": {"search_scale": (13.0, 13.0), "init_alpha": 2.0},
-        "eurosat": {"search_scale": (12.0, 10.0), "init_alpha": 2.0},
-        "fgvc_aircraft": {"search_scale": (30.0, 30.0), "init_alpha": 5.0},
-        "food101": {"search_scale": (10.0, 10.0)},
-        "oxford_flowers": {"search_scale": (50.0, 50.0), "init_alpha": 10.0},
-        "stanford_cars": {"search_scale": (20.0, 10.0), "init_alpha": 3.0},
-        "sun397": {"search_scale": (12.0, 10.0)},
-        "ucf101": {"init_alpha": 3.0},
-    })
+    return frozen_by_dataset(
+        {
+            "caltech101": {"search_scale": (12.0, 5.0), "init_alpha": 3.0},
+            "dtd": {"search_scale": (13.0, 13.0), "init_alpha": 2.0},
+            "eurosat": {"search_scale": (12.0, 10.0), "init_alpha": 2.0},
+            "fgvc_aircraft": {"search_scale": (30.0, 30.0), "init_alpha": 5.0},
+            "food101": {"search_scale": (10.0, 10.0)},
+            "oxford_flowers": {"search_scale": (50.0, 50.0), "init_alpha": 10.0},
+            "stanford_cars": {"search_scale": (20.0, 10.0), "init_alpha": 3.0},
+            "sun397": {"search_scale": (12.0, 10.0)},
+            "ucf101": {"init_alpha": 3.0},
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -78,16 +80,30 @@ class TipAdapterConfig(TipCacheConfig):
     search: bool = True  # False keeps init_alpha / init_beta
 
 
-def tip_logits(f: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: torch.Tensor, scale: float,
-               alpha: float, beta: float) -> torch.Tensor:
+def tip_logits(
+    f: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    text: torch.Tensor,
+    scale: float,
+    alpha: float,
+    beta: float,
+) -> torch.Tensor:
     """Tip-Adapter logits for normalised embeddings ``f`` (keys normalised, values one-hot ``[NK, C]``)."""
     affinity = f @ keys.T
     return scale * f @ text.T + alpha * torch.exp(-beta * (1 - affinity)) @ values
 
 
-def search_alpha_beta(f: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                      text: torch.Tensor, scale: float, scales: tuple[float, float], steps: tuple[int, int]
-                      ) -> tuple[float, float, float]:
+def search_alpha_beta(
+    f: torch.Tensor,
+    labels: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    text: torch.Tensor,
+    scale: float,
+    scales: tuple[float, float],
+    steps: tuple[int, int],
+) -> tuple[float, float, float]:
     """The reference grid search on a labelled set; returns (alpha, beta, accuracy)."""
     betas = [0.1 + i * (scales[0] - 0.1) / steps[0] for i in range(steps[0])]
     alphas = [0.1 + j * (scales[1] - 0.1) / steps[1] for j in range(steps[1])]
@@ -129,17 +145,25 @@ class TipAdapter(Method):
         val_acc = float("nan")
         if cfg.search:
             val = F.normalize(task.val.plain, dim=-1)
-            self.alpha, self.beta, val_acc = search_alpha_beta(val, task.val.labels, self.keys, self.values,
-                                                               task.text_weights, task.logit_scale, cfg.search_scale,
-                                                               cfg.search_steps)
+            self.alpha, self.beta, val_acc = search_alpha_beta(
+                val,
+                task.val.labels,
+                self.keys,
+                self.values,
+                task.text_weights,
+                task.logit_scale,
+                cfg.search_scale,
+                cfg.search_steps,
+            )
         return {"alpha": self.alpha, "beta": self.beta, "val_acc": val_acc}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
         rows = train_class_index(target)
         f = F.normalize(x.float(), dim=-1)
-        return tip_logits(f, self.keys, self.values[:, rows], target.text_weights, target.logit_scale,
-                          self.alpha, self.beta)
+        return tip_logits(
+            f, self.keys, self.values[:, rows], target.text_weights, target.logit_scale, self.alpha, self.beta
+        )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"keys": self.keys, "values": self.values, "alpha_beta": torch.tensor([self.alpha, self.beta])}

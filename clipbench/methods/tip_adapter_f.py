@@ -64,8 +64,10 @@ class TipAdapterF(TipAdapter):
     name = "tip_adapter_f"
     Config = TipAdapterFConfig
     smoke = {"epochs": 2, "search_steps": [20, 5]}  # tiny-run overrides (tests, bench): see Method.smoke
-    selection = ("last epoch (optionally the best few-shot-val epoch); alpha, beta re-searched on the "
-                 "few-shot validation set (never test)")
+    selection = (
+        "last epoch (optionally the best few-shot-val epoch); alpha, beta re-searched on the "
+        "few-shot validation set (never test)"
+    )
 
     def fit(self, task: FitTask) -> dict[str, float]:
         cfg = self.task_config(task)
@@ -75,11 +77,17 @@ class TipAdapterF(TipAdapter):
         loss = self._train(task, cfg, keys)
         self.keys = keys.detach()
         val = F.normalize(task.val.plain, dim=-1)
-        self.alpha, self.beta, val_acc = search_alpha_beta(val, task.val.labels, self.keys, self.values,
-                                                           task.text_weights, task.logit_scale, cfg.search_scale,
-                                                           cfg.search_steps)
-        return {"final_loss": loss, "alpha": self.alpha, "beta": self.beta, "val_acc": val_acc,
-                "epochs": cfg.epochs}
+        self.alpha, self.beta, val_acc = search_alpha_beta(
+            val,
+            task.val.labels,
+            self.keys,
+            self.values,
+            task.text_weights,
+            task.logit_scale,
+            cfg.search_scale,
+            cfg.search_steps,
+        )
+        return {"final_loss": loss, "alpha": self.alpha, "beta": self.beta, "val_acc": val_acc, "epochs": cfg.epochs}
 
     def _train(self, task: FitTask, cfg: TipAdapterFConfig, keys: torch.nn.Parameter) -> float:
         """CE on the Tip logits at the initial alpha/beta; returns the last batch's loss."""
@@ -97,7 +105,7 @@ class TipAdapterF(TipAdapter):
             feats = F.normalize(views[epoch % len(views)], dim=-1)
             order = torch.randperm(n, generator=gen)
             for start in range(0, n, cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
+                idx = order[start : start + cfg.batch_size]
                 logits = tip_logits(feats[idx], keys, self.values, task.text_weights, task.logit_scale, alpha, beta)
                 loss = F.cross_entropy(logits, task.train.labels[idx])
                 opt.zero_grad(set_to_none=True)
@@ -106,8 +114,17 @@ class TipAdapterF(TipAdapter):
                 sched.step()
             if cfg.select_epoch_on_val:
                 with torch.no_grad():
-                    acc = (tip_logits(val, keys, self.values, task.text_weights, task.logit_scale, alpha, beta)
-                           .argmax(1) == task.val.labels).float().mean().item()
+                    acc = (
+                        (
+                            tip_logits(val, keys, self.values, task.text_weights, task.logit_scale, alpha, beta).argmax(
+                                1
+                            )
+                            == task.val.labels
+                        )
+                        .float()
+                        .mean()
+                        .item()
+                    )
                 if acc > best[0]:
                     best = (acc, keys.detach().clone())
         if cfg.select_epoch_on_val:

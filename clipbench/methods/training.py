@@ -33,7 +33,7 @@ def dassl_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
     drop_last = n >= batch_size
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -46,6 +46,7 @@ def count_trainable(module: torch.nn.Module) -> int:
 
 
 # ---- encoder-level training (methods that run the CLIP encoders: ClipFit, CLIP-CITE) ----
+
 
 class MixedPrecision:
     """fp32 master weights; with ``precision="amp"`` on CUDA, autocast to bf16 (fp16 with loss scaling where bf16
@@ -101,8 +102,10 @@ def pixel_stats(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float,
     import open_clip
 
     visual = model.visual
-    return (tuple(visual.image_mean or open_clip.OPENAI_DATASET_MEAN),
-            tuple(visual.image_std or open_clip.OPENAI_DATASET_STD))
+    return (
+        tuple(visual.image_mean or open_clip.OPENAI_DATASET_MEAN),
+        tuple(visual.image_std or open_clip.OPENAI_DATASET_STD),
+    )
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -115,16 +118,19 @@ def apply_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch
     params = dict(tuned.named_parameters())
     for name, value in state.items():
         if name not in params or params[name].shape != value.shape:
-            raise ValueError(f"saved parameter {name!r} {tuple(value.shape)} does not fit the backbone "
-                             f"({tuple(params[name].shape) if name in params else 'no such parameter'}); "
-                             "the cell was trained on another backbone - retrain it")
+            raise ValueError(
+                f"saved parameter {name!r} {tuple(value.shape)} does not fit the backbone "
+                f"({tuple(params[name].shape) if name in params else 'no such parameter'}); "
+                "the cell was trained on another backbone - retrain it"
+            )
         with torch.no_grad():
             params[name].copy_(value)
     return tuned
 
 
-def text_scorer(model: torch.nn.Module, tokenizer, prompts: list[list[str]], logit_scale: float,
-                amp: MixedPrecision) -> Callable[[torch.Tensor], torch.Tensor]:
+def text_scorer(
+    model: torch.nn.Module, tokenizer, prompts: list[list[str]], logit_scale: float, amp: MixedPrecision
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Encode ``prompts`` through ``model``'s text encoder once; score pixel batches through its image encoder as
     ``logit_scale * cos(image, class text)`` (logits on the CPU)."""
     device = device_of(model)
@@ -134,8 +140,9 @@ def text_scorer(model: torch.nn.Module, tokenizer, prompts: list[list[str]], log
     return image_scorer(model, text, logit_scale, amp)
 
 
-def image_scorer(model: torch.nn.Module, classifier: torch.Tensor, logit_scale: float,
-                 amp: MixedPrecision) -> Callable[[torch.Tensor], torch.Tensor]:
+def image_scorer(
+    model: torch.nn.Module, classifier: torch.Tensor, logit_scale: float, amp: MixedPrecision
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Score pixel batches as ``logit_scale * cos(image, classifier rows)``; ``classifier`` rows are normalised."""
     device = device_of(model)
     classifier = classifier.to(device)

@@ -31,12 +31,14 @@ from clipbench.protocols.base import Protocol
 from clipbench.results import COLUMNS, KEY_COLUMNS, RESULT_FILE, read_results
 
 log = logging.getLogger(__name__)
-LEGEND = ("Cells: mean ± population std over seeds; `seeds (n)` is the number of seeds per cell, and a cell with "
-          "fewer seeds than planned shows `(n=k/N, missing)`. The 95% interval (mean ± 1.96·std/√n) of every cell "
-          "is in `<protocol>.csv` and `cells.csv`. `n/a`: the method has no answer for that cell (e.g. "
-          "class-specific weights on unseen classes); `missing`: a planned result is absent; `failed`: a result "
-          "row reports a failure; `incomplete (k/N)`: an average or H over a row with a missing or failed cell, "
-          "never computed on fewer cells.\n")
+LEGEND = (
+    "Cells: mean ± population std over seeds; `seeds (n)` is the number of seeds per cell, and a cell with "
+    "fewer seeds than planned shows `(n=k/N, missing)`. The 95% interval (mean ± 1.96·std/√n) of every cell "
+    "is in `<protocol>.csv` and `cells.csv`. `n/a`: the method has no answer for that cell (e.g. "
+    "class-specific weights on unseen classes); `missing`: a planned result is absent; `failed`: a result "
+    "row reports a failure; `incomplete (k/N)`: an average or H over a row with a missing or failed cell, "
+    "never computed on fewer cells.\n"
+)
 
 
 def expected_rows(cfg: SuiteConfig) -> pd.DataFrame:
@@ -90,12 +92,21 @@ def _write_protocol_tables(matched: pd.DataFrame, directory: Path) -> list[str]:
 def _completeness_section(completed: pd.DataFrame, stats: pd.DataFrame) -> str:
     counts = report.status_counts(completed)
     line = ", ".join(f"{n} {s}" for s, n in counts.items())
-    return (f"## Completeness\n\nResult rows (one per cell and seed): {line}.\n\n"
-            f"{report.to_markdown(report.completeness(stats))}")
+    return (
+        f"## Completeness\n\nResult rows (one per cell and seed): {line}.\n\n"
+        f"{report.to_markdown(report.completeness(stats))}"
+    )
 
 
-def write_tables(results: pd.DataFrame, expected: pd.DataFrame | None, out: Path, *, suite: str,
-                 template_set: str, method_notes: str = "") -> dict:
+def write_tables(
+    results: pd.DataFrame,
+    expected: pd.DataFrame | None,
+    out: Path,
+    *,
+    suite: str,
+    template_set: str,
+    method_notes: str = "",
+) -> dict:
     """Write every table of ``reports/`` for ``results``; return the metrics tree (pure of the inputs)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.parquet", lambda tmp: results.to_parquet(tmp, index=False))
@@ -103,9 +114,13 @@ def write_tables(results: pd.DataFrame, expected: pd.DataFrame | None, out: Path
     stats = report.cell_stats(completed)
     atomic_write(out / "cells.csv", lambda tmp: stats.to_csv(tmp, index=False))
     matched = reference.match(report.entries(stats), template_set)
-    sections = [f"# clipbench results: suite `{suite}`\n",
-                f"Text classifier: template set `{template_set}` (published numbers are shown only for the same "
-                "template setting).\n", LEGEND, *_write_protocol_tables(matched, out / TABLES_DIR)]
+    sections = [
+        f"# clipbench results: suite `{suite}`\n",
+        f"Text classifier: template set `{template_set}` (published numbers are shown only for the same "
+        "template setting).\n",
+        LEGEND,
+        *_write_protocol_tables(matched, out / TABLES_DIR),
+    ]
     published = matched[matched.published.notna()]
     atomic_write(out / "published.csv", lambda tmp: published.to_csv(tmp, index=False))
     matrix = report.completeness(stats)
@@ -113,8 +128,10 @@ def write_tables(results: pd.DataFrame, expected: pd.DataFrame | None, out: Path
     completeness_md = _completeness_section(completed, stats)
     atomic_write_text(out / "completeness.md", completeness_md)
     sections.append(completeness_md)
-    paired = ("## Paired comparison against zero-shot CLIP (per-seed differences over seeds × datasets)\n\n"
-              + compare.against_baseline(results))
+    paired = (
+        "## Paired comparison against zero-shot CLIP (per-seed differences over seeds × datasets)\n\n"
+        + compare.against_baseline(results)
+    )
     atomic_write_text(out / "compare.md", paired)
     sections.append(paired)
     if method_notes:
@@ -131,6 +148,12 @@ def write_tables(results: pd.DataFrame, expected: pd.DataFrame | None, out: Path
 
 def run(*, cfg: SuiteConfig, layout: Layout) -> Path:
     out = layout.reports()
-    write_tables(collect(cfg, layout), expected_rows(cfg), out, suite=cfg.suite,
-                 template_set=cfg.text.template_set, method_notes=_method_notes(cfg))
+    write_tables(
+        collect(cfg, layout),
+        expected_rows(cfg),
+        out,
+        suite=cfg.suite,
+        template_set=cfg.text.template_set,
+        method_notes=_method_notes(cfg),
+    )
     return out

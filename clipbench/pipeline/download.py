@@ -13,8 +13,9 @@ from clipbench.errors import DataError
 from clipbench.layout import Layout
 
 
-def run(*, dataset: str, data_root: Path, layout: Layout, counts: str = "exact",
-        image_check: str = "structure") -> Path:
+def run(
+    *, dataset: str, data_root: Path, layout: Layout, counts: str = "exact", image_check: str = "structure"
+) -> Path:
     """Prepare ``dataset`` if needed (generated datasets are always regenerated), validate it, index it.
 
     ``counts`` is ``SuiteConfig.data_counts``: "exact" also asserts the published split sizes. ``image_check``
@@ -32,8 +33,9 @@ def run(*, dataset: str, data_root: Path, layout: Layout, counts: str = "exact",
             else:
                 spec.prepare(data_root)  # explains the manual steps
     splits = validate(spec, data_root, counts)
-    check_images(spec.images(data_root), [*splits.train, *splits.val, *splits.test], image_check,
-                 getattr(spec, "fix", ""))
+    check_images(
+        spec.images(data_root), [*splits.train, *splits.val, *splits.test], image_check, getattr(spec, "fix", "")
+    )
     image_root = "/".join(p for p in (spec.dirname, spec.image_root) if p)
     index = DatasetIndex(dataset, image_root, splits)
     return index.write(layout.dataset_index(dataset))
@@ -42,5 +44,7 @@ def run(*, dataset: str, data_root: Path, layout: Layout, counts: str = "exact",
 def require_data_root(data_root: Path) -> None:
     """A missing ``data_root`` is a configuration mistake, not a reason to download into a new folder."""
     if not Path(data_root).is_dir():
-        raise DataError(f"data_root {data_root} (params.yaml key `data_root`) does not exist; create the folder "
-                        "(datasets are downloaded into it) or point `data_root` at your CoOp data folder")
+        raise DataError(
+            f"data_root {data_root} (params.yaml key `data_root`) does not exist; create the folder "
+            "(datasets are downloaded into it) or point `data_root` at your CoOp data folder"
+        )

@@ -52,8 +52,11 @@ class _Inputs:
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
         self.model = cache(lambda: load_backbone(backbone, layout.backbone(backbone)))
-        self.config = cache(lambda source: resolve_config(cfg.method_config(method.name), source,
-                                                          f"params.yaml: method_params.{method.name}"))
+        self.config = cache(
+            lambda source: resolve_config(
+                cfg.method_config(method.name), source, f"params.yaml: method_params.{method.name}"
+            )
+        )
 
     def _space(self, dataset: str) -> LabelSpace:
         return self.index(dataset).label_space(metadata.templates(dataset, self.cfg.text.template_set))
@@ -77,7 +80,7 @@ def _image_batches(index: DatasetIndex, rows: torch.Tensor, inputs: _Inputs):
     model, image_dir = inputs.model(), Path(inputs.cfg.data_root) / index.image_root
     records = index.splits.test
     for start in range(0, len(rows), inputs.cfg.features.batch_size):
-        chunk = rows[start:start + inputs.cfg.features.batch_size]
+        chunk = rows[start : start + inputs.cfg.features.batch_size]
         yield torch.stack([model.preprocess(open_rgb(image_dir / records[int(i)].path)) for i in chunk])
 
 
@@ -110,8 +113,14 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
         remap = {old: new for new, old in enumerate(target_labels)}
         feats, labels = feats[keep], torch.tensor([remap[int(v)] for v in labels[keep]])
         space, text = space.subset(target_labels), text[list(target_labels)]
-    target = EvalTarget(space, text, scale, inputs.space(cell.train.dataset).subset(train_labels),
-                        backbone=inputs.backbone_model(), runtime=inputs.cfg.runtime)
+    target = EvalTarget(
+        space,
+        text,
+        scale,
+        inputs.space(cell.train.dataset).subset(train_labels),
+        backbone=inputs.backbone_model(),
+        runtime=inputs.cfg.runtime,
+    )
     model = method_cls(config)
     model.load_state_dict(state)
     try:
@@ -131,15 +140,23 @@ def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path
 
     def key(cell: EvalCell) -> str:
         train_record = _train_record(cell, inputs)
-        return stable_hash({"train": train_record["key"], "test": inputs.test(cell.dataset).meta, "code": code,
-                            "text": inputs.text(cell.dataset)[2], "cell": cell.as_row()})
+        return stable_hash(
+            {
+                "train": train_record["key"],
+                "test": inputs.test(cell.dataset).meta,
+                "code": code,
+                "text": inputs.text(cell.dataset)[2],
+                "cell": cell.as_row(),
+            }
+        )
 
     def compute(cell: EvalCell, cell_key: str) -> None:
         _evaluate_cell(method_cls, inputs.config(cell.train.dataset), cell, inputs, store, cell_key)
 
     run_cells(plan, key, compute, store, cfg.runtime.executor, label=f"evaluate {method}")
     frame = pd.DataFrame([store.read(c.name)["row"] for c in plan]).assign(
-        method=method, backbone=backbone, config_hash=cfg.method_config_hash(method))
+        method=method, backbone=backbone, config_hash=cfg.method_config_hash(method)
+    )
     return write_results(frame, layout.results(backbone, method) / RESULT_FILE)
 
 
@@ -148,8 +165,10 @@ def _train_record(cell: EvalCell, inputs: _Inputs) -> dict:
     train_dir = inputs.layout.models(inputs.backbone, inputs.method.name, cell.train.dataset) / cell.train.name
     record = CellStore(train_dir.parent).read(cell.train.name)
     if record is None:
-        raise DataError(f"trained cell {train_dir} is missing; run `dvc repro train@{inputs.backbone}-"
-                        f"{inputs.method.name}-{cell.train.dataset}`")
+        raise DataError(
+            f"trained cell {train_dir} is missing; run `dvc repro train@{inputs.backbone}-"
+            f"{inputs.method.name}-{cell.train.dataset}`"
+        )
     return record
 
 
@@ -159,8 +178,15 @@ def _evaluate_cell(method_cls, config, cell: EvalCell, inputs: _Inputs, store: C
     test_meta = inputs.test(cell.dataset).meta
     start = time.perf_counter()
     score = _score(method_cls, config, load_tensors(train_dir / STATE_FILE), cell, inputs)
-    row = {**cell.as_row(), **score, "split_hash": train_record["split_hash"],
-           "feature_key": test_meta["feature_key"], "train_key": train_record["key"], "eval_key": key,
-           "train_seconds": train_record["train_seconds"], "eval_seconds": time.perf_counter() - start,
-           "diagnostics": json.dumps(train_record["diagnostics"], sort_keys=True)}
+    row = {
+        **cell.as_row(),
+        **score,
+        "split_hash": train_record["split_hash"],
+        "feature_key": test_meta["feature_key"],
+        "train_key": train_record["key"],
+        "eval_key": key,
+        "train_seconds": train_record["train_seconds"],
+        "eval_seconds": time.perf_counter() - start,
+        "diagnostics": json.dumps(train_record["diagnostics"], sort_keys=True),
+    }
     store.put(cell.name, key, lambda tmp: {"row": row, "runtime": inputs.cfg.runtime.lineage()})

@@ -21,14 +21,16 @@ from clipbench.typed import stable_hash
 if TYPE_CHECKING:
     from clipbench.config import SuiteConfig
 
+
 def feature_key(backbone_sha: str, cfg: SuiteConfig) -> str:
     """Everything that determines one image's embeddings (not which images were extracted)."""
     code = fingerprint(*stage_roots("extract"))["hash"]  # the same as code/extract.json
     return stable_hash({"backbone": backbone_sha, "features": cfg.features, "code": code})
 
 
-def run(*, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_root: Path,
-        test_only: bool = False) -> dict:
+def run(
+    *, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_root: Path, test_only: bool = False
+) -> dict:
     """Write text, test and (unless ``test_only``) fit features; return the encode/decode counts."""
     bb = load_backbone(backbone, layout.backbone(backbone))
     index = load_index(layout.dataset_index(dataset))
@@ -39,8 +41,11 @@ def run(*, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_r
     counts = [_write_test(bb, index, image_dir, cfg, layout, key)]
     if not test_only:
         counts.append(_write_fit(bb, index, image_dir, cfg, layout, key))
-    return {"decoded": sum(c.decoded for c in counts), "encoded": sum(c.encoded for c in counts),
-            "seconds": time.perf_counter() - start}
+    return {
+        "decoded": sum(c.decoded for c in counts),
+        "encoded": sum(c.encoded for c in counts),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _counts(counter: features.EncodeCounter) -> dict[str, int]:
@@ -52,26 +57,35 @@ def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> No
     templates = metadata.templates(index.dataset, cfg.text.template_set)
     space = index.label_space(templates)
     weights = bb.text_classifier(space.prompts())
-    meta = {"templates": list(templates), "template_set": cfg.text.template_set, "class_ids": list(space.class_ids),
-            "backbone_sha256": bb.sha256}
+    meta = {
+        "templates": list(templates),
+        "template_set": cfg.text.template_set,
+        "class_ids": list(space.class_ids),
+        "backbone_sha256": bb.sha256,
+    }
     features.save_text(layout.text_features(bb.spec.key, index.dataset), weights, bb.logit_scale, meta)
 
 
-def _write_test(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str
-                ) -> features.EncodeCounter:
+def _write_test(
+    bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str
+) -> features.EncodeCounter:
     counter = features.EncodeCounter()
     paths = [r.path for r in index.splits.test]
     enc = features.encode_paths(bb, image_dir, paths, cfg.features.batch_size, counter=counter)
     labels = torch.tensor([r.label for r in index.splits.test], dtype=torch.long)
     meta = {"feature_key": key, "index_hash": index.hash, "images": len(paths), "encode_counts": _counts(counter)}
-    features.write_feature_dir(layout.test_features(bb.spec.key, index.dataset),
-                               {"features": enc.plain, "pre_features": enc.pre, "labels": labels},
-                               {"test": paths}, meta)
+    features.write_feature_dir(
+        layout.test_features(bb.spec.key, index.dataset),
+        {"features": enc.plain, "pre_features": enc.pre, "labels": labels},
+        {"test": paths},
+        meta,
+    )
     return counter
 
 
-def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str
-               ) -> features.EncodeCounter:
+def _write_fit(
+    bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str
+) -> features.EncodeCounter:
     counter = features.EncodeCounter()
     manifests = [read_manifest(p) for p in sorted(layout.splits(index.dataset).glob("*.json"))]
     train_pool = sorted({r.path for m in manifests for r in m.train})
@@ -80,12 +94,23 @@ def _write_fit(bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layou
     views = features.ViewSpec(f.views, f.view_scale, f.seed)
     train = features.encode_paths(bb, image_dir, train_pool, f.batch_size, views, counter)
     val = features.encode_paths(bb, image_dir, val_pool, f.batch_size, counter=counter)
-    tensors = {"train_plain": train.plain, "val_plain": val.plain, "train_pre_plain": train.pre,
-               "val_pre_plain": val.pre}
+    tensors = {
+        "train_plain": train.plain,
+        "val_plain": val.plain,
+        "train_pre_plain": train.pre,
+        "val_pre_plain": val.pre,
+    }
     if train.views is not None:
         tensors["train_views"], tensors["train_pre_views"] = train.views, train.pre_views
-    meta = {"feature_key": key, "index_hash": index.hash, "views": f.views, "train_images": len(train_pool),
-            "val_images": len(val_pool), "encode_counts": _counts(counter)}
-    features.write_feature_dir(layout.fit_features(bb.spec.key, index.dataset), tensors,
-                               {"train": train_pool, "val": val_pool}, meta)
+    meta = {
+        "feature_key": key,
+        "index_hash": index.hash,
+        "views": f.views,
+        "train_images": len(train_pool),
+        "val_images": len(val_pool),
+        "encode_counts": _counts(counter),
+    }
+    features.write_feature_dir(
+        layout.fit_features(bb.spec.key, index.dataset), tensors, {"train": train_pool, "val": val_pool}, meta
+    )
     return counter

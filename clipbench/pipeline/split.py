@@ -33,6 +33,12 @@ def warn_short_classes(dataset: str, train: tuple, shot_values: list[int]) -> No
         short = short_classes(train, shots)
         if short:
             shown = ", ".join(f"{name!r} ({n})" for name, n in list(short.values())[:5])
-            log.warning("%s: %d classes have fewer than %d training images (%s%s); their K-shot subsets keep every "
-                        "image they have, as in CoOp", dataset, len(short), shots, shown, ", ..." if len(short) > 5
-                        else "")
+            log.warning(
+                "%s: %d classes have fewer than %d training images (%s%s); their K-shot subsets keep every "
+                "image they have, as in CoOp",
+                dataset,
+                len(short),
+                shots,
+                shown,
+                ", ..." if len(short) > 5 else "",
+            )

@@ -31,8 +31,13 @@ PACKAGES = ("clipbench", "torch", "open_clip_torch", "dvc", "mlflow", "numpy", "
 def git_commit(root: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -46,8 +51,13 @@ def _version(package: str) -> str:
 
 
 def lineage(cfg: SuiteConfig, root: Path) -> dict[str, str]:
-    return {"git_commit": git_commit(root), "suite": cfg.suite, "template_set": cfg.text.template_set,
-            "tracked_by": "track", **{f"version.{p}": _version(p) for p in PACKAGES}}
+    return {
+        "git_commit": git_commit(root),
+        "suite": cfg.suite,
+        "template_set": cfg.text.template_set,
+        "tracked_by": "track",
+        **{f"version.{p}": _version(p) for p in PACKAGES},
+    }
 
 
 def report_entries(reports: Path) -> pd.DataFrame | None:
@@ -73,9 +83,16 @@ def run(*, cfg: SuiteConfig, layout: Layout) -> dict:
         reports = layout.reports()
         results = read_results([reports / "results.parquet"])
         configs = {m: to_plain(cfg.method_config(m)) for m in cfg.methods}
-        summary = tracking.log_results(results, uri=cfg.tracking.uri, experiment_prefix=cfg.tracking.experiment_prefix,
-                                       configs=configs, lineage=lineage(cfg, layout.root),
-                                       entries=report_entries(reports), artifacts=report_artifacts(reports),
-                                       timeout_s=cfg.tracking.timeout_s, retries=cfg.tracking.retries)
+        summary = tracking.log_results(
+            results,
+            uri=cfg.tracking.uri,
+            experiment_prefix=cfg.tracking.experiment_prefix,
+            configs=configs,
+            lineage=lineage(cfg, layout.root),
+            entries=report_entries(reports),
+            artifacts=report_artifacts(reports),
+            timeout_s=cfg.tracking.timeout_s,
+            retries=cfg.tracking.retries,
+        )
     atomic_write_json(layout.reports() / "tracking.json", summary)
     return summary

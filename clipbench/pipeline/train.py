@@ -57,13 +57,17 @@ def cell_labels(cell: TrainCell, split: KShotSplit) -> tuple[int, ...]:
     return labels if cell.subset == "all" else base_new_labels(labels)[0]
 
 
-def _feature_set(fit: FeatureDir, split: str, records: tuple[Record, ...], with_views: bool,
-                 pre: bool = False) -> FeatureSet:
+def _feature_set(
+    fit: FeatureDir, split: str, records: tuple[Record, ...], with_views: bool, pre: bool = False
+) -> FeatureSet:
     rows = fit.rows(split, [r.path for r in records])
     prefix = f"{split}_pre" if pre else split
     views = fit.tensors.get(f"{prefix}_views") if with_views else None
-    return FeatureSet(plain=fit.tensors[f"{prefix}_plain"][rows], labels=torch.tensor([r.label for r in records]),
-                      views=views[:, rows] if views is not None else None)
+    return FeatureSet(
+        plain=fit.tensors[f"{prefix}_plain"][rows],
+        labels=torch.tensor([r.label for r in records]),
+        views=views[:, rows] if views is not None else None,
+    )
 
 
 def _image_set(image_dir: Path | None, records: tuple[Record, ...]) -> ImageSet | None:
@@ -78,15 +82,25 @@ def build_task(cell: TrainCell, split: KShotSplit, inputs: TrainInputs) -> FitTa
     labels = cell_labels(cell, split)
     train, val = relabel(split.train, labels), relabel(split.val, labels)
     pre = inputs.requires is Inputs.PRE_PROJ_FEATURES
-    return FitTask(space=inputs.space.subset(labels), train=_feature_set(inputs.fit, "train", train, True, pre),
-                   val=_feature_set(inputs.fit, "val", val, False, pre), text_weights=inputs.text[list(labels)],
-                   logit_scale=inputs.logit_scale, shots=cell.shots, seed=cell.seed, dataset=cell.dataset,
-                   subset=cell.subset, backbone=inputs.backbone, train_images=_image_set(inputs.image_dir, train),
-                   val_images=_image_set(inputs.image_dir, val))
+    return FitTask(
+        space=inputs.space.subset(labels),
+        train=_feature_set(inputs.fit, "train", train, True, pre),
+        val=_feature_set(inputs.fit, "val", val, False, pre),
+        text_weights=inputs.text[list(labels)],
+        logit_scale=inputs.logit_scale,
+        shots=cell.shots,
+        seed=cell.seed,
+        dataset=cell.dataset,
+        subset=cell.subset,
+        backbone=inputs.backbone,
+        train_images=_image_set(inputs.image_dir, train),
+        val_images=_image_set(inputs.image_dir, val),
+    )
 
 
-def load_inputs(backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout,
-                method: type[Method] | None = None) -> TrainInputs:
+def load_inputs(
+    backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, method: type[Method] | None = None
+) -> TrainInputs:
     """The artifacts a train stage reads; the backbone and image folder only if ``method`` needs them."""
     text, scale, _ = load_text(layout.text_features(backbone, dataset))
     index = load_index(layout.dataset_index(dataset))
@@ -94,8 +108,9 @@ def load_inputs(backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout,
     requires = method.requires if method else Inputs.FEATURES
     model = load_backbone(backbone, layout.backbone(backbone)) if method and method.needs_backbone() else None
     image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
-    return TrainInputs(read_feature_dir(layout.fit_features(backbone, dataset)), text, scale, space, requires,
-                       model, image_dir)
+    return TrainInputs(
+        read_feature_dir(layout.fit_features(backbone, dataset)), text, scale, space, requires, model, image_dir
+    )
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
@@ -104,9 +119,14 @@ def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: L
     config = resolve_config(cfg.method_config(method), dataset, f"params.yaml: method_params.{method}")
     inputs = load_inputs(backbone, dataset, cfg, layout, method_cls)
     store = CellStore(layout.models(backbone, method, dataset))
-    base_key = {"method": method, "config": to_plain(config), "code": method_code("train", method),
-                "features": inputs.fit.meta["feature_key"], "text": tensor_hash(inputs.text),
-                "backbone": inputs.backbone.sha256 if inputs.backbone else None}
+    base_key = {
+        "method": method,
+        "config": to_plain(config),
+        "code": method_code("train", method),
+        "features": inputs.fit.meta["feature_key"],
+        "text": tensor_hash(inputs.text),
+        "backbone": inputs.backbone.sha256 if inputs.backbone else None,
+    }
     splits = {}
 
     def split_of(cell: TrainCell) -> KShotSplit:
@@ -120,14 +140,23 @@ def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: L
     def compute(cell: TrainCell, cell_key: str) -> None:
         _train_cell(method_cls, config, cell, split_of(cell), inputs, store, cell_key, cfg.runtime)
 
-    done = run_cells(training_cells(cfg, dataset), key, compute, store, cfg.runtime.executor,
-                     label=f"train {method} {dataset}")
+    done = run_cells(
+        training_cells(cfg, dataset), key, compute, store, cfg.runtime.executor, label=f"train {method} {dataset}"
+    )
     summary = done.summary()
     return {"planned": summary["planned"], "trained": summary["computed"]}
 
 
-def _train_cell(method_cls, config, cell: TrainCell, split: KShotSplit, inputs: TrainInputs, store: CellStore,
-                key: str, runtime: RuntimeConfig) -> None:
+def _train_cell(
+    method_cls,
+    config,
+    cell: TrainCell,
+    split: KShotSplit,
+    inputs: TrainInputs,
+    store: CellStore,
+    key: str,
+    runtime: RuntimeConfig,
+) -> None:
     task = replace(build_task(cell, split, inputs), runtime=runtime)
     model = method_cls(config)
     start = time.perf_counter()
@@ -137,9 +166,14 @@ def _train_cell(method_cls, config, cell: TrainCell, split: KShotSplit, inputs: 
 
     def write(tmp: Path) -> dict:
         atomic_save_tensors(tmp / STATE_FILE, model.state_dict() or {"_empty": torch.zeros(0)})
-        return {"cell": cell_dict(cell), "split_hash": split.hash, "train_seconds": seconds,
-                "diagnostics": diagnostics, "train_class_ids": list(task.space.class_ids),
-                "config_hash": stable_hash({"method": method_cls.name, "config": config}),
-                "runtime": runtime.lineage()}
+        return {
+            "cell": cell_dict(cell),
+            "split_hash": split.hash,
+            "train_seconds": seconds,
+            "diagnostics": diagnostics,
+            "train_class_ids": list(task.space.class_ids),
+            "config_hash": stable_hash({"method": method_cls.name, "config": config}),
+            "runtime": runtime.lineage(),
+        }
 
     store.put(cell.name, key, write)

@@ -25,12 +25,16 @@ if TYPE_CHECKING:  # clipbench.cells imports torch (through clipbench.io); the C
     from clipbench.cells import EvalCell, TrainCell
     from clipbench.config import SuiteConfig
 
-REGISTRY: Registry[type[Protocol]] = Registry("protocol", {
-    "few_shot": "clipbench.protocols.few_shot:FewShot",
-    "base2new": "clipbench.protocols.base2new:Base2New",
-    "cross_dataset": "clipbench.protocols.cross_dataset:CrossDataset",
-    "domain_generalization": "clipbench.protocols.domain_generalization:DomainGeneralization",
-}, base=Protocol)
+REGISTRY: Registry[type[Protocol]] = Registry(
+    "protocol",
+    {
+        "few_shot": "clipbench.protocols.few_shot:FewShot",
+        "base2new": "clipbench.protocols.base2new:Base2New",
+        "cross_dataset": "clipbench.protocols.cross_dataset:CrossDataset",
+        "domain_generalization": "clipbench.protocols.domain_generalization:DomainGeneralization",
+    },
+    base=Protocol,
+)
 
 
 @cache
@@ -63,13 +67,19 @@ class Protocols(Mapping[str, Any]):
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping of protocol name -> settings, got "
-                              f"{type(data).__name__} {data!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping of protocol name -> settings, got {type(data).__name__} {data!r}"
+            )
         for name in data:
             if name not in REGISTRY:
                 raise ConfigError(f"{where}: {REGISTRY.unknown_message(name)} Remove {name!r} or rename it.")
-        return cls({name: parse(get_protocol(name).Config, value, f"{where}.{name}")
-                    for name, value in data.items() if value is not None})
+        return cls(
+            {
+                name: parse(get_protocol(name).Config, value, f"{where}.{name}")
+                for name, value in data.items()
+                if value is not None
+            }
+        )
 
     def __getitem__(self, name: str) -> Any:
         return self._configs[name]

@@ -32,8 +32,9 @@ class Base2NewProtocol:
 
 class Base2New(Protocol):
     Config = Base2NewProtocol
-    title = ("Base-to-new generalization (top-1 %; H from seed-averaged base and new; average H = H(mean base, "
-             "mean new))")
+    title = (
+        "Base-to-new generalization (top-1 %; H from seed-averaged base and new; average H = H(mean base, mean new))"
+    )
     plot_prefix = "base_new_"
     series_file = "base_new.csv"
 
@@ -56,14 +57,17 @@ class Base2New(Protocol):
                 key = {"protocol": self.name, "method": method, "backbone": backbone, "shots": shots}
                 bases, news = [], []
                 for d in datasets:
-                    base, new = (cell_entry(b, {**key, "source": d, "metric": m}, d, f"{d} {m}")
-                                 for m in ("base", "new"))
+                    base, new = (
+                        cell_entry(b, {**key, "source": d, "metric": m}, d, f"{d} {m}") for m in ("base", "new")
+                    )
                     h = derived([base, new], {**key, "source": "", "metric": "H"}, d, f"{d} H", "H", harmonic_of)
                     bases.append(base)
                     news.append(new)
                     out += [base, new, h]
-                avg = [derived(parts, {**key, "source": "", "metric": m}, "average", f"average {m}", "average", mean)
-                       for parts, m in ((bases, "base"), (news, "new"))]
+                avg = [
+                    derived(parts, {**key, "source": "", "metric": m}, "average", f"average {m}", "average", mean)
+                    for parts, m in ((bases, "base"), (news, "new"))
+                ]
                 h = derived(avg, {**key, "source": "", "metric": "H"}, "average", "average H", "H", harmonic_of)
                 out += [*avg, h]
         return out

@@ -40,25 +40,49 @@ def _combined_status(entries: list[dict]) -> str:
 
 
 def _blank(**key) -> dict:
-    return {"mean": math.nan, "std": math.nan, "n": 0, "n_expected": 0, "ci95_low": math.nan,
-            "ci95_high": math.nan, "cells_ok": math.nan, "cells_total": math.nan, "datasets": "", **key}
+    return {
+        "mean": math.nan,
+        "std": math.nan,
+        "n": 0,
+        "n_expected": 0,
+        "ci95_low": math.nan,
+        "ci95_high": math.nan,
+        "cells_ok": math.nan,
+        "cells_total": math.nan,
+        "datasets": "",
+        **key,
+    }
 
 
 def cell_entry(stats: pd.DataFrame, key: dict, column: str, label: str) -> dict:
     """The entry of one cell (``missing`` with n = 0 when the cell has no row at all)."""
-    match = stats[(stats.method == key["method"]) & (stats.backbone == key["backbone"])
-                  & (stats.source == key["source"]) & (stats.shots == key["shots"]) & (stats.dataset == column)
-                  & (stats.metric == key["metric"])]
+    match = stats[
+        (stats.method == key["method"])
+        & (stats.backbone == key["backbone"])
+        & (stats.source == key["source"])
+        & (stats.shots == key["shots"])
+        & (stats.dataset == column)
+        & (stats.metric == key["metric"])
+    ]
     base = {**key, "column": column, "kind": "cell", "label": label}
     if match.empty:
         return _blank(**base, status="missing")
     c = match.iloc[0]
-    return {**_blank(**base), "mean": c["mean"], "std": c["std"], "n": int(c["n"]), "n_expected": int(c.n_expected),
-            "ci95_low": c.ci95_low, "ci95_high": c.ci95_high, "status": c.status}
+    return {
+        **_blank(**base),
+        "mean": c["mean"],
+        "std": c["std"],
+        "n": int(c["n"]),
+        "n_expected": int(c.n_expected),
+        "ci95_low": c.ci95_low,
+        "ci95_high": c.ci95_high,
+        "status": c.status,
+    }
 
 
-def derived(parts: list[dict], key: dict, column: str, label: str, kind: str,
-            value: Callable[[list[float]], float]) -> dict:
+def derived(
+    parts: list[dict], key: dict, column: str, label: str, kind: str, value: Callable[[list[float]], float]
+) -> dict:
     """An average (``kind="average"``) or harmonic mean (``kind="H"``) over ``parts``; NaN unless all ok."""
     status = _combined_status(parts)
     ok = sum(p["status"] == "ok" for p in parts)
@@ -67,5 +91,11 @@ def derived(parts: list[dict], key: dict, column: str, label: str, kind: str,
         datasets = ";".join(sorted({p["column"] for p in parts}))
     else:  # H: the datasets its base and new average over (none for a per-dataset H)
         datasets = ";".join(sorted({d for p in parts for d in p["datasets"].split(";") if d}))
-    return {**_blank(**key, column=column, kind=kind, label=label), "mean": result, "status": status,
-            "cells_ok": ok, "cells_total": len(parts), "datasets": datasets}
+    return {
+        **_blank(**key, column=column, kind=kind, label=label),
+        "mean": result,
+        "status": status,
+        "cells_ok": ok,
+        "cells_total": len(parts),
+        "datasets": datasets,
+    }

@@ -36,8 +36,12 @@ class FewShot(Protocol):
     series_file = "few_shot_curves.csv"
 
     def cells(self, config: FewShotProtocol) -> list[EvalCell]:
-        return [EvalCell(self.name, TrainCell(d, "all", k, s), d, "all", "acc")
-                for d in config.datasets for k in config.shots for s in config.seeds]
+        return [
+            EvalCell(self.name, TrainCell(d, "all", k, s), d, "all", "acc")
+            for d in config.datasets
+            for k in config.shots
+            for s in config.seeds
+        ]
 
     def sources(self, config: FewShotProtocol) -> dict[str, tuple[str, ...]]:
         return {"datasets": config.datasets}
@@ -48,8 +52,13 @@ class FewShot(Protocol):
             datasets = sorted(set(b.dataset))
             for method in sorted(set(b.method)):
                 for shots in sorted(set(b.shots)):
-                    key = {"protocol": self.name, "method": method, "backbone": backbone, "shots": shots,
-                           "metric": "acc"}
+                    key = {
+                        "protocol": self.name,
+                        "method": method,
+                        "backbone": backbone,
+                        "shots": shots,
+                        "metric": "acc",
+                    }
                     row = [cell_entry(b, {**key, "source": d}, d, d) for d in datasets]
                     out += row + [derived(row, {**key, "source": ""}, "average", "average", "average", mean)]
         return out

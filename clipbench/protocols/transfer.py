@@ -57,11 +57,20 @@ class Transfer(Protocol):
         for (backbone, source, shots), b in stats.groupby(["backbone", "source", "shots"], sort=True):
             targets = sorted(set(b.dataset) - {source})
             for method in sorted(set(b.method)):
-                key = {"protocol": self.name, "method": method, "backbone": backbone, "source": source,
-                       "shots": shots, "metric": "acc"}
+                key = {
+                    "protocol": self.name,
+                    "method": method,
+                    "backbone": backbone,
+                    "source": source,
+                    "shots": shots,
+                    "metric": "acc",
+                }
                 row = [cell_entry(b, key, t, t) for t in targets]
-                out += [cell_entry(b, key, source, f"{source} (source)"), *row,
-                        derived(row, key, "average", self.average_label, "average", mean)]
+                out += [
+                    cell_entry(b, key, source, f"{source} (source)"),
+                    *row,
+                    derived(row, key, "average", self.average_label, "average", mean),
+                ]
         return out
 
     def published_comparable(self, entry: dict) -> bool:

@@ -40,8 +40,19 @@ _DIR = Path(__file__).parent
 PUBLISHED_FILE = _DIR / "published.csv"
 SOURCES_FILE = _DIR / "sources.csv"
 
-CLASSIFICATION = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+CLASSIFICATION = (
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+)
 IMAGENET_FAMILY = imagenet_family_datasets()
 TRANSFER_SOURCE = "imagenet"  # the source of every published transfer number
 TRAINING_FREE = frozenset({"zeroshot"})
@@ -59,8 +70,12 @@ def published() -> pd.DataFrame:
     if len(unannotated):
         raise DataError(f"{SOURCES_FILE} lacks an annotation for {unannotated.iloc[0].to_dict()}; add a row")
     return merged.drop(columns="_merge").assign(
-        printed=merged["value"], value=merged["value"].astype(float), shots=merged["shots"].astype(int),
-        rank=merged["rank"].astype(int), order=range(len(merged)))
+        printed=merged["value"],
+        value=merged["value"].astype(float),
+        shots=merged["shots"].astype(int),
+        rank=merged["rank"].astype(int),
+        order=range(len(merged)),
+    )
 
 
 def published_backbone(key: str) -> str | None:
@@ -91,9 +106,15 @@ def _candidates(ref: pd.DataFrame, entry: dict, template_set: str) -> pd.DataFra
     shot_ok = (ref.shots == shots) | (entry["method"] in TRAINING_FREE)  # zero-shot: no shot dependence
     mine = effective_templates(template_set, dataset)
     templ_ok = (ref.templates == "any") | ref.templates.map(lambda t: effective_templates(t, dataset) == mine)
-    return ref[(ref.use == "yes") & (ref.clipbench_method == entry["method"]) & (ref.protocol == protocol)
-               & (ref.dataset == dataset) & (ref.metric == METRIC_NAMES.get(entry["metric"], "")) & shot_ok
-               & templ_ok]
+    return ref[
+        (ref.use == "yes")
+        & (ref.clipbench_method == entry["method"])
+        & (ref.protocol == protocol)
+        & (ref.dataset == dataset)
+        & (ref.metric == METRIC_NAMES.get(entry["metric"], ""))
+        & shot_ok
+        & templ_ok
+    ]
 
 
 def match(entries: pd.DataFrame, template_set: str, ref: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -111,13 +132,27 @@ def match(entries: pd.DataFrame, template_set: str, ref: pd.DataFrame | None = N
         if len(rows):
             best = rows.sort_values(["rank", "order"]).iloc[0]
             ok = entry.get("status", "ok") == "ok"
-            found.append({"published": best.value, "published_printed": best.printed,
-                          "delta": entry["mean"] - best.value if ok else math.nan,
-                          "published_paper": best.paper, "published_source": best.source,
-                          "published_note": best.note})
+            found.append(
+                {
+                    "published": best.value,
+                    "published_printed": best.printed,
+                    "delta": entry["mean"] - best.value if ok else math.nan,
+                    "published_paper": best.paper,
+                    "published_source": best.source,
+                    "published_note": best.note,
+                }
+            )
         else:
-            found.append({"published": math.nan, "published_printed": "", "delta": math.nan,
-                          "published_paper": "", "published_source": "", "published_note": ""})
+            found.append(
+                {
+                    "published": math.nan,
+                    "published_printed": "",
+                    "delta": math.nan,
+                    "published_paper": "",
+                    "published_source": "",
+                    "published_note": "",
+                }
+            )
     columns = ["published", "published_printed", "delta", "published_paper", "published_source", "published_note"]
     extra = pd.DataFrame(found, index=range(len(entries)), columns=columns)
     return pd.concat([entries.reset_index(drop=True), extra], axis=1)

@@ -15,11 +15,17 @@ class DTD(SplitJsonSpec):
     image_root = "images"
     split_file = "split_zhou_DescribableTextures.json"
     expected = Counts(classes=47, train=2_820, val=1_128, test=1_692)
-    fix = ("Extract dtd-r1.0.1.tar.gz so that dtd/images/<texture>/ exists and put "
-           "split_zhou_DescribableTextures.json in dtd/; "
-           "see docs/datasets.md#dtd.")
+    fix = (
+        "Extract dtd-r1.0.1.tar.gz so that dtd/images/<texture>/ exists and put "
+        "split_zhou_DescribableTextures.json in dtd/; "
+        "see docs/datasets.md#dtd."
+    )
     sources = (
-        Source("https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", "dtd-r1.0.1.tar.gz",
-               md5="fff73e5086ae6bdbea199a49dfb8a4c1", member="dtd"),
+        Source(
+            "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+            "dtd-r1.0.1.tar.gz",
+            md5="fff73e5086ae6bdbea199a49dfb8a4c1",
+            member="dtd",
+        ),
         drive("1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x", "split_zhou_DescribableTextures.json"),
     )

@@ -21,10 +21,17 @@ class FGVCAircraft(CoopSpec):
     image_root = "images"
     required = ("variants.txt", "images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt")
     expected = Counts(classes=100, train=3_334, val=3_333, test=3_333)
-    fix = ("Download fgvc-aircraft-2013b.tar.gz and place the contents of its data/ folder in fgvc_aircraft/; "
-           "see docs/datasets.md#fgvc_aircraft.")
-    sources = (Source("https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
-                      "fgvc-aircraft-2013b.tar.gz", member="fgvc-aircraft-2013b/data"),)  # no published checksum
+    fix = (
+        "Download fgvc-aircraft-2013b.tar.gz and place the contents of its data/ folder in fgvc_aircraft/; "
+        "see docs/datasets.md#fgvc_aircraft."
+    )
+    sources = (
+        Source(
+            "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
+            "fgvc-aircraft-2013b.tar.gz",
+            member="fgvc-aircraft-2013b/data",
+        ),
+    )  # no published checksum
 
     def read(self, data_root: Path) -> DatasetSplits:
         root = self.require_layout(data_root)
@@ -46,8 +53,10 @@ class FGVCAircraft(CoopSpec):
             if not line.strip():
                 continue
             if variant not in label:
-                raise DataError(f"{path}:{i + 1}: variant {variant!r} is not in variants.txt; the lists come from "
-                                "different releases — re-extract fgvc-aircraft-2013b")
+                raise DataError(
+                    f"{path}:{i + 1}: variant {variant!r} is not in variants.txt; the lists come from "
+                    "different releases — re-extract fgvc-aircraft-2013b"
+                )
             out.append(Record(f"{image}.jpg", label[variant], variant))
         if not out:
             raise DataError(f"{path} lists no images; re-extract fgvc-aircraft-2013b")

@@ -15,11 +15,17 @@ class Food101(SplitJsonSpec):
     image_root = "images"
     split_file = "split_zhou_Food101.json"
     expected = Counts(classes=101, train=50_500, val=20_200, test=30_300)
-    fix = ("Extract food-101.tar.gz so that food-101/images/<class>/ exists and put split_zhou_Food101.json in "
-           "food-101/; "
-           "see docs/datasets.md#food101.")
+    fix = (
+        "Extract food-101.tar.gz so that food-101/images/<class>/ exists and put split_zhou_Food101.json in "
+        "food-101/; "
+        "see docs/datasets.md#food101."
+    )
     sources = (
-        Source("http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz", "food-101.tar.gz",
-               md5="85eeb15f3717b99a5da872d97d918f87", member="food-101"),
+        Source(
+            "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",
+            "food-101.tar.gz",
+            md5="85eeb15f3717b99a5da872d97d918f87",
+            member="food-101",
+        ),
         drive("1QK0tGi096I0Ba6kggatX1ee6dJFIcEJl", "split_zhou_Food101.json"),
     )

@@ -17,7 +17,9 @@ class ImageNetA(WnidFolderTarget):
     image_root = "imagenet-a"
     subset = True
     expected = Counts(classes=200, train=None, val=None, test=7_500)
-    fix = ("Download imagenet-a.tar (github.com/hendrycks/natural-adv-examples) and extract it into "
-           "imagenet-adversarial/; see docs/datasets.md#imagenet_a.")
+    fix = (
+        "Download imagenet-a.tar (github.com/hendrycks/natural-adv-examples) and extract it into "
+        "imagenet-adversarial/; see docs/datasets.md#imagenet_a."
+    )
     # no checksum is published for this archive
     sources = (Source("https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar", "imagenet-a.tar"),)

@@ -17,7 +17,9 @@ class ImageNetR(WnidFolderTarget):
     image_root = "imagenet-r"
     subset = True
     expected = Counts(classes=200, train=None, val=None, test=30_000)
-    fix = ("Download imagenet-r.tar (github.com/hendrycks/imagenet-r) and extract it into imagenet-rendition/; "
-           "see docs/datasets.md#imagenet_r.")
+    fix = (
+        "Download imagenet-r.tar (github.com/hendrycks/imagenet-r) and extract it into imagenet-rendition/; "
+        "see docs/datasets.md#imagenet_r."
+    )
     # no checksum is published for this archive
     sources = (Source("https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar", "imagenet-r.tar"),)

@@ -11,6 +11,8 @@ class ImageNetSketch(WnidFolderTarget):
     dirname = "imagenet-sketch"
     image_root = "images"
     expected = Counts(classes=1000, train=None, val=None, test=50_889)
-    fix = ("Download ImageNet-Sketch (ImageNet-Sketch.zip from the authors' Google Drive or the Hugging Face "
-           "dataset songweig/imagenet_sketch) and extract it so that imagenet-sketch/images/<wnid>/ exists; "
-           "see docs/datasets.md#imagenet_sketch.")
+    fix = (
+        "Download ImageNet-Sketch (ImageNet-Sketch.zip from the authors' Google Drive or the Hugging Face "
+        "dataset songweig/imagenet_sketch) and extract it so that imagenet-sketch/images/<wnid>/ exists; "
+        "see docs/datasets.md#imagenet_sketch."
+    )

@@ -22,10 +22,16 @@ class ImageNetV2(CoopSpec):
     image_root = "imagenetv2-matched-frequency-format-val"
     test_only = True
     expected = Counts(classes=1000, train=None, val=None, test=10_000)
-    fix = ("Download imagenetv2-matched-frequency.tar.gz (ImageNetV2 release on Hugging Face, "
-           "vaishaal/ImageNetV2) and extract it into imagenetv2/; see docs/datasets.md#imagenetv2.")
-    sources = (Source("https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/"
-                      "imagenetv2-matched-frequency.tar.gz", "imagenetv2-matched-frequency.tar.gz"),)  # no checksum
+    fix = (
+        "Download imagenetv2-matched-frequency.tar.gz (ImageNetV2 release on Hugging Face, "
+        "vaishaal/ImageNetV2) and extract it into imagenetv2/; see docs/datasets.md#imagenetv2."
+    )
+    sources = (
+        Source(
+            "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz",
+            "imagenetv2-matched-frequency.tar.gz",
+        ),
+    )  # no checksum
 
     def finish_install(self, staged: Path) -> None:
         copy_classnames(staged)
@@ -36,7 +42,9 @@ class ImageNetV2(CoopSpec):
         folders = class_folders(self.images(data_root), self.fix)
         expected = [str(i) for i in range(len(wnids))]
         if sorted(folders, key=lambda f: (len(f), f)) != expected:
-            raise DataError(f"{self.images(data_root)}: expected folders 0..999, found {len(folders)} folders "
-                            f"(e.g. {folders[:3]}). {self.fix}")
+            raise DataError(
+                f"{self.images(data_root)}: expected folders 0..999, found {len(folders)} folders "
+                f"(e.g. {folders[:3]}). {self.fix}"
+            )
         test = folder_records(self.images(data_root), expected, list(range(len(wnids))), names)
         return DatasetSplits((), (), test, wnids, names)

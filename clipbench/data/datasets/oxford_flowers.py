@@ -16,14 +16,23 @@ class OxfordFlowers(SplitJsonSpec):
     image_root = "jpg"
     split_file = "split_zhou_OxfordFlowers.json"
     expected = Counts(classes=102, train=4_093, val=1_633, test=2_463)
-    fix = ("Extract 102flowers.tgz (folder jpg/) into oxford_flowers/ with imagelabels.mat, cat_to_name.json and "
-           "split_zhou_OxfordFlowers.json; "
-           "see docs/datasets.md#oxford_flowers.")
+    fix = (
+        "Extract 102flowers.tgz (folder jpg/) into oxford_flowers/ with imagelabels.mat, cat_to_name.json and "
+        "split_zhou_OxfordFlowers.json; "
+        "see docs/datasets.md#oxford_flowers."
+    )
     sources = (
-        Source("https://www.robots.ox.ac.uk/~vgg/data/flowers/102/102flowers.tgz", "102flowers.tgz",
-               md5="52808999861908f626f3c1f4e79d11fa"),
-        Source("https://www.robots.ox.ac.uk/~vgg/data/flowers/102/imagelabels.mat", "imagelabels.mat",
-               md5="e0620be6f572b9609742df49c70aed4d", member=None),
+        Source(
+            "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/102flowers.tgz",
+            "102flowers.tgz",
+            md5="52808999861908f626f3c1f4e79d11fa",
+        ),
+        Source(
+            "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/imagelabels.mat",
+            "imagelabels.mat",
+            md5="e0620be6f572b9609742df49c70aed4d",
+            member=None,
+        ),
         drive("1AkcxCXeK_RCGCEC_GvmWxjcjaNhu-at0", "cat_to_name.json"),
         drive("1Pp0sRXzZFZq15zVOzKjKBu4A9i01nozT", "split_zhou_OxfordFlowers.json"),
     )

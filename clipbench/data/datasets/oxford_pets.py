@@ -16,12 +16,20 @@ class OxfordPets(SplitJsonSpec):
     image_root = "images"
     split_file = "split_zhou_OxfordPets.json"
     expected = Counts(classes=37, train=2_944, val=736, test=3_669)
-    fix = ("Extract images.tar.gz and annotations.tar.gz into oxford_pets/ and put split_zhou_OxfordPets.json there; "
-           "see docs/datasets.md#oxford_pets.")
+    fix = (
+        "Extract images.tar.gz and annotations.tar.gz into oxford_pets/ and put split_zhou_OxfordPets.json there; "
+        "see docs/datasets.md#oxford_pets."
+    )
     sources = (
-        Source("https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz", "images.tar.gz",
-               md5="5c4f3ee8e5d25df40f4fd59a7f44e54c"),
-        Source("https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz", "annotations.tar.gz",
-               md5="95a8c909bbe2e81eed6a22bccdf3f68f"),
+        Source(
+            "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
+            "images.tar.gz",
+            md5="5c4f3ee8e5d25df40f4fd59a7f44e54c",
+        ),
+        Source(
+            "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz",
+            "annotations.tar.gz",
+            md5="95a8c909bbe2e81eed6a22bccdf3f68f",
+        ),
         drive("1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs", "split_zhou_OxfordPets.json"),
     )

@@ -15,6 +15,8 @@ class StanfordCars(SplitJsonSpec):
     image_root = ""
     split_file = "split_zhou_StanfordCars.json"
     expected = Counts(classes=196, train=6_509, val=1_635, test=8_041)
-    fix = ("Place cars_train/, cars_test/ and devkit/ (the Stanford Cars release; its original site is offline, "
-           "use a mirror) in stanford_cars/ and put split_zhou_StanfordCars.json there; "
-           "see docs/datasets.md#stanford_cars.")
+    fix = (
+        "Place cars_train/, cars_test/ and devkit/ (the Stanford Cars release; its original site is offline, "
+        "use a mirror) in stanford_cars/ and put split_zhou_StanfordCars.json there; "
+        "see docs/datasets.md#stanford_cars."
+    )

@@ -15,10 +15,15 @@ class SUN397(SplitJsonSpec):
     image_root = "SUN397"
     split_file = "split_zhou_SUN397.json"
     expected = Counts(classes=397, train=15_880, val=3_970, test=19_850)
-    fix = ("Extract SUN397.tar.gz into sun397/ (giving sun397/SUN397/a/...) and put split_zhou_SUN397.json in sun397/; "
-           "see docs/datasets.md#sun397.")
+    fix = (
+        "Extract SUN397.tar.gz into sun397/ (giving sun397/SUN397/a/...) and put split_zhou_SUN397.json in sun397/; "
+        "see docs/datasets.md#sun397."
+    )
     sources = (
-        Source("http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz", "SUN397.tar.gz",
-               md5="8ca2778205c41d23104230ba66911c7a"),
+        Source(
+            "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
+            "SUN397.tar.gz",
+            md5="8ca2778205c41d23104230ba66911c7a",
+        ),
         drive("1y2RD81BYuiyvebdN-JymPfyWYcd8_MUq", "split_zhou_SUN397.json"),
     )

@@ -16,8 +16,10 @@ class UCF101(SplitJsonSpec):
     image_root = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"
     expected = Counts(classes=101, train=7_639, val=1_898, test=3_783)
-    fix = ("Extract CoOp's UCF-101-midframes.zip into ucf101/ and put split_zhou_UCF101.json there; "
-           "see docs/datasets.md#ucf101.")
+    fix = (
+        "Extract CoOp's UCF-101-midframes.zip into ucf101/ and put split_zhou_UCF101.json there; "
+        "see docs/datasets.md#ucf101."
+    )
     sources = (
         drive("10Jqome3vtUA2keJkNanAiFpgbyC9Hc2O", "UCF-101-midframes.zip", member=""),
         drive("1I0S0q91hJfsV9Gf4xDIjgDq4AqBNJb1y", "split_zhou_UCF101.json"),

@@ -41,8 +41,9 @@ def templates(dataset: str, template_set: str) -> tuple[str, ...]:
         return _REGISTERED[dataset]
     sets = _dataset_sets(dataset)
     if template_set not in sets:
-        raise ConfigError(f"text.template_set: {template_set!r} is not defined for {dataset!r}; "
-                          f"available: {', '.join(sorted(sets))}")
+        raise ConfigError(
+            f"text.template_set: {template_set!r} is not defined for {dataset!r}; available: {', '.join(sorted(sets))}"
+        )
     shared = _templates().get("_shared", {})
     out: list[str] = []
     for item in sets[template_set]:

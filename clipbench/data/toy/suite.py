@@ -37,8 +37,11 @@ class ToyDataset:
 
     def scene(self, cls: ToyClass, rng: np.random.Generator) -> world.Scene:
         scene = world.random_scene(rng, style=self.style, **cls.attrs)
-        return replace(scene, full_frame=True, style="noisy" if rng.uniform() < 0.5 else "photo") \
-            if self.full_frame else scene
+        return (
+            replace(scene, full_frame=True, style="noisy" if rng.uniform() < 0.5 else "photo")
+            if self.full_frame
+            else scene
+        )
 
 
 def _cls(class_id: str, classname: str, **attrs: object) -> ToyClass:
@@ -54,7 +57,8 @@ _TEXTURES = tuple(
 _SCENE_BACKGROUNDS = ("white", "black", "blue", "yellow")
 _SCENES = tuple(
     _cls(f"{s}_on_{b}", f"{s} on a {b} background", shape=s, background=b)
-    for b in _SCENE_BACKGROUNDS for s in world.SHAPES
+    for b in _SCENE_BACKGROUNDS
+    for s in world.SHAPES
 )
 
 TOY_DATASETS: dict[str, ToyDataset] = {

@@ -121,8 +121,15 @@ def _background(scene: Scene, n: int, rng: np.random.Generator) -> np.ndarray:
 def _paint_clutter(img: np.ndarray, scene: Scene, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
     others = [c for c in COLOURS if c != scene.colour]
     for _ in range(scene.clutter):
-        m = shape_mask(str(rng.choice(SHAPES)), x, y, rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9),
-                       rng.uniform(0.05, 0.09), rng.uniform(0, np.pi))
+        m = shape_mask(
+            str(rng.choice(SHAPES)),
+            x,
+            y,
+            rng.uniform(0.1, 0.9),
+            rng.uniform(0.1, 0.9),
+            rng.uniform(0.05, 0.09),
+            rng.uniform(0, np.pi),
+        )
         img[m] = _jitter(COLOURS[str(rng.choice(others))], rng, 15)
 
 
@@ -163,9 +170,16 @@ def random_scene(rng: np.random.Generator, **fixed: object) -> Scene:
     background = str(rng.choice([b for b in BACKGROUNDS if b != colour]))
     size = float(rng.uniform(0.22, 0.40))
     scene = Scene(
-        shape=str(rng.choice(SHAPES)), colour=colour, pattern="plain", background=background, size=size,
-        cx=float(rng.uniform(size, 1 - size)), cy=float(rng.uniform(size, 1 - size)),
-        angle=float(rng.uniform(-0.5, 0.5)), clutter=int(rng.integers(0, 3)), style="photo",
+        shape=str(rng.choice(SHAPES)),
+        colour=colour,
+        pattern="plain",
+        background=background,
+        size=size,
+        cx=float(rng.uniform(size, 1 - size)),
+        cy=float(rng.uniform(size, 1 - size)),
+        angle=float(rng.uniform(-0.5, 0.5)),
+        clutter=int(rng.integers(0, 3)),
+        style="photo",
     )
     scene = replace(scene, **fixed)
     if scene.background == scene.colour:
@@ -179,8 +193,13 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     if scene.full_frame:
         return f"a {colour} {scene.pattern} texture."
     noun = f"{colour} {shape}" if scene.pattern == "plain" else f"{colour} {scene.pattern} {shape}"
-    prefix = {"photo": "a photo of a", "sketch": "a sketch of a", "noisy": "a noisy photo of a",
-              "textured": "a busy photo of a", "pixelated": "a pixelated image of a"}[scene.style]
+    prefix = {
+        "photo": "a photo of a",
+        "sketch": "a sketch of a",
+        "noisy": "a noisy photo of a",
+        "textured": "a busy photo of a",
+        "pixelated": "a pixelated image of a",
+    }[scene.style]
     extra = rng.integers(0, 4)
     if extra in (1, 3):
         return f"{prefix} {noun} on a {scene.background} background."
@@ -194,8 +213,12 @@ def pretraining_scene(rng: np.random.Generator) -> Scene:
     """Scenes for caption pretraining: mostly photos, some textures, a few stylised renderings."""
     kind = rng.uniform()
     if kind < 0.15:
-        return Scene(shape="square", colour=str(rng.choice(list(COLOURS))),
-                     pattern=str(rng.choice(PATTERNS[1:])), full_frame=True)
+        return Scene(
+            shape="square",
+            colour=str(rng.choice(list(COLOURS))),
+            pattern=str(rng.choice(PATTERNS[1:])),
+            full_frame=True,
+        )
     style = str(rng.choice(STYLES, p=[0.8, 0.06, 0.05, 0.05, 0.04]))
     pattern = str(rng.choice(PATTERNS, p=[0.7, 0.1, 0.1, 0.1]))
     return random_scene(rng, style=style, pattern=pattern)
