@@ -81,3 +81,11 @@ def test_paper_suite_config_validates_and_its_dag_builds_on_fixture_data(tmp_pat
     assert sum(s.startswith("download_target@") for s in stages) == len(PAPER_TARGETS)
     assert sum(s.startswith("train@") for s in stages) == n_methods * n_sources
     assert "extract_target@vitb16_openai-imagenet_a" in stages
+
+
+def test_paper_suite_runs_every_registered_method():
+    """DVC expands `methods` from the params file itself, so configs/paper.yaml lists every registered method."""
+    missing = sorted(set(METHODS.names()) - set(PAPER.methods))
+    assert not missing, (
+        f"configs/paper.yaml: add {missing} to `methods` (every registered method runs in the paper suite)"
+    )
