@@ -38,7 +38,7 @@ def test_repro_then_noop_then_only_changed_method(workspace):
     first = _run([sys.executable, "-m", "dvc", "repro"], workspace)
     assert "aggregate" in _ran(first) and "track" in _ran(first)
     for table in ("few_shot", "base2new", "cross_dataset", "domain_generalization"):
-        assert (workspace / "reports" / f"{table}.md").is_file()
+        assert (workspace / "reports" / "tables" / f"{table}.md").is_file()
     second = _run([sys.executable, "-m", "dvc", "repro"], workspace)
     assert _ran(second) == set()
 
@@ -89,7 +89,7 @@ def _results(work: Path) -> pd.DataFrame:
 def test_kill_9_mid_stage_then_repro_matches_the_uninterrupted_run(workspace, tmp_path):
     """SIGKILL the whole ``dvc repro`` process group while a stage writes, twice; ``dvc repro`` recovers."""
     reference = _results(workspace)
-    tables = {p.name: p.read_bytes() for p in (workspace / "reports").glob("*.csv")}
+    tables = {p.name: p.read_bytes() for p in (workspace / "reports").rglob("*.csv")}
     source = yaml.safe_load((workspace / "params.yaml").read_text())["datasets"][0]
     # Without its cache DVC cannot restore a missing output ("is cached - skipping run, checking out outputs"),
     # so the interrupted stages must really run again: the situation of a first run killed half-way.
@@ -116,6 +116,6 @@ def test_kill_9_mid_stage_then_repro_matches_the_uninterrupted_run(workspace, tm
     assert f"train@toy_vit-linear_probe-{source}" in resumed  # evaluation then finds the same trained states
 
     pd.testing.assert_frame_equal(_results(workspace), reference)
-    assert {p.name: p.read_bytes() for p in (workspace / "reports").glob("*.csv")} == tables
+    assert {p.name: p.read_bytes() for p in (workspace / "reports").rglob("*.csv")} == tables
     assert not [p for d in OUTPUTS for p in (workspace / d).rglob("*.tmp")]
     assert _ran(_run([sys.executable, "-m", "dvc", "repro"], workspace)) == set()
