@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import abc
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,10 +48,48 @@ class SerialExecutor(Executor):
             yield item
 
 
+_JOB: tuple[Callable, Sequence] | None = None  # (function, items) inherited by forked workers
+
+
+def _call(index: int) -> int:
+    function, items = _JOB
+    function(items[index])
+    return index
+
+
+class ProcessExecutor(Executor):
+    """Stale cells on ``workers`` forked processes (default: one per core), one cell at a time each.
+
+    Every cell is seeded from its own identity and publishes itself into the cell store, so the results do not
+    depend on the order or on the process a cell runs in (``tests/test_executors.py`` compares them with the
+    serial executor). Forking is safe because the stage process computes single-threaded
+    (``runtime.cpu_threads: 1``; with more threads torch's thread pool may hang in the workers). CPU only.
+    """
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+
+    def map(self, function: Callable[[C], None], items: Sequence[C]) -> Iterator[C]:
+        global _JOB
+        if len(items) < 2 or self.workers < 2:
+            yield from SerialExecutor().map(function, items)
+            return
+        _JOB = (function, items)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(self.workers, len(items))) as pool:
+                for index in pool.imap_unordered(_call, range(len(items))):
+                    yield items[index]
+        finally:
+            _JOB = None
+
+
 EXECUTORS: Registry[type[Executor]] = Registry(
     "executor",
     {
         "serial": "clipbench.executors:SerialExecutor",
+        "processes": "clipbench.executors:ProcessExecutor",
     },
     base=Executor,
 )

@@ -27,7 +27,10 @@ class RuntimeConfig:
     precision: Literal["fp32", "amp"] = "amp"
     decode_workers: int = 0  # image-decoding worker processes (0: decode in the stage process)
     batch_size: int = 256  # images per inference forward pass (evaluation of image-level methods)
-    executor: str = "serial"  # how the cells of one stage are run: `clipbench list executors`
+    executor: str = "serial"  # how the cells of one stage are run: serial, processes (one per core)
+    # CPU threads of torch in each stage process (0: torch's default, one per core). The last bits of a
+    # floating-point result can depend on it, as on the device: it is lineage, like the device.
+    cpu_threads: int = 0
 
     def validate(self, where: str) -> None:
         parse_device(self.device, f"{where}.device")
@@ -35,6 +38,17 @@ class RuntimeConfig:
             raise ConfigError(f"{where}.decode_workers: must be >= 0, got {self.decode_workers}")
         if self.batch_size <= 0:
             raise ConfigError(f"{where}.batch_size: must be > 0, got {self.batch_size}")
+        if self.cpu_threads < 0:
+            raise ConfigError(f"{where}.cpu_threads: must be >= 0 (0: torch's default), got {self.cpu_threads}")
+        from clipbench.executors import EXECUTORS
+
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"{where}.executor: {EXECUTORS.unknown_message(self.executor)}")
+
+    def apply(self) -> None:
+        """Process-wide settings a stage applies before it computes (torch's CPU thread count)."""
+        if self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)
 
     def torch_device(self) -> torch.device:
         """The resolved device (``auto`` becomes ``cuda`` when CUDA is available)."""
@@ -49,6 +63,7 @@ class RuntimeConfig:
             "device_name": name,
             "precision": self.precision,
             "executor": self.executor,
+            "cpu_threads": torch.get_num_threads(),
             "torch": torch.__version__,
         }
 

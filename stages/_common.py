@@ -43,6 +43,7 @@ def main(body: Callable[[argparse.Namespace, SuiteConfig, Layout], object], p: a
     args = p.parse_args()
     try:
         cfg = load_suite(args.params)
+        cfg.runtime.apply()
         result = body(args, cfg, Layout())
     except ClipbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,9 +8,12 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from clipbench import tracking
+from clipbench.cells import CellStore
 from clipbench.config import SuiteConfig
+from clipbench.executors import EXECUTORS
 from clipbench.methods import METHODS
 from clipbench.pipeline import aggregate, backbone, download, evaluate, extract, split, track, train
 from clipbench.protocols import eval_cells
@@ -237,3 +240,35 @@ def test_feature_methods_train_and_evaluate_without_open_clip(ran, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _states(layout, method: str, dataset: str) -> dict[str, tuple[bytes, dict]]:
+    root = layout.models("toy_vit", method, dataset)
+    out = {}
+    for cell in sorted(p for p in root.iterdir() if p.is_dir()):
+        record = json.loads((cell / "cell.json").read_text())
+        out[cell.name] = ((cell / train.STATE_FILE).read_bytes(), record["diagnostics"], record["key"])
+    return out
+
+
+@pytest.mark.parametrize("executor", [n for n in EXECUTORS.names() if n != "serial"])
+def test_every_executor_trains_the_same_bytes_as_serial(fresh, executor):
+    """Cells are seeded from their own identity: order and process do not change a single byte."""
+    _, layout, data_root, *_ = fresh
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # what runtime.cpu_threads: 1 does in a stage process
+    try:
+        results = {}
+        for name in ("serial", executor):
+            params = tiny_params(data_root=str(data_root), runtime={"executor": name, "cpu_threads": 1})
+            cfg = parse(SuiteConfig, params, "test")
+            for method in ("linear_probe", "clip_adapter"):
+                store = layout.models("toy_vit", method, "toy_objects")
+                CellStore(store).prune(set())  # train every cell afresh
+                out = train.run(backbone="toy_vit", method=method, dataset="toy_objects", cfg=cfg, layout=layout)
+                assert out["trained"] == out["planned"] > 1
+                results[name, method] = _states(layout, method, "toy_objects")
+        for method in ("linear_probe", "clip_adapter"):
+            assert results[executor, method] == results["serial", method]
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,33 @@
+"""The cell executor seam: every executor computes the same cells to the same bytes; stale-cell bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from clipbench.cells import CellStore
+from clipbench.config import SuiteConfig
+from clipbench.errors import ConfigError
+from clipbench.executors import run_cells
+from clipbench.typed import parse
+
+from conftest import tiny_params
+
+
+def test_run_cells_computes_only_stale_cells_and_prunes(tmp_path):
+    store, calls = CellStore(tmp_path), []
+
+    def compute(cell: str, key: str) -> None:
+        calls.append(cell)
+        store.put(cell, key, lambda tmp: {})
+
+    (tmp_path / "unplanned").mkdir()
+    first = run_cells(["a", "b"], lambda c: f"k{c}", compute, store, name=lambda c: c)
+    assert first.summary() == {"planned": 2, "computed": 2, "reused": 0, "pruned": 1}
+    second = run_cells(["a", "b"], lambda c: "k2" if c == "b" else f"k{c}", compute, store, name=lambda c: c)
+    assert second.summary() == {"planned": 2, "computed": 1, "reused": 1, "pruned": 0}
+    assert calls == ["a", "b", "b"]
+
+
+def test_unknown_executor_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"runtime.executor: unknown executor 'paralel'.*processes, serial"):
+        parse(SuiteConfig, tiny_params(runtime={"executor": "paralel"}), "params.yaml")
