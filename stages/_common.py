@@ -7,6 +7,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from clipbench.config import SuiteConfig, load_suite
 from clipbench.errors import ClipbenchError, ClipbenchWarning
@@ -49,4 +50,16 @@ def main(body: Callable[[argparse.Namespace, SuiteConfig, Layout], object], p: a
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     if result is not None:
-        logging.getLogger("stage").info("%s", result)
+        logging.getLogger("stage").info("%s", describe(result))
+
+
+def describe(result: object) -> str:
+    """One readable line for what a stage returned: counts as ``key=value``, paths relative and summarised."""
+    if isinstance(result, dict):
+        return ", ".join(f"{k}={describe(v)}" for k, v in result.items())
+    if isinstance(result, (list, tuple)) and result and all(isinstance(p, Path) for p in result):
+        parents = sorted({str(p.parent) for p in result})
+        return f"wrote {len(result)} files in {', '.join(parents)}"
+    if isinstance(result, float):
+        return f"{result:.4g}"
+    return f"wrote {result}" if isinstance(result, Path) else str(result)

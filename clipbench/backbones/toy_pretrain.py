@@ -6,6 +6,7 @@ decay. Images come from the pretraining stream of the toy world, disjoint from e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -35,6 +36,21 @@ class ToyPretrainConfig:
     seed: int = 0
 
 
+@contextlib.contextmanager
+def _quiet_random_init():
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning while it is intended."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def to_pixels(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` -> normalised float ``[N, 3, H, W]``."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
@@ -58,7 +74,8 @@ def pretrain(spec: BackboneSpec, cfg: ToyPretrainConfig, directory: Path) -> Pat
     """Pretrain ``spec``'s architecture from scratch and save it as a prepared backbone in ``directory``."""
     open_clip = import_open_clip()
     torch.manual_seed(cfg.seed)
-    model = open_clip.create_model(spec.model)
+    with _quiet_random_init():  # random initialisation is the point here, not a missing checkpoint
+        model = open_clip.create_model(spec.model)
     tokenizer = open_clip.get_tokenizer(spec.model)
     images, captions = pretraining_pairs(cfg.images, cfg.seed)
     pixels = to_pixels(
