@@ -123,6 +123,14 @@ def cache_keys(task: FitTask, views: int) -> torch.Tensor:
     return F.normalize(task.train.view_stack()[:views].mean(0), dim=-1)
 
 
+def search_on_val(task: FitTask, keys: torch.Tensor, values: torch.Tensor, cfg) -> tuple[float, float, float]:
+    """(alpha, beta, val accuracy) of the reference grid search on the task's few-shot validation set."""
+    val = F.normalize(task.val.plain, dim=-1)
+    return search_alpha_beta(
+        val, task.val.labels, keys, values, task.text_weights, task.logit_scale, cfg.search_scale, cfg.search_steps
+    )
+
+
 class TipAdapter(Method):
     """Training-free cache model over few-shot embeddings, blended with zero-shot CLIP."""
 
@@ -144,17 +152,7 @@ class TipAdapter(Method):
         self.values = F.one_hot(task.train.labels, len(task.space)).float()
         val_acc = float("nan")
         if cfg.search:
-            val = F.normalize(task.val.plain, dim=-1)
-            self.alpha, self.beta, val_acc = search_alpha_beta(
-                val,
-                task.val.labels,
-                self.keys,
-                self.values,
-                task.text_weights,
-                task.logit_scale,
-                cfg.search_scale,
-                cfg.search_steps,
-            )
+            self.alpha, self.beta, val_acc = search_on_val(task, self.keys, self.values, cfg)
         return {"alpha": self.alpha, "beta": self.beta, "val_acc": val_acc}
 
     @torch.no_grad()

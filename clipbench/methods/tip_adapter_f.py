@@ -30,7 +30,7 @@ from clipbench.methods.tip_adapter import (
     TipCacheConfig,
     cache_keys,
     reference_by_dataset,
-    search_alpha_beta,
+    search_on_val,
     tip_logits,
 )
 
@@ -76,17 +76,7 @@ class TipAdapterF(TipAdapter):
         self.values = F.one_hot(task.train.labels, len(task.space)).float()
         loss = self._train(task, cfg, keys)
         self.keys = keys.detach()
-        val = F.normalize(task.val.plain, dim=-1)
-        self.alpha, self.beta, val_acc = search_alpha_beta(
-            val,
-            task.val.labels,
-            self.keys,
-            self.values,
-            task.text_weights,
-            task.logit_scale,
-            cfg.search_scale,
-            cfg.search_steps,
-        )
+        self.alpha, self.beta, val_acc = search_on_val(task, self.keys, self.values, cfg)
         return {"final_loss": loss, "alpha": self.alpha, "beta": self.beta, "val_acc": val_acc, "epochs": cfg.epochs}
 
     def _train(self, task: FitTask, cfg: TipAdapterFConfig, keys: torch.nn.Parameter) -> float:
