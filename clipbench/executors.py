@@ -15,6 +15,7 @@ import abc
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,15 @@ def _call(index: int) -> int:
     return index
 
 
+def _cuda_in_use() -> bool:
+    """A CUDA context does not survive ``fork``: cells then run serially (a GPU pool is the executor for GPUs)."""
+    torch = sys.modules.get("torch")
+    in_use = bool(torch is not None and torch.cuda.is_initialized())
+    if in_use:
+        log.info("processes executor: CUDA is initialised in this process; running cells serially")
+    return in_use
+
+
 class ProcessExecutor(Executor):
     """Stale cells on ``workers`` forked processes (default: one per core), one cell at a time each.
 
@@ -73,7 +83,7 @@ class ProcessExecutor(Executor):
 
     def map(self, function: Callable[[C], None], items: Sequence[C]) -> Iterator[C]:
         global _JOB
-        if len(items) < 2 or self.workers < 2:
+        if len(items) < 2 or self.workers < 2 or _cuda_in_use():
             yield from SerialExecutor().map(function, items)
             return
         _JOB = (function, items)

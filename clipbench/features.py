@@ -74,7 +74,7 @@ def _cat(parts: list[torch.Tensor], dim: int, width: int) -> torch.Tensor:
 
 
 def _on_gpu(backbone: Backbone) -> bool:
-    return any(p.is_cuda for p in backbone.model.visual.parameters())
+    return backbone.device.type == "cuda"
 
 
 def _pixel_batches(

@@ -22,8 +22,9 @@ class RuntimeConfig:
 
     # "auto": the first CUDA device when one is visible, else the CPU; or "cpu", "cuda", "cuda:N"
     device: str = "auto"
-    # "amp": bf16 autocast (fp16 + loss scaling where bf16 is unsupported) on CUDA for the methods whose
-    # reference trains in half precision; CPU always computes in fp32. "fp32": full precision everywhere.
+    # "amp" on CUDA: frozen encoder passes (extraction, text encoding) under fp16 autocast as OpenAI CLIP's
+    # reference, encoder-level training under bf16 autocast (fp16 + loss scaling where bf16 is unsupported);
+    # features are always stored in fp32. The CPU always computes in fp32. "fp32": full precision everywhere.
     precision: Literal["fp32", "amp"] = "amp"
     decode_workers: int = 0  # image-decoding worker processes (0: decode in the stage process)
     batch_size: int = 256  # images per inference forward pass (evaluation of image-level methods)
@@ -31,6 +32,7 @@ class RuntimeConfig:
     # CPU threads of torch in each stage process (0: torch's default, one per core). The last bits of a
     # floating-point result can depend on it, as on the device: it is lineage, like the device.
     cpu_threads: int = 0
+    keep_checkpoints: bool = False  # also keep full fp32 fine-tuned weights per cell (CLIP-CITE: ~571 MiB each)
 
     def validate(self, where: str) -> None:
         parse_device(self.device, f"{where}.device")
@@ -64,6 +66,7 @@ class RuntimeConfig:
             "precision": self.precision,
             "executor": self.executor,
             "cpu_threads": torch.get_num_threads(),
+            "keep_checkpoints": int(self.keep_checkpoints),
             "torch": torch.__version__,
         }
 

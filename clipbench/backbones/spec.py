@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from clipbench.backbones.registry import BACKBONES, BackboneSpec, get_backbone, import_open_clip
+from clipbench.devices import host_float, to_host
 from clipbench.errors import DataError
 from clipbench.io import atomic_save_tensors, atomic_write_json
 
@@ -88,15 +89,37 @@ def prepare_backbone(spec: BackboneSpec, directory: Path, cache_dir: Path | None
     return save_prepared(spec, model, directory, {"open_clip_version": open_clip.__version__})
 
 
+TEXT_BATCH = 1024  # prompts per text-encoder forward pass (ImageNet: 1,000 classes x 80 templates in 79 passes)
+
+
 @dataclass
 class Backbone:
-    """A loaded backbone: the open_clip model in eval mode, its eval transform and tokenizer."""
+    """A loaded backbone: the open_clip model in eval mode on its device, its eval transform and tokenizer.
+
+    The encoders take inputs on any device and return embeddings on the CPU (:func:`clipbench.devices.to_host`),
+    in fp32; with ``precision="amp"`` on CUDA the frozen passes run under fp16 autocast, as OpenAI CLIP's reference
+    runs on a GPU.
+    """
 
     spec: BackboneSpec
     model: Any
     preprocess: Any
     tokenizer: Any
     sha256: str
+    precision: str = "fp32"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """fp16 autocast for frozen passes with ``precision="amp"`` on CUDA; otherwise nothing."""
+        if self.precision == "amp" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _inputs(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.to(self.device, non_blocking=pixels.is_pinned())
 
     @property
     def embed_dim(self) -> int:
@@ -109,12 +132,13 @@ class Backbone:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.detach().exp())
+        return host_float(self.model.logit_scale.detach().exp())
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Projected, unnormalised image embeddings of a normalised pixel batch."""
-        return self.model.encode_image(pixels).float()
+        """Projected, unnormalised image embeddings (CPU, fp32) of a normalised pixel batch."""
+        with self.autocast():
+            return to_host(self.model.encode_image(self._inputs(pixels)).float())
 
     @property
     def is_resnet(self) -> bool:
@@ -136,19 +160,29 @@ class Backbone:
 
     @torch.inference_mode()
     def encode_images_with_pre(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-projection and projected (unnormalised) embeddings from one forward pass (spec §2.2)."""
-        with _without_projection(self.model.visual):
-            pre = self.model.visual(pixels).float()
-        return pre, self.project(pre).float()
+        """Pre-projection and projected (unnormalised) embeddings from one forward pass (spec §2.2), on the CPU."""
+        with _without_projection(self.model.visual), self.autocast():
+            pre = self.model.visual(self._inputs(pixels)).float()
+        return to_host(pre), to_host(self.project(pre).float())
 
     @torch.inference_mode()
-    def text_classifier(self, prompts: list[list[str]]) -> torch.Tensor:
-        """Class weights ``[C, D]``: each prompt normalised, averaged over templates, normalised again."""
-        rows = []
-        for texts in prompts:
-            emb = F.normalize(self.model.encode_text(self.tokenizer(texts)).float(), dim=-1)
-            rows.append(F.normalize(emb.mean(0), dim=-1))
-        return torch.stack(rows)
+    def text_classifier(self, prompts: list[list[str]], batch: int = TEXT_BATCH) -> torch.Tensor:
+        """Class weights ``[C, D]`` (CPU): each prompt normalised, averaged over templates, normalised again.
+
+        Prompts are encoded in passes of at most ``batch`` texts, so 1,000 classes x 80 templates fit any device.
+        """
+        texts = [t for group in prompts for t in group]
+        parts = []
+        for start in range(0, len(texts), batch):
+            tokens = self.tokenizer(texts[start : start + batch]).to(self.device)
+            with self.autocast():
+                parts.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        emb = torch.cat(parts) if parts else torch.zeros(0, self.embed_dim, device=self.device)
+        rows, start = [], 0
+        for group in prompts:
+            rows.append(F.normalize(emb[start : start + len(group)].mean(0), dim=-1))
+            start += len(group)
+        return to_host(torch.stack(rows))
 
 
 @contextlib.contextmanager
@@ -179,8 +213,9 @@ def _without_projection(visual: torch.nn.Module) -> Iterator[None]:
         visual.proj = proj
 
 
-def load_backbone(key: str, directory: Path) -> Backbone:
-    """Load a prepared backbone from ``directory`` through open_clip's local-checkpoint route.
+def load_backbone(key: str, directory: Path, device: torch.device | str = "cpu", precision: str = "fp32") -> Backbone:
+    """Load a prepared backbone from ``directory`` through open_clip's local-checkpoint route onto ``device``
+    (once per stage; ``precision`` is ``runtime.precision``, applied to frozen passes on CUDA).
 
     The checkpoint is verified first (:func:`verify_checkpoint`); every failure is a :class:`DataError` naming
     the file and how to prepare it again.
@@ -197,8 +232,8 @@ def load_backbone(key: str, directory: Path) -> Backbone:
         raise DataError(
             f"backbone checkpoint {path} does not load as {spec.model} ({_first_line(exc)}); {_fix(spec, directory)}"
         ) from exc
-    model.eval()
-    return Backbone(spec, model, preprocess, open_clip.get_tokenizer(spec.model), sha)
+    model.eval().to(device)
+    return Backbone(spec, model, preprocess, open_clip.get_tokenizer(spec.model), sha, precision)
 
 
 def verify_checkpoint(spec: BackboneSpec, directory: Path) -> str:

@@ -12,6 +12,10 @@ What ``predict(x, target)`` receives as ``x`` depends on ``requires``:
   ``ln_post``; ResNet attention-pool output before ``c_proj``);
 * ``IMAGES``: a batch of test-transform pixels ``[B, 3, H, W]`` (the pipeline streams the test set in batches).
 
+Device: the pipeline hands ``fit`` a task, and ``predict`` inputs, a target and a loaded state, whose tensors
+are all on ``runtime.device``; a method creates its tensors and modules on the device of its inputs and reads
+numbers back only through :mod:`clipbench.devices`. The pipeline copies ``state_dict()`` and logits to the host.
+
 Methods with ``uses_backbone`` get the loaded, frozen :class:`~clipbench.backbones.Backbone` in
 ``FitTask.backbone`` and ``EvalTarget.backbone``; they must copy any module they change, never modify it.
 """
@@ -22,7 +26,7 @@ import abc
 import enum
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +66,10 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device) -> FeatureSet:
+        views = self.views.to(device) if self.views is not None else None
+        return FeatureSet(self.plain.to(device), self.labels.to(device), views)
+
     def view_stack(self) -> torch.Tensor:
         """Augmented views ``[V, N, D]``, or the plain embeddings as a single view when none were cached."""
         return self.views if self.views is not None else self.plain[None]
@@ -90,6 +98,12 @@ class FitTask:
     val_images: ImageSet | None = None
     runtime: RuntimeConfig = DEFAULT_RUNTIME  # device and precision (never part of a cell key)
 
+    def to(self, device: torch.device) -> FitTask:
+        """The task with its features, labels and text weights on ``device`` (images are decoded on the host and
+        moved batch by batch by the method)."""
+        moved = {"train": self.train.to(device), "val": self.val.to(device)}
+        return replace(self, **moved, text_weights=self.text_weights.to(device))
+
 
 @dataclass(frozen=True)
 class EvalTarget:
@@ -101,6 +115,9 @@ class EvalTarget:
     train_space: LabelSpace
     backbone: Backbone | None = None  # set for methods with ``uses_backbone``
     runtime: RuntimeConfig = DEFAULT_RUNTIME  # device and precision (never part of a cell key)
+
+    def to(self, device: torch.device) -> EvalTarget:
+        return replace(self, text_weights=self.text_weights.to(device))
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,7 @@ class Method(abc.ABC):
     uses_backbone: ClassVar[bool] = False  # needs the encoders themselves (prompt learning, fine-tuning)
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     class_specific: ClassVar[bool] = False  # learned weights are tied to the training classes
+    host_fit: ClassVar[bool] = False  # ``fit`` runs on the CPU (a scikit-learn solver); ``predict`` on the device
     selection: ClassVar[str] = "none"  # what, if anything, is selected on the few-shot validation set
     # Overrides of ``Config`` fields for a tiny run (seconds on a CPU, e.g. 2 epochs): the contract tests, the
     # firewall test and the reduced suites of tests and ``clipbench bench`` apply them, never the pipeline. A new

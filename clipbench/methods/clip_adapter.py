@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipbench.devices import host_float
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig
 from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
@@ -99,7 +100,7 @@ def adapted_logits(adapter: Adapter, x: torch.Tensor, text: torch.Tensor, scale:
 def train_adapter(task: FitTask, cfg: ClipAdapterConfig, lr: float, alpha: float) -> tuple[Adapter, float]:
     """Train a fresh adapter with Dassl's SGD schedule; initialisation and batch order depend on the seed only."""
     torch.manual_seed(task.seed)
-    adapter = Adapter(task.text_weights.shape[1], cfg.reduction)
+    adapter = Adapter(task.text_weights.shape[1], cfg.reduction).to(task.text_weights.device)
     opt = torch.optim.SGD(adapter.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(task.seed)
     # normal tensors even where the caches were built in inference mode (autograd must save them)
@@ -115,13 +116,13 @@ def train_adapter(task: FitTask, cfg: ClipAdapterConfig, lr: float, alpha: float
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return adapter, float(loss.detach())
+    return adapter, host_float(loss)
 
 
 @torch.no_grad()
 def val_accuracy(adapter: Adapter, task: FitTask, alpha: float) -> float:
     logits = adapted_logits(adapter, task.val.plain.float(), task.text_weights, task.logit_scale, alpha)
-    return (logits.argmax(1) == task.val.labels).float().mean().item()
+    return host_float((logits.argmax(1) == task.val.labels).float().mean())
 
 
 class ClipAdapter(Method):
@@ -162,6 +163,6 @@ class ClipAdapter(Method):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         weight = state["adapter.fc.0.weight"]
-        self.adapter = Adapter(weight.shape[1], weight.shape[1] // weight.shape[0])
+        self.adapter = Adapter(weight.shape[1], weight.shape[1] // weight.shape[0]).to(weight.device)
         self.adapter.load_state_dict({k.removeprefix("adapter."): v for k, v in state.items() if k != "alpha"})
-        self.alpha = float(state["alpha"][0])
+        self.alpha = host_float(state["alpha"])

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from clipbench.data.imageset import train_augment
+from clipbench.devices import host_floats, to_host
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
 from clipbench.methods.training import (
@@ -139,7 +140,7 @@ class ClipFit(ImageFineTuning):
         amp = MixedPrecision(task.runtime.precision, device)
         history = self._train(task, cfg, model, lam, amp)
         self.model = model.requires_grad_(False)
-        self.state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in trainable}
+        self.state = {n: to_host(p).clone() for n, p in model.named_parameters() if n in trainable}
         return {
             "first_epoch_loss": float(history[0][0]),
             "final_loss": float(history[-1][0]),
@@ -183,7 +184,7 @@ class ClipFit(ImageFineTuning):
                     ce, reg = self._losses(model, tokens, t0, pixels.to(device), labels.to(device), task.logit_scale)
                     loss = ce + lam * reg
                 amp.step(loss, opt)
-                losses.append((float(loss.detach()), float(ce.detach()), float(reg.detach())))
+                losses.append(host_floats(torch.stack([loss.detach(), ce.detach(), reg.detach()])))
             history.append(np.mean(losses, axis=0))
         return history
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipbench.devices import host_float
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
 from clipbench.methods.prompting import PromptBuffers, TextTower, encode_per_image, init_context, require_backbone
@@ -104,7 +105,8 @@ class CoCoOp(Method):
         backbone = require_backbone(task, self.name)
         torch.manual_seed(task.seed)
         ctx = init_context(backbone, self.config, None, torch.Generator().manual_seed(task.seed))
-        return ConditionalPrompt(ctx, backbone.embed_dim, backbone.embed_dim // self.config.meta_reduction)
+        hidden = backbone.embed_dim // self.config.meta_reduction
+        return ConditionalPrompt(ctx, backbone.embed_dim, hidden).to(backbone.device)
 
     def fit(self, task: FitTask) -> dict[str, float]:
         cfg = self.config
@@ -126,7 +128,7 @@ class CoCoOp(Method):
                 loss.backward()
                 opt.step()
         self.prompt.requires_grad_(False)
-        return {"final_loss": float(loss.detach())}
+        return {"final_loss": host_float(loss)}
 
     def predictor(self, target: EvalTarget):
         if self.prompt is None:
@@ -139,7 +141,7 @@ class CoCoOp(Method):
         @torch.no_grad()
         def score(x: torch.Tensor) -> torch.Tensor:
             if len(x) == 0:
-                return torch.zeros(0, len(prompts))
+                return x.new_zeros(0, len(prompts))
             return torch.cat(
                 [
                     conditional_logits(self.prompt, tower, prompts, x[i : i + step].float(), target.logit_scale)
@@ -157,6 +159,6 @@ class CoCoOp(Method):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         hidden, image_dim = state["meta_net.0.weight"].shape
-        self.prompt = ConditionalPrompt(state["ctx"].clone(), image_dim, hidden)
+        self.prompt = ConditionalPrompt(state["ctx"].clone(), image_dim, hidden).to(state["ctx"].device)
         self.prompt.load_state_dict(state)
         self.prompt.requires_grad_(False)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipbench.devices import host_float
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig, train_class_index
 from clipbench.methods.prompting import (
@@ -154,7 +155,7 @@ class CoOp(Method):
                 loss.backward()
                 opt.step()
         self.ctx = ctx.detach().clone()
-        return {"final_loss": float(loss.detach()), "epochs": float(epochs)}
+        return {"final_loss": host_float(loss), "epochs": float(epochs)}
 
     def _target_context(self, target: EvalTarget) -> torch.Tensor:
         if self.ctx.dim() == 2:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from clipbench.devices import host_float, to_host
 from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig, train_class_index
 
 if TYPE_CHECKING:  # scikit-learn is imported where it fits (seconds of start-up for every suite load otherwise)
@@ -48,6 +49,7 @@ class LinearProbe(Method):
     Config = LinearProbeConfig
     smoke = {"bisection_steps": 2}  # tiny-run overrides (tests, bench): see Method.smoke
     class_specific = True
+    host_fit = True  # scikit-learn's L-BFGS, as lpclip; the probe's logits are computed on the device
     selection = "C by coarse grid + log-space bisection on the few-shot validation set (min(K,4)/class)"
 
     def __init__(self, config: LinearProbeConfig) -> None:
@@ -70,8 +72,9 @@ class LinearProbe(Method):
     def _val_acc(self, c: float, task: FitTask) -> float:
         """Validation accuracy at ``c``; each C is fitted once per task (the bisection revisits its ends)."""
         if c not in self._fits:
-            self._fits[c] = self._fit_c(c, task.train.plain.numpy(), task.train.labels.numpy())
-        return float((self._fits[c].predict(task.val.plain.numpy()) == task.val.labels.numpy()).mean())
+            self._fits[c] = self._fit_c(c, to_host(task.train.plain).numpy(), to_host(task.train.labels).numpy())
+        val_x, val_y = to_host(task.val.plain).numpy(), to_host(task.val.labels).numpy()
+        return float((self._fits[c].predict(val_x) == val_y).mean())
 
     def search_c(self, task: FitTask) -> float:
         """lpclip's coarse grid then bisection, on the validation set only."""
@@ -109,4 +112,4 @@ class LinearProbe(Method):
         return {"coef": self.coef, "intercept": self.intercept, "C": torch.tensor([self.C])}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.coef, self.intercept, self.C = state["coef"], state["intercept"], float(state["C"][0])
+        self.coef, self.intercept, self.C = state["coef"], state["intercept"], host_float(state["C"])

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipbench.devices import host_float
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FeatureSet, FitTask, Inputs, Method, MethodConfig
 
@@ -132,15 +133,15 @@ def train_projection(
         opt.step()
         sched.step()
     return proj, {
-        "final_ce": float(ce.detach()),
-        "final_penalty": float(reg.detach()),
-        "final_loss": float((ce + lam * reg).detach()),
+        "final_ce": host_float(ce),
+        "final_penalty": host_float(reg),
+        "final_loss": host_float(ce + lam * reg),
     }
 
 
 @torch.no_grad()
 def accuracy(proj: Projection, data: FeatureSet, text: torch.Tensor, scale: float) -> float:
-    return (projected_logits(proj, data.plain, text, scale).argmax(1) == data.labels).float().mean().item()
+    return host_float((projected_logits(proj, data.plain, text, scale).argmax(1) == data.labels).float().mean())
 
 
 class Prolip(Method):

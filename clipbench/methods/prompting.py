@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipbench.devices import to_host
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask
 
@@ -48,9 +49,13 @@ class TextTower(nn.Module):
         if copy_weights:
             self.requires_grad_(False)
 
-    def forward(self, embeddings: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """Projected text features ``[N, D]`` of prompt embeddings ``[N, L, W]`` with EOT positions ``[N]``."""
-        length = int(eot.max()) + 1 if self.trim else embeddings.shape[1]
+    def forward(self, embeddings: torch.Tensor, eot: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Projected text features ``[N, D]`` of prompt embeddings ``[N, L, W]`` with EOT positions ``[N]``
+        (``length``: positions up to the last EOT, if known on the host; else read from ``eot``)."""
+        if not self.trim:
+            length = embeddings.shape[1]
+        elif length is None:
+            length = prompt_length(eot)
         x = embeddings[:, :length] + self.positional_embedding[:length]
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
         x = self.ln_final(self.transformer(x, attn_mask=mask))
@@ -75,7 +80,9 @@ class TextTower(nn.Module):
             )
         )
 
-    def encode_shared_prefix(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    def encode_shared_prefix(
+        self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor, length: int | None = None
+    ) -> torch.Tensor:
         """Text features ``[B, C, D]`` of prompts ``prefix[b] + suffix[c]`` (``[B, P, W]``, ``[C, S, W]``).
 
         Under the causal mask the prefix positions never attend to the class tokens, so they are computed once
@@ -83,7 +90,7 @@ class TextTower(nn.Module):
         Equals :meth:`forward` on the concatenated prompts up to float rounding. ``eot`` indexes the full prompt.
         """
         n_pre = prefix.shape[1]
-        length = int(eot.max()) + 1
+        length = prompt_length(eot) if length is None else length
         pre = prefix + self.positional_embedding[:n_pre]
         suf = suffix[:, : length - n_pre] + self.positional_embedding[n_pre:length]
         n_img, n_cls, n_suf = pre.shape[0], suf.shape[0], suf.shape[1]
@@ -99,6 +106,11 @@ class TextTower(nn.Module):
         suf = self.ln_final(suf).view(n_img, n_cls, n_suf, -1)
         pooled = suf[:, torch.arange(n_cls, device=suf.device), eot - n_pre]  # [B, C, W]
         return self._project(pooled)
+
+
+def prompt_length(eot: torch.Tensor) -> int:
+    """Positions up to the last EOT token (a host read: it sizes the tensors of the pass)."""
+    return int(to_host(eot).max()) + 1
 
 
 def tokenize_checked(tokenizer, texts: list[str], context_length: int) -> torch.Tensor:
@@ -125,10 +137,11 @@ def init_context(backbone, cfg, n_rows: int | None, generator: torch.Generator) 
     if cfg.ctx_init is not None:
         ids = tokenize_checked(backbone.tokenizer, [cfg.ctx_init.strip()], context_length(model))[0]
         n_ctx = int(ids.argmax()) - 1
+        ids = ids.to(backbone.device)
         with torch.no_grad():
             ctx = model.token_embedding(ids[1 : 1 + n_ctx]).detach().clone().float()
     else:
-        ctx = torch.empty(cfg.n_ctx, width).normal_(0.0, cfg.init_std, generator=generator)
+        ctx = torch.empty(cfg.n_ctx, width).normal_(0.0, cfg.init_std, generator=generator).to(backbone.device)
     return ctx if n_rows is None else ctx[None].repeat(n_rows, 1, 1)
 
 
@@ -140,13 +153,17 @@ class PromptBuffers(nn.Module):
         model = backbone.model
         texts = [" ".join([PLACEHOLDER] * n_ctx + [name.replace("_", " ")]) + "." for name in classnames]
         ids = tokenize_checked(backbone.tokenizer, texts, context_length(model))
+        eot = ids.argmax(dim=-1)
         with torch.no_grad():
-            emb = model.token_embedding(ids).detach().float()
+            emb = model.token_embedding(ids.to(backbone.device)).detach().float()
         self.n_ctx, self.position = n_ctx, position
         self.register_buffer("prefix", emb[:, :1])
         self.register_buffer("suffix", emb[:, 1 + n_ctx :])
-        self.register_buffer("eot", ids.argmax(dim=-1))
-        self.name_lens = [int(e) - n_ctx - 2 for e in self.eot]  # tokens between the context and "."
+        self.register_buffer("eot", eot.to(backbone.device))
+        self.name_lens = [int(e) - n_ctx - 2 for e in eot]
+        self.length = (
+            int(eot.max()) + 1 if len(eot) else 1
+        )  # positions up to the last EOT (known on the host)  # tokens between the context and "."
 
     def __len__(self) -> int:
         return self.prefix.shape[0]
@@ -176,16 +193,16 @@ def encode_per_image(tower: TextTower, prompts: PromptBuffers, ctx: torch.Tensor
     n_img, n_cls = ctx.shape[0], len(prompts)
     if tower.can_share_prefix and prompts.position == "end":
         prefix = torch.cat([prompts.prefix[:1].expand(n_img, -1, -1), ctx], dim=1)
-        return tower.encode_shared_prefix(prefix, prompts.suffix, prompts.eot)
+        return tower.encode_shared_prefix(prefix, prompts.suffix, prompts.eot, prompts.length)
     embeddings = prompts.assemble(ctx[:, None].expand(n_img, n_cls, *ctx.shape[1:]))
-    return tower(embeddings.flatten(0, 1), prompts.eot.repeat(n_img)).view(n_img, n_cls, -1)
+    return tower(embeddings.flatten(0, 1), prompts.eot.repeat(n_img), prompts.length).view(n_img, n_cls, -1)
 
 
 def encode_context(tower: TextTower, prompts: PromptBuffers, ctx: torch.Tensor) -> torch.Tensor:
     """Text features ``[C, D]`` for a generic ``[M, W]`` or class-specific ``[C, M, W]`` context."""
     if ctx.dim() == 2:
         return encode_per_image(tower, prompts, ctx[None])[0]
-    return tower(prompts.assemble(ctx), prompts.eot)
+    return tower(prompts.assemble(ctx), prompts.eot, prompts.length)
 
 
 def logits_of(image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:

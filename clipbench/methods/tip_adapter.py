@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipbench.devices import host_floats
 from clipbench.errors import ConfigError
 from clipbench.methods.base import (
     EvalTarget,
@@ -108,11 +109,12 @@ def search_alpha_beta(
     betas = [0.1 + i * (scales[0] - 0.1) / steps[0] for i in range(steps[0])]
     alphas = [0.1 + j * (scales[1] - 0.1) / steps[1] for j in range(steps[1])]
     zero_shot, affinity = scale * f @ text.T, f @ keys.T
+    alpha_t = torch.tensor(alphas, dtype=zero_shot.dtype).to(zero_shot.device)[:, None, None]
     best = (alphas[0], betas[0], -1.0)
     for beta in betas:
         cache = torch.exp(-beta * (1 - affinity)) @ values
-        for alpha in alphas:
-            acc = ((zero_shot + alpha * cache).argmax(1) == labels).float().mean().item()
+        correct = ((zero_shot + alpha_t * cache).argmax(-1) == labels).float().mean(-1)  # [len(alphas)]
+        for alpha, acc in zip(alphas, host_floats(correct), strict=True):  # one copy to the host per beta
             if acc > best[2]:
                 best = (alpha, beta, acc)
     return best
@@ -168,4 +170,4 @@ class TipAdapter(Method):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.keys, self.values = state["keys"], state["values"]
-        self.alpha, self.beta = (float(v) for v in state["alpha_beta"])
+        self.alpha, self.beta = host_floats(state["alpha_beta"])

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipbench.devices import host_float
 from clipbench.errors import ConfigError
 from clipbench.methods.base import FitTask, frozen_by_dataset
 from clipbench.methods.tip_adapter import (
@@ -104,20 +105,11 @@ class TipAdapterF(TipAdapter):
                 sched.step()
             if cfg.select_epoch_on_val:
                 with torch.no_grad():
-                    acc = (
-                        (
-                            tip_logits(val, keys, self.values, task.text_weights, task.logit_scale, alpha, beta).argmax(
-                                1
-                            )
-                            == task.val.labels
-                        )
-                        .float()
-                        .mean()
-                        .item()
-                    )
+                    logits = tip_logits(val, keys, self.values, task.text_weights, task.logit_scale, alpha, beta)
+                    acc = host_float((logits.argmax(1) == task.val.labels).float().mean())
                 if acc > best[0]:
                     best = (acc, keys.detach().clone())
         if cfg.select_epoch_on_val:
             with torch.no_grad():
                 keys.copy_(best[1])
-        return float(loss.detach())
+        return host_float(loss)

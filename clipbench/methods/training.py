@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from clipbench.devices import to_host
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
 
 
@@ -150,9 +151,68 @@ def image_scorer(
     def score(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), amp.autocast():
             feats = F.normalize(model.encode_image(x.to(device)).float(), dim=-1)
-        return (logit_scale * feats @ classifier.T).cpu()
+        return to_host(logit_scale * feats @ classifier.T)
 
     return score
+
+
+def quantize_rows(t: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signed integer codes and fp32 per-row scales (row = first dimension, step = absmax / (2**(bits-1) - 1)) of
+    a tensor of >= 2 dimensions; 4-bit codes are packed two per byte (uint8, last dimension padded to even)."""
+    levels = 2 ** (bits - 1) - 1
+    rows = t.detach().float().flatten(1)
+    scale = rows.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / levels
+    codes = torch.round(rows / scale[:, None])
+    if bits == 8:
+        return codes.to(torch.int8).view(t.shape), scale
+    if bits != 4:
+        raise ValueError(f"quantize_rows: bits must be 8 or 4, got {bits}")
+    nibbles = (codes + 8).to(torch.uint8)
+    if nibbles.shape[1] % 2:
+        nibbles = F.pad(nibbles, (0, 1), value=8)
+    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4), scale
+
+
+def dequantize_rows(q: torch.Tensor, scale: torch.Tensor, shape: torch.Size | None = None) -> torch.Tensor:
+    """The fp32 tensor :func:`quantize_rows` encoded (each element within half a step of the original);
+    ``shape`` is required for packed 4-bit codes."""
+    if q.dtype == torch.int8:
+        return (q.float().flatten(1) * scale[:, None]).view(q.shape)
+    codes = torch.stack([q & 15, q >> 4], dim=-1).flatten(1).float() - 8
+    width = math.prod(shape[1:])
+    return (codes[:, :width] * scale[:, None]).view(shape)
+
+
+def compress_delta(
+    tuned: torch.nn.Module, base: torch.nn.Module, names: list[str], low_bits: str = ""
+) -> dict[str, torch.Tensor]:
+    """The fine-tuning delta ``tuned - base`` of the named parameters: matrices as integer rows with per-row
+    scales (``<name>.q8`` / ``<name>.q4`` + ``<name>.scale``; 4 bits for names matching the anchored regex
+    ``low_bits``), vectors and scalars in fp32 (``<name>.delta``). The delta of a few-shot fine-tuning is small
+    beside the weights, so a quantisation step is too."""
+    tuned_p, base_p = dict(tuned.named_parameters()), dict(base.named_parameters())
+    low = re.compile(low_bits) if low_bits else None
+    out = {}
+    for name in names:
+        delta = (tuned_p[name].detach() - base_p[name].detach()).float()
+        if delta.dim() < 2:
+            out[f"{name}.delta"] = delta
+            continue
+        bits = 4 if low and low.fullmatch(name) else 8
+        out[f"{name}.q{bits}"], out[f"{name}.scale"] = quantize_rows(delta, bits)
+    return out
+
+
+def expand_delta(state: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Parameter name -> fp32 delta of a :func:`compress_delta` state (``shapes``: the parameters' shapes)."""
+    out = {}
+    for key, value in state.items():
+        name, _, kind = key.rpartition(".")
+        if kind in ("q8", "q4"):
+            out[name] = dequantize_rows(value, state[f"{name}.scale"], shapes[name])
+        elif kind == "delta":
+            out[name] = value.float()
+    return out
 
 
 def require_encoders(task, name: str, train: bool = False) -> None:

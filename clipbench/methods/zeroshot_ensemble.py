@@ -67,7 +67,7 @@ class ZeroShotEnsemble(Method):
         return backbone.text_classifier(ensemble.prompts())
 
     def predictor(self, target: EvalTarget):
-        text = self.text_classifier(target)
+        text = self.text_classifier(target).to(target.text_weights.device)
         return lambda x: target.logit_scale * F.normalize(x.float(), dim=-1) @ text.T
 
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:

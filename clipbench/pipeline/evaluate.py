@@ -25,6 +25,7 @@ from clipbench.data import LabelSpace, metadata
 from clipbench.data.images import open_rgb
 from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import base_new_labels, manifest_name, read_manifest
+from clipbench.devices import to_device, to_host
 from clipbench.errors import DataError, NotApplicable
 from clipbench.executors import run_cells
 from clipbench.features import load_text, read_feature_dir
@@ -51,7 +52,9 @@ class _Inputs:
         self.index = cache(lambda d: load_index(layout.dataset_index(d)))
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
-        self.model = cache(lambda: load_backbone(backbone, layout.backbone(backbone)))
+        runtime = cfg.runtime
+        self.device = runtime.torch_device()
+        self.model = cache(lambda: load_backbone(backbone, layout.backbone(backbone), self.device, runtime.precision))
         self.config = cache(
             lambda source: resolve_config(
                 cfg.method_config(method.name), source, f"params.yaml: method_params.{method.name}"
@@ -85,11 +88,12 @@ def _image_batches(index: DatasetIndex, rows: torch.Tensor, inputs: _Inputs):
 
 
 def _predict(model: Method, target: EvalTarget, x: torch.Tensor, cell: EvalCell, inputs: _Inputs) -> torch.Tensor:
+    """Logits on the host; features go to the device whole, test images batch by batch."""
     score = model.predictor(target)
     if inputs.method.requires is not Inputs.IMAGES:
-        return score(x)
+        return to_host(score(x.to(inputs.device)))
     with torch.inference_mode():
-        parts = [score(batch) for batch in _image_batches(inputs.index(cell.dataset), x, inputs)]
+        parts = [to_host(score(batch)) for batch in _image_batches(inputs.index(cell.dataset), x, inputs)]
     return torch.cat(parts) if parts else torch.zeros(0, len(target.space))
 
 
@@ -120,9 +124,9 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
         inputs.space(cell.train.dataset).subset(train_labels),
         backbone=inputs.backbone_model(),
         runtime=inputs.cfg.runtime,
-    )
+    ).to(inputs.device)
     model = method_cls(config)
-    model.load_state_dict(state)
+    model.load_state_dict(to_device(state, inputs.device))
     try:
         logits = _predict(model, target, feats, cell, inputs)
     except NotApplicable as exc:

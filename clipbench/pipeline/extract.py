@@ -32,7 +32,7 @@ def run(
     *, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_root: Path, test_only: bool = False
 ) -> dict:
     """Write text, test and (unless ``test_only``) fit features; return the encode/decode counts."""
-    bb = load_backbone(backbone, layout.backbone(backbone))
+    bb = load_backbone(backbone, layout.backbone(backbone), cfg.runtime.torch_device(), cfg.runtime.precision)
     index = load_index(layout.dataset_index(dataset))
     image_dir = Path(data_root) / index.image_root
     key = feature_key(bb.sha256, cfg)

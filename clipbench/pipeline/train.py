@@ -21,6 +21,7 @@ from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
 from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
+from clipbench.devices import host_state
 from clipbench.executors import run_cells
 from clipbench.features import FeatureDir, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"  # full fine-tuned weights, only with runtime.keep_checkpoints
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ def load_inputs(
     index = load_index(layout.dataset_index(dataset))
     space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
     requires = method.requires if method else Inputs.FEATURES
-    model = load_backbone(backbone, layout.backbone(backbone)) if method and method.needs_backbone() else None
+    model = None
+    if method and method.needs_backbone():
+        model = load_backbone(backbone, layout.backbone(backbone), cfg.runtime.torch_device(), cfg.runtime.precision)
     image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
     return TrainInputs(
         read_feature_dir(layout.fit_features(backbone, dataset)), text, scale, space, requires, model, image_dir
@@ -157,7 +161,8 @@ def _train_cell(
     key: str,
     runtime: RuntimeConfig,
 ) -> None:
-    task = replace(build_task(cell, split, inputs), runtime=runtime)
+    device = torch.device("cpu") if method_cls.host_fit else runtime.torch_device()
+    task = replace(build_task(cell, split, inputs), runtime=runtime).to(device)
     model = method_cls(config)
     start = time.perf_counter()
     diagnostics = model.fit(task)
@@ -165,7 +170,9 @@ def _train_cell(
     log.info("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
 
     def write(tmp: Path) -> dict:
-        atomic_save_tensors(tmp / STATE_FILE, model.state_dict() or {"_empty": torch.zeros(0)})
+        atomic_save_tensors(tmp / STATE_FILE, host_state(model.state_dict()) or {"_empty": torch.zeros(0)})
+        if runtime.keep_checkpoints and hasattr(model, "checkpoint"):
+            atomic_save_tensors(tmp / CHECKPOINT_FILE, model.checkpoint())
         return {
             "cell": cell_dict(cell),
             "split_hash": split.hash,
