@@ -28,7 +28,7 @@ import open_clip
 import pytest
 import torch
 
-from clipbench.backbones import get_backbone, load_backbone
+from clipbench.backbones import get_backbone, import_open_clip, load_backbone
 from clipbench.backbones.spec import CHECKPOINT, save_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +206,7 @@ def test_our_checkpoint_is_loaded_through_safetensors_only(tmp_path, monkeypatch
 
     torch.manual_seed(0)
     spec = get_backbone("toy_vit")
+    import_open_clip()  # registers the shipped model configs (toy_vit's architecture)
     save_prepared(spec, open_clip.create_model(spec.model), tmp_path, {"note": "test"})
     seen = []
     real = safetensors.torch.load_file
