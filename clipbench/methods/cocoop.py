@@ -106,7 +106,7 @@ class CoCoOp(Method):
         ctx = init_context(backbone, self.config, None, torch.Generator().manual_seed(task.seed))
         return ConditionalPrompt(ctx, backbone.embed_dim, backbone.embed_dim // self.config.meta_reduction)
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg = self.config
         self.prompt = self.build_prompt(task)
         prompts = PromptBuffers(task.backbone, task.space.classnames, self.prompt.ctx.shape[0], "end")
@@ -126,7 +126,7 @@ class CoCoOp(Method):
                 loss.backward()
                 opt.step()
         self.prompt.requires_grad_(False)
-        return {"final_loss": float(loss.detach())}
+        return {"final_loss": float(loss.detach()), "epochs": cfg.epochs}
 
     def predictor(self, target: EvalTarget):
         if self.prompt is None:
