@@ -197,7 +197,8 @@ def check(
     help="--quick fits a few minutes of a shared CPU; --full runs params.yaml's suite and larger sizes.",
 )
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
-def bench(out: Path, quick: bool, params: Path) -> None:
+@click.option("--gate", is_flag=True, help="Only the gate-power section: plant bugs in a reduced suite, check each.")
+def bench(out: Path, quick: bool, params: Path, gate: bool) -> None:
     """Benchmark (not a test): encoder work vs the floor, throughput, caching speed-up, DVC overhead, memory,
     GPU-hours; writes a Markdown report. Run from the project root (it copies the project for `dvc repro`)."""
     import tempfile
@@ -208,6 +209,8 @@ def bench(out: Path, quick: bool, params: Path) -> None:
     from clipbench.config import load_suite
     from clipbench.io import atomic_write_text
 
+    if gate:
+        return _bench_gate(out, params)
     try:
         load_suite(params)
         with tempfile.TemporaryDirectory(prefix="clipbench-bench-") as tmp:
@@ -223,6 +226,28 @@ def bench(out: Path, quick: bool, params: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, b.render(result))
     click.echo(f"{out} written ({result['total_s']:.0f} s)")
+
+
+def _bench_gate(out: Path, params: Path) -> None:
+    """``clipbench bench --gate``: replace (or add) the gate-power section of ``out``."""
+    import tempfile
+
+    import yaml
+
+    from clipbench.bench import gate_power as g
+    from clipbench.config import load_suite
+    from clipbench.io import atomic_write_text
+
+    try:
+        load_suite(params)
+        suite = g.gate_suite(yaml.safe_load(params.read_text()))
+        with tempfile.TemporaryDirectory(prefix="clipbench-gate-") as tmp:
+            result = g.gate_power(Path.cwd(), Path(tmp), suite, log=lambda msg: click.echo(msg, err=True))
+    except ClipbenchError as exc:
+        _fail(exc)
+    section = g.render(result)
+    atomic_write_text(out, g.replace_section(out.read_text() if out.is_file() else "", section))
+    click.echo(section)
 
 
 if __name__ == "__main__":
