@@ -141,26 +141,49 @@ def compare(method_a: str, method_b: str, results_path: Path, protocol: str | No
 
 @main.command()
 @click.option("--metrics", default="reports/metrics.json", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--invariants",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Training invariants of the run  [default: invariants.json beside --metrics]",
+)
 @click.option("--baseline", default="baselines/toy.json", show_default=True, type=click.Path(path_type=Path))
-@click.option("--update-baseline", is_flag=True, help="Rewrite the baseline with the current metrics.")
-@click.option("--show-ok", is_flag=True, help="Also list metrics within tolerance.")
-def check(metrics: Path, baseline: Path, update_baseline: bool, show_ok: bool) -> None:
-    """Fail (exit 1) when a metric regresses beyond tolerance or a baseline metric is missing."""
+@click.option("--update-baseline", is_flag=True, help="Rewrite the baseline with the current metrics and invariants.")
+@click.option("--allow-removed", default=0, show_default=True, help="Entries an update may drop from the baseline.")
+@click.option("--allow-added", default=0, show_default=True, help="Entries an update may add to an existing baseline.")
+@click.option("--show-ok", is_flag=True, help="Also list entries within tolerance.")
+def check(
+    metrics: Path,
+    invariants: Path | None,
+    baseline: Path,
+    update_baseline: bool,
+    allow_removed: int,
+    allow_added: int,
+    show_ok: bool,
+) -> None:
+    """Fail (exit 1) when a metric moves beyond tolerance (either way), a training invariant changes, or a baseline
+    entry is missing; with --update-baseline, show the change and rewrite the baseline within the allowances."""
     from clipbench import check as gate
 
     try:
-        current = gate.flatten(gate.read_json(metrics, "metrics file"))
+        current = gate.read_metrics(metrics)
+        exact = gate.read_invariants(invariants or metrics.parent / "invariants.json")
         if update_baseline:
-            old = gate.read_json(baseline, "baseline") if baseline.is_file() else None
-            findings = gate.compare(current, old or {"metrics": {}})
-            click.echo(gate.render(findings, show_ok))
-            gate.write_baseline(baseline, gate.updated_baseline(current, old))
-            click.echo(f"baseline {baseline} rewritten with {len(current)} metrics (the table shows the change)")
+            old = gate.load_baseline(baseline) if baseline.is_file() else None
+            new = gate.updated_baseline(current, exact, old)
+            if old is not None:
+                click.echo(gate.render(gate.compare(current, old, exact), show_ok))
+            gate.refuse_update(*gate.entry_changes(old, new), allow_removed, allow_added, baseline)
+            gate.write_baseline(baseline, new)
+            click.echo(f"baseline {baseline} written: {len(new.metrics)} metrics, {len(new.invariants)} invariants")
             return
-        findings = gate.compare(current, gate.read_json(baseline, "baseline"))
+        old = gate.load_baseline(baseline)
+        findings = gate.compare(current, old, exact)
     except ClipbenchError as exc:
         _fail(exc)
     click.echo(gate.render(findings, show_ok))
+    if exact and not old.invariants:
+        click.echo(f"warning: {baseline} gates no invariant; add them with --update-baseline --allow-added N")
     if gate.failed(findings):
         sys.exit(1)
 
@@ -174,7 +197,8 @@ def check(metrics: Path, baseline: Path, update_baseline: bool, show_ok: bool) -
     help="--quick fits a few minutes of a shared CPU; --full runs params.yaml's suite and larger sizes.",
 )
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
-def bench(out: Path, quick: bool, params: Path) -> None:
+@click.option("--gate", is_flag=True, help="Only the gate-power section: plant bugs in a reduced suite, check each.")
+def bench(out: Path, quick: bool, params: Path, gate: bool) -> None:
     """Benchmark (not a test): encoder work vs the floor, throughput, caching speed-up, DVC overhead, memory,
     GPU-hours; writes a Markdown report. Run from the project root (it copies the project for `dvc repro`)."""
     import tempfile
@@ -185,6 +209,8 @@ def bench(out: Path, quick: bool, params: Path) -> None:
     from clipbench.config import load_suite
     from clipbench.io import atomic_write_text
 
+    if gate:
+        return _bench_gate(out, params)
     try:
         load_suite(params)
         with tempfile.TemporaryDirectory(prefix="clipbench-bench-") as tmp:
@@ -200,6 +226,28 @@ def bench(out: Path, quick: bool, params: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, b.render(result))
     click.echo(f"{out} written ({result['total_s']:.0f} s)")
+
+
+def _bench_gate(out: Path, params: Path) -> None:
+    """``clipbench bench --gate``: replace (or add) the gate-power section of ``out``."""
+    import tempfile
+
+    import yaml
+
+    from clipbench.bench import gate_power as g
+    from clipbench.config import load_suite
+    from clipbench.io import atomic_write_text
+
+    try:
+        load_suite(params)
+        suite = g.gate_suite(yaml.safe_load(params.read_text()))
+        with tempfile.TemporaryDirectory(prefix="clipbench-gate-") as tmp:
+            result = g.gate_power(Path.cwd(), Path(tmp), suite, log=lambda msg: click.echo(msg, err=True))
+    except ClipbenchError as exc:
+        _fail(exc)
+    section = g.render(result)
+    atomic_write_text(out, g.replace_section(out.read_text() if out.is_file() else "", section))
+    click.echo(section)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch
 
 from clipbench.errors import NotApplicable
 from clipbench.methods import METHODS, EvalTarget, FitTask, Inputs
+from clipbench.methods.base import fit_counted
 from clipbench.methods.zeroshot import zero_shot_logits
 from clipbench.typed import parse
 
@@ -196,3 +197,14 @@ def test_tip_adapter_f_trains_exactly_the_cache_keys():
     assert method.keys.shape == (5 * 4, 16)  # N*K x D trainable scalars (spec formula)
     assert not torch.equal(method.keys, initial.keys)
     assert torch.equal(method.values, initial.values)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_training_invariants_are_exact_counts_and_repeat(name, case):
+    """Every method reports integer `steps` and `trainable_params` (0 together when nothing is optimised), and the
+    same seed gives the same diagnostics bit for bit (they are gated exactly by `clipbench check`)."""
+    runs = [fit_counted(make(name), case(name).task) for _ in range(2)]
+    assert runs[0] == runs[1]
+    steps, params = runs[0]["steps"], runs[0]["trainable_params"]
+    assert type(steps) is int and type(params) is int
+    assert (steps > 0) == (params > 0), runs[0]

@@ -12,6 +12,8 @@ One module per measurement (every figure of a report comes from one call of :fun
 * (e) :mod:`.memory`: peak memory of extraction at two dataset sizes, each in its own process;
 * (f) :mod:`.gpu_hours`: GPU-hours of the paper suite (``configs/paper.yaml``) from measured FLOPs
   (:mod:`clipbench.compute_plan`).
+* (g) :mod:`.gate_power` (``clipbench bench --gate``, run on its own): planted bugs caught or missed by
+  ``clipbench check``, and a clean re-run that must pass.
 
 :mod:`.runner` runs them all; :mod:`.report` writes ``reports/bench.md``. Models are random-initialised: encoder
 cost does not depend on the weights.

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from clipbench.data import DATASETS
 from clipbench.data.base import LabelSpace
@@ -183,7 +184,7 @@ class Method(abc.ABC):
         return resolve_config(self.config, target.train_space.dataset)
 
     @abc.abstractmethod
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         """Learn from ``task``; return scalar training diagnostics (losses, selected values)."""
 
     @abc.abstractmethod
@@ -230,3 +231,24 @@ def train_class_index(target: EvalTarget) -> list[int]:
             f"(e.g. {missing[0]!r}); class-specific weights cannot score them"
         )
     return [index[cid] for cid in target.space.class_ids]
+
+
+def fit_counted(model: Method, task: FitTask) -> dict[str, Any]:
+    """``model.fit(task)``'s diagnostics plus two exact counts, unless the method reports its own:
+    ``steps`` (optimizer steps over the whole fit, every selection candidate included) and ``trainable_params``
+    (the parameters of the largest optimizer used: one candidate's trainable set; 0 when nothing is optimised)."""
+    sizes: dict[int, int] = {}
+    steps = 0
+
+    def count(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        nonlocal steps
+        steps += 1
+        unique = {id(p): p.numel() for group in optimizer.param_groups for p in group["params"]}
+        sizes[id(optimizer)] = sum(unique.values())
+
+    hook = register_optimizer_step_post_hook(count)
+    try:
+        diagnostics = model.fit(task)
+    finally:
+        hook.remove()
+    return {"steps": steps, "trainable_params": max(sizes.values(), default=0), **diagnostics}

@@ -138,7 +138,7 @@ class ClipAdapter(Method):
         self.adapter: Adapter | None = None
         self.alpha = config.alpha
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         grid = self.config.grid()
         if len(grid) == 1:
             ((lr, self.alpha),) = grid

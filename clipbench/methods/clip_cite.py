@@ -186,7 +186,7 @@ class ClipCite(ImageFineTuning):
     Config = ClipCiteConfig
     smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg, device = self.start_fit(task)
         teacher = (
             task.backbone.model
@@ -259,10 +259,10 @@ class ClipCite(ImageFineTuning):
             "final_dva": float(last[1]),
             "final_scl": float(last[2]),
             "final_vld": float(last[3]),
-            "epochs": float(cfg.epochs),
-            "batch_size": float(batch_size),
+            "epochs": cfg.epochs,
+            "batch_size": batch_size,
             "amp": float(amp.enabled),
-            "trainable_params": float(sum(p.numel() for p in params)),
+            "trainable_params": sum(p.numel() for p in params),
         }
 
     @staticmethod

@@ -132,7 +132,7 @@ class ClipFit(ImageFineTuning):
     Config = ClipFitConfig
     smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg, device = self.start_fit(task)
         model = copy.deepcopy(task.backbone.model).to(device).eval()
         trainable = set(freeze_except(model, [cfg.text_pattern, cfg.image_pattern]))
@@ -147,8 +147,8 @@ class ClipFit(ImageFineTuning):
             "final_ce": float(history[-1][1]),
             "final_text_reg": float(history[-1][2]),
             "lambda": lam,
-            "epochs": float(cfg.epochs),
-            "trainable_params": float(sum(v.numel() for v in self.state.values())),
+            "epochs": cfg.epochs,
+            "trainable_params": sum(v.numel() for v in self.state.values()),
             "amp": float(amp.enabled),
         }
 

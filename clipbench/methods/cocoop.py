@@ -108,7 +108,7 @@ class CoCoOp(Method):
         hidden = backbone.embed_dim // self.config.meta_reduction
         return ConditionalPrompt(ctx, backbone.embed_dim, hidden).to(backbone.device)
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg = self.config
         self.prompt = self.build_prompt(task)
         prompts = PromptBuffers(task.backbone, task.space.classnames, self.prompt.ctx.shape[0], "end")
@@ -128,7 +128,7 @@ class CoCoOp(Method):
                 loss.backward()
                 opt.step()
         self.prompt.requires_grad_(False)
-        return {"final_loss": host_float(loss)}
+        return {"final_loss": host_float(loss), "epochs": cfg.epochs}
 
     def predictor(self, target: EvalTarget):
         if self.prompt is None:

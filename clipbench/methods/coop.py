@@ -135,7 +135,7 @@ class CoOp(Method):
         ctx = nn.Parameter(init_context(backbone, cfg, len(task.space) if cfg.csc else None, generator))
         return ctx, PromptBuffers(backbone, task.space.classnames, ctx.shape[-2], cfg.class_token_position)
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg = self.config
         ctx, prompts = self.prompt_parameters(task)
         tower = TextTower(task.backbone.model, copy_weights=True, trim=cfg.trim_prompts)
@@ -155,7 +155,7 @@ class CoOp(Method):
                 loss.backward()
                 opt.step()
         self.ctx = ctx.detach().clone()
-        return {"final_loss": host_float(loss), "epochs": float(epochs)}
+        return {"final_loss": host_float(loss), "epochs": epochs}
 
     def _target_context(self, target: EvalTarget) -> torch.Tensor:
         if self.ctx.dim() == 2:

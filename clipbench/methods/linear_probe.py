@@ -91,7 +91,7 @@ class LinearProbe(Method):
                 best, left = right, mid
         return 10**best
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         self._fits = {}
         self.C = self.search_c(task)
         self._val_acc(self.C, task)
@@ -102,7 +102,11 @@ class LinearProbe(Method):
         coef[clf.classes_] = clf.coef_ if len(clf.classes_) > 2 else np.vstack([-clf.coef_, clf.coef_])
         intercept[clf.classes_] = clf.intercept_ if len(clf.classes_) > 2 else [-clf.intercept_[0], clf.intercept_[0]]
         self.coef, self.intercept = torch.from_numpy(coef), torch.from_numpy(intercept)
-        return {"C": self.C}
+        return {
+            "C": self.C,
+            "steps": int(clf.n_iter_.max()),  # lbfgs iterations of the selected fit
+            "trainable_params": int(clf.coef_.size + clf.intercept_.size),
+        }
 
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:
         rows = train_class_index(target)

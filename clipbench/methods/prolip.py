@@ -158,7 +158,7 @@ class Prolip(Method):
         super().__init__(config)
         self.proj: Projection | None = None
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         if task.backbone is None:
             raise ValueError("ProLIP needs FitTask.backbone to copy the pre-trained visual projection from")
         cfg = self.config
@@ -170,7 +170,7 @@ class Prolip(Method):
         self.proj, info = train_projection(
             initial, task.train, task.text_weights, task.logit_scale, cfg.lr, lam, cfg.steps, cfg.eps
         )
-        return {**info, "lr": cfg.lr, "lambda": lam, "views": float(len(task.train.view_stack()))}
+        return {**info, "lr": cfg.lr, "lambda": lam, "views": len(task.train.view_stack())}
 
     def _search(self, task: FitTask, initial: Projection) -> tuple[Projection, dict[str, float]]:
         """Train every (lr, lambda) of the grid; keep the first strict maximum of few-shot val accuracy."""
@@ -184,7 +184,7 @@ class Prolip(Method):
                 acc = accuracy(proj, task.val, task.text_weights, task.logit_scale)
                 if acc > best[0]:
                     best = (acc, proj, {**info, "lr": lr, "lambda": lam, "val_acc": acc})
-        return best[1], {**best[2], "views": float(len(task.train.view_stack()))}
+        return best[1], {**best[2], "views": len(task.train.view_stack())}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:

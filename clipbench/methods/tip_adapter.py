@@ -147,7 +147,7 @@ class TipAdapter(Method):
         self.keys = self.values = None
         self.alpha = self.beta = float("nan")
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg = self.task_config(task)
         self.alpha, self.beta = cfg.init_alpha, cfg.init_beta
         self.keys = cache_keys(task, cfg.augment_views)

@@ -70,7 +70,7 @@ class TipAdapterF(TipAdapter):
         "few-shot validation set (never test)"
     )
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg = self.task_config(task)
         torch.manual_seed(task.seed)
         keys = torch.nn.Parameter(cache_keys(task, cfg.augment_views).clone())

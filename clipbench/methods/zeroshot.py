@@ -31,7 +31,7 @@ class ZeroShotCLIP(Method):
     name = "zeroshot"
     Config = ZeroShotConfig
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         return {}
 
     def predict(self, x: torch.Tensor, target: EvalTarget) -> torch.Tensor:

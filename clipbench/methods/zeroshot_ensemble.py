@@ -55,7 +55,7 @@ class ZeroShotEnsemble(Method):
     uses_backbone = True
     Config = ZeroShotEnsembleConfig
 
-    def fit(self, task: FitTask) -> dict[str, float]:
+    def fit(self, task: FitTask) -> dict[str, float | int]:
         return {}
 
     def text_classifier(self, target: EvalTarget) -> torch.Tensor:

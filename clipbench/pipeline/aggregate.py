@@ -11,7 +11,8 @@ Outputs (all under ``reports/``, all recomputable from ``results.parquet`` and t
 * ``compare.md``: every method against zero-shot CLIP, paired over seeds × datasets (``clipbench compare``);
 * the plotted series of each protocol that has plots (``few_shot_curves.csv``, ``base_new.csv``); ``plots/``: the
   PNGs;
-* ``summary.md`` (all of the above) and ``metrics.json`` (DVC metrics).
+* ``summary.md`` (all of the above) and ``metrics.json`` (DVC metrics);
+* ``invariants.json``: the exact numeric training diagnostics of every training cell (gated by ``clipbench check``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 
 from clipbench import compare, plots, reference, report
 from clipbench.config import SuiteConfig
+from clipbench.invariants import training_invariants
 from clipbench.io import atomic_directory, atomic_write, atomic_write_json, atomic_write_text, write_bytes
 from clipbench.layout import TABLES_DIR, Layout
 from clipbench.methods import METHODS
@@ -143,6 +145,7 @@ def write_tables(
     atomic_write_text(out / "summary.md", "\n".join(sections))
     tree = report.metrics_tree(stats, matched)
     atomic_write_json(out / "metrics.json", tree)
+    atomic_write_json(out / "invariants.json", training_invariants(results))
     return tree
 
 

@@ -27,6 +27,7 @@ from clipbench.features import FeatureDir, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
 from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, resolve_config
+from clipbench.methods.base import fit_counted
 from clipbench.pipeline.code import method_code
 from clipbench.protocols import training_cells
 from clipbench.runtime import RuntimeConfig
@@ -165,7 +166,7 @@ def _train_cell(
     task = replace(build_task(cell, split, inputs), runtime=runtime).to(device)
     model = method_cls(config)
     start = time.perf_counter()
-    diagnostics = model.fit(task)
+    diagnostics = fit_counted(model, task)
     seconds = time.perf_counter() - start
     log.info("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
 
