@@ -74,8 +74,8 @@ CATALOGUE: tuple[Bug, ...] = (
         "templates averaged unnormalised",
         "text classifier",
         "clipbench/backbones/spec.py",
-        "emb = F.normalize(self.model.encode_text(self.tokenizer(texts)).float(), dim=-1)",
-        "emb = self.model.encode_text(self.tokenizer(texts)).float()",
+        "parts.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))",
+        "parts.append(self.model.encode_text(tokens).float())",
     ),
     Bug(
         "last class never predicted",
