@@ -26,6 +26,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from clipbench.data.base import Record
+from clipbench.data.images import too_large
 from clipbench.errors import DataError
 
 IMAGE_CHECKS = ("structure", "decode", "off")
@@ -90,11 +91,14 @@ def _structure(path: Path, decode: bool) -> str | None:
             fh.seek(max(0, size - TAIL))
             tail = fh.read()
         with Image.open(path) as img:
+            refused = too_large(img)
+            if refused:
+                return f"{path}: {refused}"
             if decode:
                 img.load()
     except FileNotFoundError:
         return f"{path}: missing"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"{path}: not a decodable image ({exc})"
     return _truncation(path, head, tail)
 
