@@ -95,7 +95,11 @@ def load(path: Path, max_bytes: int = MAX_BYTES) -> Any:
     """Parse ``path`` with the strict loader (see the module docstring)."""
     text = read_text(path, max_bytes)
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        loader = _StrictLoader(text)  # a SafeLoader: constructs plain data only
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(f"{path}: not valid YAML ({detail})") from exc

@@ -61,6 +61,7 @@ def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> No
         "templates": list(templates),
         "template_set": cfg.text.template_set,
         "class_ids": list(space.class_ids),
+        "index_hash": index.hash,
         "backbone_sha256": bb.sha256,
     }
     features.save_text(layout.text_features(bb.spec.key, index.dataset), weights, bb.logit_scale, meta)
