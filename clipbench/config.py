@@ -18,7 +18,7 @@ from clipbench.data import DATASETS, metadata
 from clipbench.data.coop import COUNT_MODES
 from clipbench.data.custom import CustomDataset, register_custom_datasets
 from clipbench.data.images import DEFAULT_MAX_PIXELS
-from clipbench.data.integrity import IMAGE_CHECKS
+from clipbench.data.integrity import IMAGE_CHECKS, OVERLAP_MODES
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, MethodConfig
 from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
@@ -85,6 +85,8 @@ class SuiteConfig:
     # how the download stage checks every listed image before any compute: "structure" (header + end marker),
     # "decode" (full decode, slow) or "off" (containment only); see clipbench/data/integrity.py
     image_check: str = "structure"
+    # a test image byte-identical to a train/val image: "refuse" (test leakage) or "warn" (docs/rules.md)
+    train_test_overlap: str = "refuse"
     # user datasets (folder-per-class tree or CSV lists), registered under their key: clipbench/data/custom.py
     custom_datasets: dict[str, CustomDataset] = field(default_factory=lambda: MappingProxyType({}))
     method_params: dict[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
@@ -101,6 +103,10 @@ class SuiteConfig:
             raise ConfigError(f"{where}.data_counts: {self.data_counts!r} is not one of {', '.join(COUNT_MODES)}")
         if self.image_check not in IMAGE_CHECKS:
             raise ConfigError(f"{where}.image_check: {self.image_check!r} is not one of {', '.join(IMAGE_CHECKS)}")
+        if self.train_test_overlap not in OVERLAP_MODES:
+            raise ConfigError(
+                f"{where}.train_test_overlap: {self.train_test_overlap!r} is not one of {', '.join(OVERLAP_MODES)}"
+            )
         register_custom_datasets(self.custom_datasets, f"{where}.custom_datasets")  # before names are checked
         _check_names(self, where)
         _check_protocols(self, where)

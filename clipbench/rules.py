@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from clipbench.data.kshot import short_classes, val_shots
-from clipbench.errors import ConfigError
+from clipbench.errors import ConfigError, DataError
 from clipbench.protocols import training_cells
 
 if TYPE_CHECKING:
@@ -53,3 +53,18 @@ def check_prepared(cfg: SuiteConfig, layout: Layout) -> list[str]:
             check_dataset(cfg, load_index(path))
             checked.append(dataset)
     return checked
+
+
+def check_prompts(dataset: str, classnames: tuple[str, ...], prompts: list[list[str]], tokenize) -> None:  # noqa: ANN001
+    """Distinct classes must get distinct prompts once tokenised (a short text context cuts long names)."""
+    by_tokens: dict[tuple, set[str]] = {}
+    for name, texts in zip(classnames, prompts, strict=True):
+        tokens = tuple(tuple(row) for row in tokenize(texts).tolist())
+        by_tokens.setdefault(tokens, set()).add(name)  # same-named classes (ImageNet's two cranes) are allowed
+    clash = next((sorted(names) for names in by_tokens.values() if len(names) > 1), None)
+    if clash:
+        raise DataError(
+            f"{dataset}: classes {', '.join(map(repr, clash[:4]))} get identical prompts after tokenisation (the "
+            "text encoder's context cuts them), so their classifiers would be identical; shorten the class names "
+            "or the templates"
+        )
