@@ -15,6 +15,10 @@ from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
 def _fail(exc: BaseException) -> None:
     from clipbench.boundary import EXIT_STATUS, one_line
 
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().params.get("debug"):
+        raise exc
+
     click.echo(f"error: {one_line(exc)}", err=True)
     sys.exit(EXIT_STATUS)
 

@@ -38,11 +38,12 @@ def set_max_pixels(pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = pixels  # Pillow itself refuses at twice this; clipbench at once this
 
 
-def too_large(img: Image.Image) -> str | None:
-    """Why ``img`` (opened, not decoded) may not be decoded, or ``None``."""
-    if img.width * img.height > _limit["pixels"]:
+def too_large(img: Image.Image | None) -> str | None:
+    """Why ``img`` (opened, not decoded; ``None``: Pillow refused to open it as a bomb) may not be decoded."""
+    if img is None or img.width * img.height > _limit["pixels"]:
+        size = "its size" if img is None else f"{img.width} x {img.height} pixels"
         return (
-            f"{img.width} x {img.height} pixels exceeds the decompression-bomb limit of {_limit['pixels']:,} "
+            f"{size} exceeds the decompression-bomb limit of {_limit['pixels']:,} pixels "
             "(`max_image_pixels` in params.yaml)"
         )
     return None
@@ -62,7 +63,9 @@ def open_rgb(path: Path) -> Image.Image:
             return img.convert("RGB")
     except FileNotFoundError as exc:
         raise DataError(f"image {path} is missing; re-download the dataset or fix its split file") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {path}: {too_large(None)}; replace the file or raise the limit") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"image {path} is corrupt or not an image ({exc}); replace the file") from exc
 
 

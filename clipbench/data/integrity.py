@@ -106,7 +106,9 @@ def _structure(path: Path, decode: bool) -> str | None:
                 img.load()
     except FileNotFoundError:
         return f"{path}: missing"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        return f"{path}: {too_large(None)}"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"{path}: not a decodable image ({exc})"
     return _truncation(path, head, tail)
 
