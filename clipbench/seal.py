@@ -62,3 +62,8 @@ def _compare(directory: Path, files: list[Path]) -> str | None:
         if file_sha256(found[name]) != recorded[name]:
             return f"{directory / name} changed since it was written (sha256 mismatch)"
     return None
+
+
+def _compare_all(directory: Path) -> str | None:
+    """:func:`damage` without the cache (the benchmark of verified reads times this)."""
+    return _compare(Path(directory), _files(Path(directory)))
