@@ -151,11 +151,12 @@ def save_text(path: Path, weights: torch.Tensor, logit_scale: float, meta: dict)
     )
 
 
-def check_source(meta: dict, index_hash: str, path: Path) -> None:
-    """Features must come from the dataset index they are used with (not another dataset's, not a stale one)."""
-    if meta.get("index_hash") != index_hash:
+def check_source(meta: dict, key: str, expected: object, path: Path) -> None:
+    """Features must come from the dataset they are used with: ``meta[key]`` (``index_hash``, or ``class_ids`` where
+    test labels must not count) equals ``expected``."""
+    if meta.get(key) != expected:
         raise DataError(
-            f"{path} was extracted from another dataset index ({meta.get('index_hash')}, expected {index_hash}); "
+            f"{path} was extracted from another dataset or index ({key} differs from the index's); "
             "delete it and run `dvc repro`"
         )
 

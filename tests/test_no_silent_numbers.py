@@ -408,8 +408,10 @@ def test_an_edited_feature_directory_is_refused_by_name(tmp_path):
 
 
 def test_features_of_another_dataset_are_refused():
-    with pytest.raises(DataError, match="another dataset index.*dvc repro"):
-        check_source({"index_hash": "of-toy_scenes"}, "of-toy_textures", Path("features/toy_vit/toy_textures/test"))
+    with pytest.raises(DataError, match="test was extracted from another dataset or index.*dvc repro"):
+        check_source(
+            {"index_hash": "of-toy_scenes"}, "index_hash", "of-toy_textures", Path("features/toy_vit/toy_textures/test")
+        )
 
 
 # --- degenerate runs are never ok -----------------------------------------------------------------------------------

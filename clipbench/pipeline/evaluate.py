@@ -55,7 +55,7 @@ class _Inputs:
             path = (
                 layout.test_features(backbone, dataset) if kind == "test" else layout.text_features(backbone, dataset)
             )
-            check_source(meta, self.index(dataset).hash, path)
+            check_source(meta, "index_hash", self.index(dataset).hash, path)
             return features
 
         self.space = cache(self._space)

@@ -105,9 +105,8 @@ def load_inputs(
     """The artifacts a train stage reads; the backbone and image folder only if ``method`` needs them."""
     text, scale, text_meta = load_text(layout.text_features(backbone, dataset))
     index = load_index(layout.dataset_index(dataset))
-    fit = read_feature_dir(layout.fit_features(backbone, dataset))
-    check_source(text_meta, index.hash, layout.text_features(backbone, dataset))
-    check_source(fit.meta, index.hash, layout.fit_features(backbone, dataset))
+    fit = read_feature_dir(layout.fit_features(backbone, dataset))  # rows are found by path (another dataset's fail)
+    check_source(text_meta, "class_ids", list(index.splits.class_ids), layout.text_features(backbone, dataset))
     space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
     requires = method.requires if method else Inputs.FEATURES
     model = load_backbone(backbone, layout.backbone(backbone)) if method and method.needs_backbone() else None
