@@ -105,7 +105,9 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-CONTENT_HASH = "clipbench.content_sha256"  # safetensors metadata key: sha256 of the tensors and other metadata
+# The only safetensors metadata key clipbench writes: JSON {"content_sha256": ..., "metadata": {...}}. One key, because
+# safetensors does not order several keys, and the file bytes must be deterministic (DVC and sha256 checks).
+SEALED_METADATA = "clipbench"
 
 
 def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
@@ -115,7 +117,7 @@ def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
         t = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    for key in sorted(k for k in metadata if k != CONTENT_HASH):
+    for key in sorted(metadata):
         digest.update(f"{key}={metadata[key]}|".encode())
     return digest.hexdigest()
 
@@ -123,9 +125,10 @@ def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """Save tensors as safetensors (no pickle) atomically, with their content hash in the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    metadata = {**(metadata or {})}
-    metadata[CONTENT_HASH] = content_digest(tensors, metadata)
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    metadata = dict(metadata or {})
+    sealed = {"content_sha256": content_digest(tensors, metadata), "metadata": metadata}
+    header = {SEALED_METADATA: json.dumps(sealed, sort_keys=True)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -150,8 +153,12 @@ def load_tensors_with_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dic
             f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it "
             "and re-run the stage that writes it (`dvc repro`)"
         ) from exc
-    recorded = metadata.pop(CONTENT_HASH, None)
-    if recorded != content_digest(tensors, metadata):
+    try:
+        sealed = json.loads(metadata[SEALED_METADATA])
+        recorded, metadata = sealed["content_sha256"], dict(sealed["metadata"])
+    except (KeyError, TypeError, ValueError):
+        recorded = None
+    if recorded is None or recorded != content_digest(tensors, metadata):
         what = "has no content hash" if recorded is None else "fails its content hash check (changed since written)"
         raise DataError(f"{path} {what}; delete it and re-run the stage that writes it (`dvc repro`)")
     return tensors, metadata
