@@ -4,21 +4,25 @@ A DVC stage covers many cells (e.g. every shot count and seed of one method on o
 stored in its own directory together with the *key* of everything it was computed from (config hash, split
 manifest hash, feature key, code fingerprint). When the stage re-runs, cells whose key is unchanged are kept
 and only new or invalidated cells are computed; cells no longer planned are removed. Stage outputs are
-declared ``persist: true`` so DVC leaves them in place for this check.
+declared ``persist: true`` so DVC leaves them in place for this check. Each cell directory is sealed
+(:mod:`clipbench.seal`): a cell whose files changed after it was written is recomputed, never reused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clipbench import seal
 from clipbench.io import atomic_directory
 
 KEY_FILE = "cell.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, order=True)
@@ -72,13 +76,22 @@ class CellStore:
         return self.root / name
 
     def read(self, name: str) -> dict | None:
+        """The cell's record, or ``None`` when it is missing or fails its seal (so it is recomputed)."""
         file = self.path(name) / KEY_FILE
         if not file.is_file():
+            return None
+        problem = self.damage(name)
+        if problem:
+            log.warning("cell %s is recomputed: %s", self.path(name), problem)
             return None
         try:
             return json.loads(file.read_text())
         except json.JSONDecodeError:
             return None
+
+    def damage(self, name: str) -> str | None:
+        """What differs from the cell's seal (``None``: intact); see :mod:`clipbench.seal`."""
+        return seal.damage(self.path(name))
 
     def is_current(self, name: str, key: str) -> bool:
         record = self.read(name)
@@ -90,6 +103,7 @@ class CellStore:
             info = write(tmp)
             record = {"key": key, **info}
             (tmp / KEY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+            seal.seal(tmp)
         return record
 
     def prune(self, keep: set[str]) -> list[str]:

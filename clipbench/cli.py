@@ -12,13 +12,34 @@ from clipbench.errors import ClipbenchError
 from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
 
 
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+def _fail(exc: BaseException) -> None:
+    from clipbench.boundary import EXIT_STATUS, one_line
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().params.get("debug"):
+        raise exc
+
+    click.echo(f"error: {one_line(exc)}", err=True)
+    sys.exit(EXIT_STATUS)
 
 
-@click.group()
-def main() -> None:
+class _OneLineErrors(click.Group):
+    """Every known error of every command becomes one line and exit status 2 (``--debug``: the traceback)."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        from clipbench.boundary import KNOWN_ERRORS
+
+        try:
+            return super().invoke(ctx)
+        except KNOWN_ERRORS as exc:
+            if ctx.params.get("debug"):
+                raise
+            _fail(exc)
+
+
+@click.group(cls=_OneLineErrors)
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+def main(debug: bool) -> None:
     """clipbench: few-shot CLIP adaptation benchmark (run the pipeline with `dvc repro`)."""
 
 
@@ -49,14 +70,19 @@ def list_(what: str) -> None:
 def validate(params: Path) -> None:
     """Check params.yaml (names, types, protocols) and print the resolved method configs."""
     from clipbench.config import load_suite
+    from clipbench.layout import Layout
     from clipbench.protocols import eval_cells
+    from clipbench.rules import check_prepared
     from clipbench.typed import to_plain
 
     try:
         cfg = load_suite(params)
+        checked = check_prepared(cfg, Layout())
     except ClipbenchError as exc:
         _fail(exc)
     click.echo(f"{params}: ok (suite {cfg.suite!r}, {len(eval_cells(cfg))} evaluation cells per method)")
+    if checked:
+        click.echo(f"  data rules checked on the indexed datasets: {', '.join(checked)}")
     for name in cfg.methods:
         click.echo(f"  {name}: {json.dumps(to_plain(cfg.method_config(name)), sort_keys=True)}")
 

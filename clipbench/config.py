@@ -11,14 +11,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
+from clipbench import safeyaml
 from clipbench.backbones.registry import BACKBONES
 from clipbench.backbones.toy_pretrain import ToyPretrainConfig
-from clipbench.data import DATASETS
+from clipbench.data import DATASETS, metadata
 from clipbench.data.coop import COUNT_MODES
 from clipbench.data.custom import CustomDataset, register_custom_datasets
-from clipbench.data.integrity import IMAGE_CHECKS
+from clipbench.data.images import DEFAULT_MAX_PIXELS
+from clipbench.data.integrity import IMAGE_CHECKS, OVERLAP_MODES
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, MethodConfig
 from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
@@ -85,9 +85,13 @@ class SuiteConfig:
     # how the download stage checks every listed image before any compute: "structure" (header + end marker),
     # "decode" (full decode, slow) or "off" (containment only); see clipbench/data/integrity.py
     image_check: str = "structure"
+    # a test image byte-identical to a train/val image: "refuse" (test leakage) or "warn" (docs/rules.md)
+    train_test_overlap: str = "refuse"
     # user datasets (folder-per-class tree or CSV lists), registered under their key: clipbench/data/custom.py
     custom_datasets: dict[str, CustomDataset] = field(default_factory=lambda: MappingProxyType({}))
     method_params: dict[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # images with more pixels are refused before decoding (decompression bombs); Pillow's own warning threshold
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     features: FeatureConfig = FeatureConfig()
     text: TextConfig = TextConfig()
     toy_pretrain: ToyPretrainConfig = ToyPretrainConfig()
@@ -99,14 +103,31 @@ class SuiteConfig:
             raise ConfigError(f"{where}.data_counts: {self.data_counts!r} is not one of {', '.join(COUNT_MODES)}")
         if self.image_check not in IMAGE_CHECKS:
             raise ConfigError(f"{where}.image_check: {self.image_check!r} is not one of {', '.join(IMAGE_CHECKS)}")
+        if self.train_test_overlap not in OVERLAP_MODES:
+            raise ConfigError(
+                f"{where}.train_test_overlap: {self.train_test_overlap!r} is not one of {', '.join(OVERLAP_MODES)}"
+            )
         register_custom_datasets(self.custom_datasets, f"{where}.custom_datasets")  # before names are checked
         _check_names(self, where)
         _check_protocols(self, where)
+        _check_data_root(self.data_root, f"{where}.data_root")
+        if self.max_image_pixels <= 0:
+            raise ConfigError(f"{where}.max_image_pixels: must be a positive integer, got {self.max_image_pixels}")
         for name in self.methods:
             self.method_config(name)
         unknown = sorted(set(self.method_params) - set(METHODS.names()))
         if unknown:
             raise ConfigError(f"{where}.method_params: {METHODS.unknown_message(unknown[0])}")
+        unused = [n for n, v in self.method_params.items() if v and n not in self.methods]
+        if unused:
+            raise ConfigError(
+                f"{where}.method_params.{unused[0]}: set, but {unused[0]!r} is not in methods, so it would be "
+                "ignored; add the method to methods or remove its entry"
+            )
+        for dataset in self.all_datasets():
+            metadata.check_templates(
+                dataset, metadata.templates(dataset, self.text.template_set), f"{where}.text.template_set"
+            )
 
     def method_config(self, name: str) -> MethodConfig:
         """The method's frozen config: its dataclass defaults overridden by ``method_params.<name>``."""
@@ -152,6 +173,12 @@ def _check_protocols(cfg: SuiteConfig, where: str) -> None:
             _require_in(names, cfg.all_datasets(), f"{where}.protocols.{name}.{key}", "datasets or targets")
 
 
+def _check_data_root(data_root: str, where: str) -> None:
+    path = Path(data_root)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{where}: {data_root!r} is a file, not a folder; point data_root at the datasets folder")
+
+
 def _require_in(names: tuple[str, ...], allowed: tuple[str, ...], where: str, listing: str) -> None:
     missing = [n for n in names if n not in allowed]
     if missing:
@@ -163,10 +190,7 @@ def load_suite(path: Path | str = "params.yaml") -> SuiteConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found; run from the project root or pass --params")
-    try:
-        data: Any = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    data: Any = safeyaml.load(path)
     return parse(SuiteConfig, expand_methods(data, path.name), f"{path.name}")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from clipbench import seal
 from clipbench.backbones import Backbone
 from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor, view_rng
 from clipbench.data.imageset import prefetch
@@ -150,6 +151,16 @@ def save_text(path: Path, weights: torch.Tensor, logit_scale: float, meta: dict)
     )
 
 
+def check_source(meta: dict, key: str, expected: object, path: Path) -> None:
+    """Features must come from the dataset they are used with: ``meta[key]`` (``index_hash``, or ``class_ids`` where
+    test labels must not count) equals ``expected``."""
+    if meta.get(key) != expected:
+        raise DataError(
+            f"{path} was extracted from another dataset or index ({key} differs from the index's); "
+            "delete it and run `dvc repro`"
+        )
+
+
 def load_text(path: Path) -> tuple[torch.Tensor, float, dict]:
     if not path.is_file():
         raise DataError(f"text features {path} are missing; run the extract stage (`dvc repro extract`)")
@@ -163,6 +174,7 @@ def write_feature_dir(path: Path, tensors: dict[str, torch.Tensor], index: dict,
         atomic_save_tensors(tmp / "features.safetensors", tensors)
         atomic_write_json(tmp / "index.json", index)
         atomic_write_json(tmp / "meta.json", meta)
+        seal.seal(tmp)
 
 
 @dataclass(frozen=True)
@@ -188,4 +200,7 @@ def read_feature_dir(path: Path) -> FeatureDir:
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise DataError(f"feature cache {path} is incomplete (missing {missing[0].name}); run `dvc repro extract`")
+    problem = seal.damage(path)
+    if problem:
+        raise DataError(f"feature cache {path} is not as written: {problem}; delete it and run `dvc repro`")
     return FeatureDir(load_tensors(files[0]), json.loads(files[1].read_text()), json.loads(files[2].read_text()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -104,10 +105,30 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+# The only safetensors metadata key clipbench writes: JSON {"content_sha256": ..., "metadata": {...}}. One key, because
+# safetensors does not order several keys, and the file bytes must be deterministic (DVC and sha256 checks).
+SEALED_METADATA = "clipbench"
+
+
+def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes and every metadata item (but the digest itself)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key in sorted(metadata):
+        digest.update(f"{key}={metadata[key]}|".encode())
+    return digest.hexdigest()
+
+
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Save tensors as safetensors (no pickle) atomically."""
+    """Save tensors as safetensors (no pickle) atomically, with their content hash in the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    metadata = dict(metadata or {})
+    sealed = {"content_sha256": content_digest(tensors, metadata), "metadata": metadata}
+    header = {SEALED_METADATA: json.dumps(sealed, sort_keys=True)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -126,12 +147,21 @@ def load_tensors_with_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dic
         refuse_serialized_objects(head, path, "a safetensors file")
     try:
         with safe_open(str(path), "pt") as fh:
-            return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118
+            tensors, metadata = {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(
             f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it "
             "and re-run the stage that writes it (`dvc repro`)"
         ) from exc
+    try:
+        sealed = json.loads(metadata[SEALED_METADATA])
+        recorded, metadata = sealed["content_sha256"], dict(sealed["metadata"])
+    except (KeyError, TypeError, ValueError):
+        recorded = None
+    if recorded is None or recorded != content_digest(tensors, metadata):
+        what = "has no content hash" if recorded is None else "fails its content hash check (changed since written)"
+        raise DataError(f"{path} {what}; delete it and re-run the stage that writes it (`dvc repro`)")
+    return tensors, metadata
 
 
 @contextmanager

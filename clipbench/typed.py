@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +18,19 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from clipbench.errors import ConfigError
 
 T = TypeVar("T")
+ALLOW_NON_FINITE = "allow_non_finite"  # dataclass field metadata: this float field may be NaN or +-inf
+
+
+def check_finite(value: Any, where: str) -> None:
+    """Refuse a NaN or infinite float anywhere in a converted value (``min(...) < 0`` is False for NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number; give a finite value")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            check_finite(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, f"{where}[{i}]")
 
 
 def parse(cls: type[T], data: Any, where: str) -> T:
@@ -37,6 +51,8 @@ def parse(cls: type[T], data: Any, where: str) -> T:
     for name, f in fields.items():
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+            if not f.metadata.get(ALLOW_NON_FINITE):
+                check_finite(kwargs[name], f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {name!r} ({_type_name(hints[name])})")
     obj = cls(**kwargs)

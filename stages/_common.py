@@ -9,14 +9,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from clipbench.boundary import EXIT_STATUS, KNOWN_ERRORS, one_line
 from clipbench.config import SuiteConfig, load_suite
-from clipbench.errors import ClipbenchError, ClipbenchWarning
+from clipbench.data.images import set_max_pixels
+from clipbench.errors import ClipbenchWarning
 from clipbench.layout import Layout
 
 
 def parser(doc: str | None, *names: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc)
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     for name in names:
         p.add_argument(f"--{name}", required=True)
     return p
@@ -36,7 +39,7 @@ def _log_own_warnings() -> None:
 
 
 def main(body: Callable[[argparse.Namespace, SuiteConfig, Layout], object], p: argparse.ArgumentParser) -> None:
-    """Run ``body(args, cfg, layout)``; clipbench errors exit with status 2 and a one-line message."""
+    """Run ``body(args, cfg, layout)``; known errors exit with status 2 and one line (``--debug``: traceback)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for ours in ("clipbench", "stage"):
         logging.getLogger(ours).setLevel(logging.INFO)
@@ -45,10 +48,13 @@ def main(body: Callable[[argparse.Namespace, SuiteConfig, Layout], object], p: a
     try:
         cfg = load_suite(args.params)
         cfg.runtime.apply()
+        set_max_pixels(cfg.max_image_pixels)
         result = body(args, cfg, Layout())
-    except ClipbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except KNOWN_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_STATUS)
     if result is not None:
         logging.getLogger("stage").info("%s", describe(result))
 

@@ -13,6 +13,7 @@ if __name__ == "__main__":
             layout=layout,
             counts=cfg.data_counts,
             image_check=cfg.image_check,
+            overlap=cfg.train_test_overlap,
         ),
         parser(__doc__, "dataset"),
     )

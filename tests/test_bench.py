@@ -250,3 +250,19 @@ def test_overlapped_extraction_equals_sequential(tmp_path):
         assert torch.equal(getattr(seq, key), getattr(ovl, key))
     assert seq.views.shape[:2] == (2, 7)
     assert counts[0] == counts[1] == features.EncodeCounter(decoded=7, encoded=7 * 3)
+
+
+def test_verified_reads_cost_counts_every_sealed_artifact_and_renders(tmp_path):
+    from clipbench.bench.verify import verify_cost
+    from clipbench.cells import CellStore
+    from clipbench.features import save_text, write_feature_dir
+
+    write_feature_dir(tmp_path / "features" / "bb" / "d" / "test", {"x": torch.ones(3, 2)}, {"test": []}, {})
+    save_text(tmp_path / "features" / "bb" / "d" / "text.safetensors", torch.ones(2, 2), 1.0, {})
+    CellStore(tmp_path / "results" / "bb" / "m" / "cells").put("c", "k", lambda tmp: {"row": {}})
+    g = verify_cost(tmp_path, repro_wall_s=100.0, methods=3)
+    assert (g["feature_dirs"], g["cells"]) == (2, 1)
+    assert g["weighted_s"] == pytest.approx(g["feature_s"] * 6 + g["cell_s"] * 2)
+    assert g["share"] == pytest.approx(g["weighted_s"] / 100.0)
+    text = report.render({**_fake_result(0.05), "g": {**g, "share": 0.01}})
+    assert "## (g) Verified reads" in text and "**1.00%**" in text and "Goal: met." in text

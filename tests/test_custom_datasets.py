@@ -14,7 +14,7 @@ from clipbench.layout import Layout
 from clipbench.pipeline import download
 
 from conftest import tiny_params
-from coop_fixtures import PNG
+from coop_fixtures import unique_png
 
 BIRDS = ["blue_jay", "cardinal", "house_sparrow"]
 
@@ -33,7 +33,7 @@ def write_folders(root, splits=("train", "val", "test"), classes=BIRDS):
             for i in range(2 + c if split == "train" else 1):
                 path = root / split / name / f"{i}.jpg"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(PNG)
+                path.write_bytes(unique_png(str(path)))
 
 
 def write_csv(root, rows_by_split):
@@ -43,7 +43,7 @@ def write_csv(root, rows_by_split):
         (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
         for p, _, _ in rows:
             (root / p).parent.mkdir(parents=True, exist_ok=True)
-            (root / p).write_bytes(PNG)
+            (root / p).write_bytes(unique_png(str(root / p)))
 
 
 def suite(tmp_path, entries, **extra):

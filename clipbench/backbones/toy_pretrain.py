@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from clipbench.backbones.registry import BackboneSpec, import_open_clip
 from clipbench.backbones.spec import save_prepared
 from clipbench.data.toy.suite import pretraining_pairs
+from clipbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ class ToyPretrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 60
     seed: int = 0
+
+    def validate(self, where: str) -> None:
+        for name in ("images", "steps", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}: must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.seed < 0:
+            raise ConfigError(f"{where}: need lr > 0, weight_decay >= 0, warmup_steps >= 0 and seed >= 0")
 
 
 @contextlib.contextmanager

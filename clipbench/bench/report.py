@@ -33,7 +33,7 @@ def render(r: dict) -> str:
         "Models are random-initialised (encoder cost does not depend on the weights).",
         "",
     ]
-    for section in (_render_a, _render_b, _render_c, _render_d, _render_e, _render_f):
+    for section in (_render_a, _render_b, _render_c, _render_d, _render_e, _render_f, _render_g):
         lines += section(r) + [""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -279,4 +279,35 @@ def _render_f(r: dict) -> list[str]:
         "features is negligible next to these (small MLPs or a projection on at most 16,000 images × views). "
         "Not included: prompt-learning methods (CoOp, CoCoOp), which back-propagate through the text encoder, "
         "and CPU decoding, which overlaps GPU work.",
+    ]
+
+
+def _render_g(r: dict) -> list[str]:
+    g = r.get("g")
+    if not g:
+        return []
+    return [
+        "## (g) Verified reads (goal ≤ 3% of the toy suite's time)",
+        "",
+        "Every artifact a stage reads is checked against the hash recorded when it was written (safetensors "
+        "content hashes, `seal.json` of feature and cell directories). One verification of every artifact the "
+        "`dvc repro` of (d) wrote, weighted by the stage processes that read it (features and text classifiers: "
+        "the train and evaluate stage of every method; cells: two stages), against that `dvc repro`'s wall time.",
+        "",
+        *_table(
+            ["feature files", "cells", "features s", "cells s", "weighted s", "dvc repro wall s", "share"],
+            [
+                [
+                    g["feature_dirs"],
+                    g["cells"],
+                    f"{g['feature_s']:.2f}",
+                    f"{g['cell_s']:.2f}",
+                    f"{g['weighted_s']:.2f}",
+                    f"{g['repro_wall_s']:.1f}",
+                    f"**{100 * g['share']:.2f}%**",
+                ]
+            ],
+        ),
+        "",
+        f"Goal: {_verdict(g['share'] <= 0.03)}.",
     ]

@@ -20,6 +20,7 @@ from clipbench.bench.memory import peak_memory
 from clipbench.bench.sizes import CAPS, BenchSize
 from clipbench.bench.throughput import throughput
 from clipbench.bench.training import training_speedup
+from clipbench.bench.verify import verify_cost
 from clipbench.config import load_suite
 from clipbench.errors import ConfigError
 from clipbench.suites import capped_method_params, reduced_params
@@ -58,11 +59,15 @@ def run_bench(size: BenchSize, params: dict, root: Path, work: Path, log=print) 
     dvc_suite = dict(suite)
     if size.dvc_methods:
         dvc_suite["methods"] = [m for m in suite["methods"] if m in size.dvc_methods] or suite["methods"][:2]
+        params_of = suite.get("method_params") or {}
+        dvc_suite["method_params"] = {m: params_of[m] for m in dvc_suite["methods"] if m in params_of}
     out["d"] = {
         **dvc_overhead(root, work / "d", dvc_suite),
         "methods": dvc_suite["methods"],
         "toy_suite_stages": stage_count(params),
     }
+    log("(g) verified reads: hashing every artifact read, against the suite's time")
+    out["g"] = verify_cost(work / "d", out["d"]["wall_s"], len(dvc_suite["methods"]))
     log("(a) encoder inputs of the toy suite vs unique images (reusing the data of d)")
     out["a"] = encode_audit(work / "a", suite, reuse=work / "d")
     log("(e) peak memory of extraction")

@@ -104,6 +104,17 @@ class DatasetSpec(abc.ABC):
 COMPLETE_MARKER = ".clipbench-complete"
 
 
+def read_utf8(path: Path) -> str:
+    """The text of ``path``; bytes that are not UTF-8 raise a :class:`DataError` naming the byte offset."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"
+        ) from exc
+
+
 def read_split_json(
     path: Path, *, require: tuple[str, ...] = ("train", "val", "test")
 ) -> dict[str, tuple[Record, ...]]:

@@ -11,6 +11,7 @@ count for subsets and test fixtures.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -22,11 +23,13 @@ from clipbench.data.base import (
     Record,
     classes_from_records,
     read_split_json,
+    read_utf8,
 )
 from clipbench.data.download import Source
-from clipbench.errors import DataError
+from clipbench.errors import ClipbenchWarning, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IGNORED_FILES = frozenset({"Thumbs.db", "README.txt", "README.md", "LICENSE", "LICENSE.txt"})
 COUNT_MODES = ("exact", "classes")
 _SHOW = 5  # examples listed in an error message
 
@@ -141,16 +144,40 @@ def class_folders(directory: Path, fix: str) -> list[str]:
     """Sorted sub-folder names of ``directory`` (stray files such as README.txt are ignored)."""
     if not directory.is_dir():
         raise DataError(f"{directory} is missing. {fix}")
-    return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+    return sorted(name for name, is_dir in _entries(directory) if is_dir)
+
+
+def _entries(folder: Path) -> list[tuple[str, bool]]:
+    """(name, is a folder) of every visible entry; an entry that cannot be resolved (a symlink loop) is an error."""
+    out = []
+    for e in os.scandir(folder):
+        if e.name.startswith("."):
+            continue
+        try:
+            out.append((e.name, e.is_dir()))
+        except OSError as exc:
+            raise DataError(
+                f"{Path(folder) / e.name} cannot be resolved ({exc.strerror}); remove or fix this entry "
+                "(a symlink loop or a broken mount)"
+            ) from exc
+    return out
 
 
 def list_images(folder: Path) -> list[str]:
-    """Image file names in ``folder``, sorted (CoOp uses unsorted ``os.listdir``; sorting makes it portable)."""
-    return sorted(
-        e.name
-        for e in os.scandir(folder)
-        if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES)
-    )
+    """Image file names in ``folder``, sorted (CoOp uses unsorted ``os.listdir``; sorting makes it portable).
+
+    Files of another format are skipped with one warning naming how many and an example."""
+    files = [name for name, is_dir in _entries(folder) if not is_dir]
+    images = sorted(n for n in files if n.lower().endswith(IMAGE_SUFFIXES))
+    skipped = sorted(set(files) - set(images) - IGNORED_FILES)
+    if skipped:
+        warnings.warn(
+            f"{folder}: {len(skipped)} files of an unsupported format skipped (e.g. {skipped[0]!r}); "
+            f"supported: {', '.join(IMAGE_SUFFIXES)} (convert them to include them)",
+            ClipbenchWarning,
+            stacklevel=2,
+        )
+    return images
 
 
 def folder_records(
@@ -172,7 +199,7 @@ def read_wnid_names(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if not path.is_file():
         raise DataError(f"{path} is missing; copy ImageNet's classnames.txt there (CoOp DATASETS.md)")
     ids, names = [], []
-    for i, line in enumerate(path.read_text().splitlines()):
+    for i, line in enumerate(read_utf8(path).splitlines()):
         if not line.strip():
             continue
         wnid, _, name = line.strip().partition(" ")

@@ -16,12 +16,13 @@ listed image must exist and every class must appear in every split.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Literal
 
 from clipbench.data import DATASETS, metadata
-from clipbench.data.base import DatasetSplits, Record, classes_from_records
+from clipbench.data.base import DatasetSplits, Record, classes_from_records, read_utf8
 from clipbench.data.coop import CoopSpec, check_files, check_labels, class_folders, folder_records
 from clipbench.errors import ConfigError, DataError
 
@@ -42,11 +43,9 @@ class CustomDataset:
                 f"{where}.path: {self.path!r} must be a folder relative to data_root "
                 "(move or symlink the data there so manifests stay portable)"
             )
-        bad = [t for t in self.templates if t.count("{}") != 1]
-        if not self.templates or bad:
-            raise ConfigError(
-                f"{where}.templates: every template needs exactly one '{{}}' for the class name, got {bad or 'none'}"
-            )
+        if not self.templates:
+            raise ConfigError(f"{where}.templates: list at least one template with one '{{}}' for the class name")
+        metadata.check_templates(self.path, self.templates, f"{where}.templates")
 
 
 class CustomSpec(CoopSpec):
@@ -105,7 +104,7 @@ class CustomSpec(CoopSpec):
 
 
 def _read_rows(path: Path) -> tuple[Record, ...]:
-    with path.open(newline="") as fh:
+    with io.StringIO(read_utf8(path), newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames != ["path", "label", "classname"]:
             raise DataError(f"{path}: the header must be exactly path,label,classname, got {reader.fieldnames}")

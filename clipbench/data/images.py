@@ -28,10 +28,34 @@ def _tf() -> ModuleType:
     return TF
 
 
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own warning threshold (~ 9,459 x 9,459); `max_image_pixels` in params
+_limit = {"pixels": DEFAULT_MAX_PIXELS}
+
+
+def set_max_pixels(pixels: int) -> None:
+    """Refuse images with more than ``pixels`` pixels (decompression bombs) before decoding them."""
+    _limit["pixels"] = pixels
+    Image.MAX_IMAGE_PIXELS = pixels  # Pillow itself refuses at twice this; clipbench at once this
+
+
+def too_large(img: Image.Image | None) -> str | None:
+    """Why ``img`` (opened, not decoded; ``None``: Pillow refused to open it as a bomb) may not be decoded."""
+    if img is None or img.width * img.height > _limit["pixels"]:
+        size = "its size" if img is None else f"{img.width} x {img.height} pixels"
+        return (
+            f"{size} exceeds the decompression-bomb limit of {_limit['pixels']:,} pixels "
+            "(`max_image_pixels` in params.yaml)"
+        )
+    return None
+
+
 def open_rgb(path: Path) -> Image.Image:
     """Decode ``path`` to an RGB PIL image (grey, palette, RGBA, CMYK and 16-bit inputs are converted)."""
     try:
         with Image.open(path) as img:
+            refused = too_large(img)
+            if refused:
+                raise DataError(f"image {path}: {refused}; replace the file or raise the limit")
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float64)
@@ -39,6 +63,8 @@ def open_rgb(path: Path) -> Image.Image:
             return img.convert("RGB")
     except FileNotFoundError as exc:
         raise DataError(f"image {path} is missing; re-download the dataset or fix its split file") from exc
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {path}: {too_large(None)}; replace the file or raise the limit") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"image {path} is corrupt or not an image ({exc}); replace the file") from exc
 

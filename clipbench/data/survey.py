@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clipbench.data import DATASETS, get_dataset
 from clipbench.data.coop import CoopSpec, validate
+from clipbench.data.integrity import content_duplicates
 from clipbench.errors import ClipbenchError
 
 
@@ -16,7 +17,7 @@ class DatasetStatus:
     status: str  # "found" | "missing" | "invalid" | "generated" (toy data, created by `dvc repro download`)
     directory: Path
     counts: dict[str, int] | None = None  # classes, train, val, test when found
-    detail: str = ""  # what is missing / wrong and how to fix it
+    detail: str = ""  # what is missing / wrong and how to fix it; for a found dataset, its duplicate images
 
 
 def survey(data_root: Path, names: list[str] | None = None, counts: str = "exact") -> list[DatasetStatus]:
@@ -41,7 +42,8 @@ def dataset_status(name: str, data_root: Path, counts: str = "exact") -> Dataset
         "val": len(splits.val),
         "test": len(splits.test),
     }
-    return DatasetStatus(name, "found", directory, sizes)
+    duplicates = content_duplicates(spec.images(data_root), splits).summary()
+    return DatasetStatus(name, "found", directory, sizes, f"duplicates: {duplicates}" if duplicates else "")
 
 
 def render(rows: list[DatasetStatus]) -> str:
@@ -51,6 +53,6 @@ def render(rows: list[DatasetStatus]) -> str:
         c = r.counts or {}
         cells = [f"{c[k]:,}" if k in c else "-" for k in ("classes", "train", "val", "test")]
         lines.append(f"{r.name:21} {r.status:9} {cells[0]:>7} {cells[1]:>9} {cells[2]:>7} {cells[3]:>7}  {r.directory}")
-        if r.status in ("missing", "invalid"):
+        if r.status in ("missing", "invalid") or (r.status == "found" and r.detail):
             lines.append(f"    {r.detail}")
     return "\n".join(lines)

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipbench.data import metadata
 from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import train_augment
 from clipbench.devices import host_floats, host_state, to_host
@@ -126,8 +127,8 @@ class ClipCiteConfig(MethodConfig):
             raise ConfigError(
                 f"{where}.frozen_pattern: must be empty or anchored with ^...$, got {self.frozen_pattern!r}"
             )
-        if self.prompt_template is not None and self.prompt_template.count("{}") != 1:
-            raise ConfigError(f"{where}.prompt_template: needs exactly one '{{}}', got {self.prompt_template!r}")
+        if self.prompt_template is not None:
+            metadata.check_templates("clip_cite", (self.prompt_template,), f"{where}.prompt_template")
         check_by_dataset(self, where)
 
 

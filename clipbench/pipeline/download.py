@@ -8,18 +8,25 @@ from clipbench.data import get_dataset
 from clipbench.data.coop import validate
 from clipbench.data.download import install
 from clipbench.data.index import DatasetIndex
-from clipbench.data.integrity import check_images
+from clipbench.data.integrity import check_duplicates, check_images
 from clipbench.errors import DataError
 from clipbench.layout import Layout
 
 
 def run(
-    *, dataset: str, data_root: Path, layout: Layout, counts: str = "exact", image_check: str = "structure"
+    *,
+    dataset: str,
+    data_root: Path,
+    layout: Layout,
+    counts: str = "exact",
+    image_check: str = "structure",
+    overlap: str = "refuse",
 ) -> Path:
     """Prepare ``dataset`` if needed (generated datasets are always regenerated), validate it, index it.
 
     ``counts`` is ``SuiteConfig.data_counts``: "exact" also asserts the published split sizes. ``image_check``
-    is ``SuiteConfig.image_check`` (see :mod:`clipbench.data.integrity`). Nothing is written unless every check
+    is ``SuiteConfig.image_check`` (see :mod:`clipbench.data.integrity`); unless it is "off", byte-identical
+    images are compared (``overlap`` is ``SuiteConfig.train_test_overlap``). Nothing is written unless every check
     passes.
     """
     spec = get_dataset(dataset)
@@ -36,6 +43,8 @@ def run(
     check_images(
         spec.images(data_root), [*splits.train, *splits.val, *splits.test], image_check, getattr(spec, "fix", "")
     )
+    if image_check != "off":
+        check_duplicates(spec.images(data_root), splits, overlap, dataset)
     image_root = "/".join(p for p in (spec.dirname, spec.image_root) if p)
     index = DatasetIndex(dataset, image_root, splits)
     return index.write(layout.dataset_index(dataset))

@@ -28,7 +28,7 @@ from clipbench.data.kshot import base_new_labels, manifest_name, read_manifest
 from clipbench.devices import to_device, to_host
 from clipbench.errors import DataError, NotApplicable
 from clipbench.executors import run_cells
-from clipbench.features import load_text, read_feature_dir
+from clipbench.features import check_source, load_text, read_feature_dir
 from clipbench.io import load_tensors
 from clipbench.layout import Layout
 from clipbench.methods import METHODS, EvalTarget, Inputs, Method, resolve_config
@@ -47,9 +47,18 @@ class _Inputs:
 
     def __init__(self, backbone: str, cfg: SuiteConfig, layout: Layout, method: type[Method]) -> None:
         self.backbone, self.cfg, self.layout, self.method = backbone, cfg, layout, method
-        self.test = cache(lambda d: read_feature_dir(layout.test_features(backbone, d)))
-        self.text = cache(lambda d: load_text(layout.text_features(backbone, d)))
+        self.test = cache(lambda d: checked(read_feature_dir(layout.test_features(backbone, d)), d, "test"))
+        self.text = cache(lambda d: checked(load_text(layout.text_features(backbone, d)), d, "text"))
         self.index = cache(lambda d: load_index(layout.dataset_index(d)))
+
+        def checked(features, dataset: str, kind: str):
+            meta = features.meta if kind == "test" else features[2]
+            path = (
+                layout.test_features(backbone, dataset) if kind == "test" else layout.text_features(backbone, dataset)
+            )
+            check_source(meta, "index_hash", self.index(dataset).hash, path)
+            return features
+
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
         runtime = cfg.runtime
@@ -131,6 +140,8 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
         logits = _predict(model, target, feats, cell, inputs)
     except NotApplicable as exc:
         return {"status": "n/a", "value": math.nan, "n": len(labels), "note": str(exc)}
+    if not torch.isfinite(logits).all():
+        return {"status": "failed", "value": math.nan, "n": len(labels), "note": "non-finite logits"}
     correct = (logits.argmax(dim=1) == labels).sum().item()
     return {"status": "ok", "value": 100.0 * correct / len(labels), "n": len(labels), "note": ""}
 
@@ -167,7 +178,14 @@ def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path
 def _train_record(cell: EvalCell, inputs: _Inputs) -> dict:
     """The trained cell's ``cell.json``; a missing one names the stage to re-run."""
     train_dir = inputs.layout.models(inputs.backbone, inputs.method.name, cell.train.dataset) / cell.train.name
-    record = CellStore(train_dir.parent).read(cell.train.name)
+    store = CellStore(train_dir.parent)
+    problem = store.damage(cell.train.name) if train_dir.is_dir() else None
+    if problem:
+        raise DataError(
+            f"trained cell {train_dir} is not as written: {problem}; run `dvc repro train@{inputs.backbone}-"
+            f"{inputs.method.name}-{cell.train.dataset}` (the cell is recomputed)"
+        )
+    record = store.read(cell.train.name)
     if record is None:
         raise DataError(
             f"trained cell {train_dir} is missing; run `dvc repro train@{inputs.backbone}-"
@@ -181,7 +199,11 @@ def _evaluate_cell(method_cls, config, cell: EvalCell, inputs: _Inputs, store: C
     train_record = _train_record(cell, inputs)
     test_meta = inputs.test(cell.dataset).meta
     start = time.perf_counter()
-    score = _score(method_cls, config, load_tensors(train_dir / STATE_FILE), cell, inputs)
+    if train_record.get("status") == "failed":
+        note = f"training failed: {train_record['reason']}"
+        score = {"status": "failed", "value": math.nan, "n": 0, "note": note}
+    else:
+        score = _score(method_cls, config, load_tensors(train_dir / STATE_FILE), cell, inputs)
     row = {
         **cell.as_row(),
         **score,

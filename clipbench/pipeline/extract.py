@@ -16,6 +16,7 @@ from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import read_manifest
 from clipbench.layout import Layout
 from clipbench.pipeline.code import stage_roots
+from clipbench.rules import check_prompts
 from clipbench.typed import stable_hash
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ def run(
     index = load_index(layout.dataset_index(dataset))
     image_dir = Path(data_root) / index.image_root
     key = feature_key(bb.sha256, cfg)
+    space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
+    check_prompts(dataset, space.classnames, space.prompts(), bb.tokenizer)  # before any encoder work
     _write_text(bb, index, cfg, layout)
     start = time.perf_counter()
     counts = [_write_test(bb, index, image_dir, cfg, layout, key)]
@@ -61,6 +64,7 @@ def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> No
         "templates": list(templates),
         "template_set": cfg.text.template_set,
         "class_ids": list(space.class_ids),
+        "index_hash": index.hash,
         "backbone_sha256": bb.sha256,
     }
     features.save_text(layout.text_features(bb.spec.key, index.dataset), weights, bb.logit_scale, meta)

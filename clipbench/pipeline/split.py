@@ -11,12 +11,14 @@ from clipbench.data.kshot import make_kshot, short_classes, write_manifest
 from clipbench.io import atomic_directory
 from clipbench.layout import Layout
 from clipbench.protocols import split_needs
+from clipbench.rules import check_dataset
 
 log = logging.getLogger(__name__)
 
 
 def run(*, dataset: str, cfg: SuiteConfig, layout: Layout) -> list[Path]:
     index = load_index(layout.dataset_index(dataset))
+    check_dataset(cfg, index)
     written = []
     needs = split_needs(cfg, dataset)
     warn_short_classes(dataset, index.splits.train, sorted({shots for shots, _ in needs}))

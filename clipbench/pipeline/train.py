@@ -8,6 +8,7 @@ not an input of this stage (the test-label firewall is structural).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from clipbench.data.index import load_index
 from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
 from clipbench.devices import host_state
 from clipbench.executors import run_cells
-from clipbench.features import FeatureDir, load_text, read_feature_dir
+from clipbench.features import FeatureDir, check_source, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
 from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, resolve_config
@@ -105,17 +106,17 @@ def load_inputs(
     backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, method: type[Method] | None = None
 ) -> TrainInputs:
     """The artifacts a train stage reads; the backbone and image folder only if ``method`` needs them."""
-    text, scale, _ = load_text(layout.text_features(backbone, dataset))
+    text, scale, text_meta = load_text(layout.text_features(backbone, dataset))
     index = load_index(layout.dataset_index(dataset))
+    fit = read_feature_dir(layout.fit_features(backbone, dataset))  # rows are found by path (another dataset's fail)
+    check_source(text_meta, "class_ids", list(index.splits.class_ids), layout.text_features(backbone, dataset))
     space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
     requires = method.requires if method else Inputs.FEATURES
     model = None
     if method and method.needs_backbone():
         model = load_backbone(backbone, layout.backbone(backbone), cfg.runtime.torch_device(), cfg.runtime.precision)
     image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
-    return TrainInputs(
-        read_feature_dir(layout.fit_features(backbone, dataset)), text, scale, space, requires, model, image_dir
-    )
+    return TrainInputs(fit, text, scale, space, requires, model, image_dir)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
@@ -169,12 +170,19 @@ def _train_cell(
     diagnostics = fit_counted(model, task)
     seconds = time.perf_counter() - start
     log.info("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
+    state = host_state(model.state_dict()) or {"_empty": torch.zeros(0)}
+    reason = degenerate(diagnostics, state)
+    if reason:
+        log.warning("train %s %s FAILED: %s (stored as failed; no state is kept)", method_cls.name, cell.name, reason)
 
     def write(tmp: Path) -> dict:
-        atomic_save_tensors(tmp / STATE_FILE, host_state(model.state_dict()) or {"_empty": torch.zeros(0)})
-        if runtime.keep_checkpoints and hasattr(model, "checkpoint"):
-            atomic_save_tensors(tmp / CHECKPOINT_FILE, model.checkpoint())
+        if not reason:
+            atomic_save_tensors(tmp / STATE_FILE, state)
+            if runtime.keep_checkpoints and hasattr(model, "checkpoint"):
+                atomic_save_tensors(tmp / CHECKPOINT_FILE, model.checkpoint())
         return {
+            "status": "failed" if reason else "ok",
+            "reason": reason or "",
             "cell": cell_dict(cell),
             "split_hash": split.hash,
             "train_seconds": seconds,
@@ -185,3 +193,14 @@ def _train_cell(
         }
 
     store.put(cell.name, key, write)
+
+
+def degenerate(diagnostics: dict, state: dict[str, torch.Tensor]) -> str | None:
+    """Why a fitted cell is not a result: a non-finite loss in its diagnostics or a non-finite state tensor."""
+    for name, value in (diagnostics or {}).items():
+        if "loss" in name and isinstance(value, (int, float, torch.Tensor)) and not math.isfinite(float(value)):
+            return f"non-finite {name} ({float(value)})"
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"non-finite values in the trained state {name!r}"
+    return None

@@ -24,15 +24,31 @@ if TYPE_CHECKING:
     from clipbench.cells import EvalCell
 
 
-def check_positive(values: tuple[int, ...], where: str) -> None:
-    """Shots and seeds: at least one, all positive, no duplicates."""
+MAX_SHOTS = 10_000  # images per class; no published protocol goes past 16
+MAX_SEED = 2**31 - 1  # every RNG clipbench seeds (random, numpy, torch) accepts it
+
+
+def check_positive(values: tuple[int, ...], where: str, high: int | None = None) -> None:
+    """Shots and seeds: at least one, all in 1..``high`` (default: :data:`MAX_SEED`), no duplicates."""
+    high = MAX_SEED if high is None else high
     if not values:
         raise ConfigError(f"{where}: must list at least one value")
-    bad = [v for v in values if v <= 0]
+    bad = [v for v in values if not 0 < v <= high]
     if bad:
-        raise ConfigError(f"{where}: values must be positive integers, got {bad}")
+        raise ConfigError(f"{where}: values must be positive integers up to {high}, got {bad}")
     if len(set(values)) != len(values):
         raise ConfigError(f"{where}: duplicate values in {list(values)}")
+
+
+def check_shots(values: tuple[int, ...], where: str) -> None:
+    check_positive(values, where, MAX_SHOTS)
+
+
+def check_unique(names: tuple[str, ...], where: str) -> None:
+    """A protocol lists each dataset once (a repeat would plan the same cells twice)."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: {repeated[0]!r} is listed twice; list each dataset once")
 
 
 class Protocol(ABC):

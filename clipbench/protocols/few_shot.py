@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from clipbench.cells import EvalCell, TrainCell
-from clipbench.protocols.base import Protocol, check_positive
+from clipbench.protocols.base import Protocol, check_positive, check_shots, check_unique
 from clipbench.protocols.entries import cell_entry, derived, mean
 
 if TYPE_CHECKING:
@@ -25,8 +25,9 @@ class FewShotProtocol:
     seeds: tuple[int, ...] = (1, 2, 3)
 
     def validate(self, where: str) -> None:
-        check_positive(self.shots, f"{where}.shots")
+        check_shots(self.shots, f"{where}.shots")
         check_positive(self.seeds, f"{where}.seeds")
+        check_unique(self.datasets, f"{where}.datasets")
 
 
 class FewShot(Protocol):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from clipbench.cells import EvalCell, TrainCell
 from clipbench.errors import ConfigError
-from clipbench.protocols.base import Protocol, check_positive
+from clipbench.protocols.base import Protocol, check_positive, check_shots, check_unique
 from clipbench.protocols.entries import cell_entry, derived, mean
 
 if TYPE_CHECKING:
@@ -26,10 +26,16 @@ class TransferProtocol:
     seeds: tuple[int, ...] = (1, 2, 3)
 
     def validate(self, where: str) -> None:
-        check_positive((self.shots,), f"{where}.shots")
+        check_shots((self.shots,), f"{where}.shots")
         check_positive(self.seeds, f"{where}.seeds")
         if not self.targets:
             raise ConfigError(f"{where}.targets: must list at least one dataset")
+        check_unique(self.targets, f"{where}.targets")
+        if self.source in self.targets:
+            raise ConfigError(
+                f"{where}.targets: {self.source!r} is also the source (its accuracy is reported beside the "
+                "targets already); remove it from targets"
+            )
 
 
 class Transfer(Protocol):

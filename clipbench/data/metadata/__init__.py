@@ -56,3 +56,18 @@ def _dataset_sets(dataset: str) -> dict:
     if dataset.startswith("_") or dataset not in table:
         raise ConfigError(f"no prompt templates for dataset {dataset!r} in {_DIR / 'templates.json'}; add them")
     return table[dataset]
+
+
+def check_templates(owner: str, templates: tuple[str, ...], where: str) -> None:
+    """Every prompt template formats with a class name and holds it exactly once (no stray braces)."""
+    marker = "\x00"
+    for template in templates:
+        try:
+            ok = template.format(marker).count(marker) == 1 and template.count("{}") == 1
+        except (ValueError, IndexError, KeyError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{where}: template {template!r} of {owner!r} does not format with a class name; "
+                "it needs exactly one '{}' and no other brace (write a literal brace as '{{' or '}}')"
+            )
