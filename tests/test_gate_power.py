@@ -47,10 +47,10 @@ def test_gate_suite_is_a_valid_reduced_suite_without_tracking(tmp_path):
 
 
 def test_section_is_replaced_in_place():
-    report = "# bench\n\n## (a) x\n\nA\n\n## (g) Gate power: planted bugs\n\nold\n\n## (h) later\n\nH\n"
-    new = "## (g) Gate power: planted bugs\n\nnew\n"
+    report = "# bench\n\n## (a) x\n\nA\n\n## (h) Gate power: planted bugs\n\nold\n\n## (i) later\n\nI\n"
+    new = "## (h) Gate power: planted bugs\n\nnew\n"
     out = g.replace_section(report, new)
-    assert "old" not in out and "new" in out and out.index("new") < out.index("## (h) later")
+    assert "old" not in out and "new" in out and out.index("new") < out.index("## (i) later")
     assert g.replace_section("", new) == new
 
 
@@ -67,4 +67,4 @@ def test_gate_power_catches_a_planted_bug_and_not_a_clean_rerun(tmp_path):
     assert not result["clean"]["caught"], result["clean"]
     (row,) = result["bugs"]
     assert row["caught"] and row["exit"] == 1 and row["metrics"] + row["invariants"] > 0, row
-    assert "## (g) Gate power" in g.render(result)
+    assert "## (h) Gate power" in g.render(result)

@@ -1,4 +1,4 @@
-"""(g) Power of the accuracy/invariant gate: plant realistic one- or two-line bugs, re-run, count what is caught.
+"""(h) Power of the accuracy/invariant gate: plant realistic one- or two-line bugs, re-run, count what is caught.
 
 A reduced suite of every method is run once with ``dvc repro`` in a scratch copy of the project and baselined
 (``clipbench check --update-baseline``). Then:
@@ -273,7 +273,7 @@ def render(result: dict) -> str:
     bugs, clean = result["bugs"], result["clean"]
     caught = sum(r["caught"] for r in bugs)
     lines = [
-        "## (g) Gate power: planted bugs",
+        "## (h) Gate power: planted bugs",
         "",
         f"Reduced suite ({', '.join(result['methods'])}); reference run {result['reference_s']:.0f} s, "
         f"{result['reference_stages']} stages; baseline of {result['baseline']['metrics']} metrics and "
