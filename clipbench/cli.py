@@ -62,6 +62,19 @@ def validate(params: Path) -> None:
 
 
 @main.command()
+@click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
+def plan(params: Path) -> None:
+    """Before any compute: stages, cells, encoder passes, GPU-hours, peak GPU memory and disk per method."""
+    from clipbench import plan as planning
+    from clipbench.config import load_suite
+
+    try:
+        click.echo(planning.render(planning.suite_plan(load_suite(params))), nl=False)
+    except ClipbenchError as exc:
+        _fail(exc)
+
+
+@main.command()
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path),
