@@ -187,7 +187,13 @@ def check(metrics: Path, baseline: Path, update_baseline: bool, show_ok: bool) -
     help="--quick fits a few minutes of a shared CPU; --full runs params.yaml's suite and larger sizes.",
 )
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
-def bench(out: Path, quick: bool, params: Path) -> None:
+@click.option(
+    "--device",
+    default=None,
+    help="Measure on this device only (e.g. cuda): extraction, training-step rates, the paper plan re-timed; "
+    "writes reports/bench-device.md unless --out is given.",
+)
+def bench(out: Path, quick: bool, params: Path, device: str | None) -> None:
     """Benchmark (not a test): encoder work vs the floor, throughput, caching speed-up, DVC overhead, memory,
     GPU-hours; writes a Markdown report. Run from the project root (it copies the project for `dvc repro`)."""
     import tempfile
@@ -198,6 +204,9 @@ def bench(out: Path, quick: bool, params: Path) -> None:
     from clipbench.config import load_suite
     from clipbench.io import atomic_write_text
 
+    if device is not None:
+        _device_bench(out if out != Path("reports/bench.md") else Path("reports/bench-device.md"), device, quick)
+        return
     try:
         load_suite(params)
         with tempfile.TemporaryDirectory(prefix="clipbench-bench-") as tmp:
@@ -213,6 +222,27 @@ def bench(out: Path, quick: bool, params: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, b.render(result))
     click.echo(f"{out} written ({result['total_s']:.0f} s)")
+
+
+def _device_bench(out: Path, device: str, quick: bool) -> None:
+    import tempfile
+
+    from clipbench import plan
+    from clipbench.bench import device as measure
+    from clipbench.config import load_suite
+    from clipbench.io import atomic_write_text
+    from clipbench.runtime import resolve_device
+
+    try:
+        torch_device = resolve_device(device)
+        paper = plan.suite_plan(load_suite(Path("configs/paper.yaml")))
+        with tempfile.TemporaryDirectory(prefix="clipbench-bench-device-") as tmp:
+            result = measure.device_bench(paper, Path(tmp), torch_device, "amp", quick)
+    except ClipbenchError as exc:
+        _fail(exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, measure.render(result))
+    click.echo(f"{out} written")
 
 
 if __name__ == "__main__":
