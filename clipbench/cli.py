@@ -88,6 +88,19 @@ def validate(params: Path) -> None:
 
 
 @main.command()
+@click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
+def plan(params: Path) -> None:
+    """Before any compute: stages, cells, encoder passes, GPU-hours, peak GPU memory and disk per method."""
+    from clipbench import plan as planning
+    from clipbench.config import load_suite
+
+    try:
+        click.echo(planning.render(planning.suite_plan(load_suite(params))), nl=False)
+    except ClipbenchError as exc:
+        _fail(exc)
+
+
+@main.command()
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path),
@@ -224,7 +237,13 @@ def check(
 )
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--gate", is_flag=True, help="Only the gate-power section: plant bugs in a reduced suite, check each.")
-def bench(out: Path, quick: bool, params: Path, gate: bool) -> None:
+@click.option(
+    "--device",
+    default=None,
+    help="Measure on this device only (e.g. cuda): extraction, training-step rates, the paper plan re-timed; "
+    "writes reports/bench-device.md unless --out is given.",
+)
+def bench(out: Path, quick: bool, params: Path, gate: bool, device: str | None) -> None:
     """Benchmark (not a test): encoder work vs the floor, throughput, caching speed-up, DVC overhead, memory,
     GPU-hours; writes a Markdown report. Run from the project root (it copies the project for `dvc repro`)."""
     import tempfile
@@ -237,6 +256,9 @@ def bench(out: Path, quick: bool, params: Path, gate: bool) -> None:
 
     if gate:
         return _bench_gate(out, params)
+    if device is not None:
+        _device_bench(out if out != Path("reports/bench.md") else Path("reports/bench-device.md"), device, quick)
+        return
     try:
         load_suite(params)
         with tempfile.TemporaryDirectory(prefix="clipbench-bench-") as tmp:
@@ -274,6 +296,27 @@ def _bench_gate(out: Path, params: Path) -> None:
     section = g.render(result)
     atomic_write_text(out, g.replace_section(out.read_text() if out.is_file() else "", section))
     click.echo(section)
+
+
+def _device_bench(out: Path, device: str, quick: bool) -> None:
+    import tempfile
+
+    from clipbench import plan
+    from clipbench.bench import device as measure
+    from clipbench.config import load_suite
+    from clipbench.io import atomic_write_text
+    from clipbench.runtime import resolve_device
+
+    try:
+        torch_device = resolve_device(device)
+        paper = plan.suite_plan(load_suite(Path("configs/paper.yaml")))
+        with tempfile.TemporaryDirectory(prefix="clipbench-bench-device-") as tmp:
+            result = measure.device_bench(paper, Path(tmp), torch_device, "amp", quick)
+    except ClipbenchError as exc:
+        _fail(exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, measure.render(result))
+    click.echo(f"{out} written")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,10 @@ def test_stage_count_matches_the_dvc_expansion(tmp_path):
     from test_dvc_stages import stage_list
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert dvc_overhead.stage_count(params) == len(stage_list(tmp_path, params))
+    stages = stage_list(tmp_path, params)
+    assert dvc_overhead.stage_count(params) == len(stages)
+    kinds = Counter(name.split("@")[0] for name in stages)
+    assert dvc_overhead.stage_table(params) == dict(kinds)
 
 
 def test_parse_stage_log_keeps_only_stage_commands():

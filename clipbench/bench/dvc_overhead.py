@@ -22,10 +22,27 @@ exit $rc
 _COPY_SKIP = ("reports/", "dvc.lock", "data/", "models/", "features/", "results/", "mlruns/", "mlflow.db")
 
 
-def stage_count(params: dict) -> int:
-    """Stages ``dvc.yaml`` expands to for ``params`` (see docs/design.md)."""
+def stage_table(params: dict) -> dict[str, int]:
+    """Stages per ``dvc.yaml`` stage kind for ``params`` (see docs/design.md), in pipeline order."""
     b, d, t, m = (len(params.get(k) or []) for k in ("backbones", "datasets", "targets", "methods"))
-    return 1 + (d + t) + d + b + b * d + b * t + b * m * d + b * m + 2  # code, ..., aggregate, track
+    return {
+        "code": 1,
+        "download": d,
+        "download_target": t,
+        "split": d,
+        "backbone": b,
+        "extract": b * d,
+        "extract_target": b * t,
+        "train": b * m * d,
+        "evaluate": b * m,
+        "aggregate": 1,
+        "track": 1,
+    }
+
+
+def stage_count(params: dict) -> int:
+    """Stages ``dvc.yaml`` expands to for ``params``."""
+    return sum(stage_table(params).values())
 
 
 def parse_stage_log(text: str) -> list[tuple[str, float]]:

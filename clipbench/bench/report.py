@@ -274,11 +274,10 @@ def _render_f(r: dict) -> list[str]:
         "",
         *_table(["item", "images encoded", "FLOPs", "GPU-hours"], rows),
         "",
-        f"Total (extraction with {f['views']} views + {' + '.join(f['methods'])}): "
-        f"**{sum(x['gpu_hours'] for x in main):.0f} GPU-hours**. Frozen-encoder methods' training on cached "
-        "features is negligible next to these (small MLPs or a projection on at most 16,000 images × views). "
-        "Not included: prompt-learning methods (CoOp, CoCoOp), which back-propagate through the text encoder, "
-        "and CPU decoding, which overlaps GPU work.",
+        f"Subtotal of these rows (extraction with {f['views']} views + {' + '.join(f['methods'])}): "
+        f"{sum(x['gpu_hours'] for x in main):.1f} GPU-hours. These rows leave out the prompt learners (CoOp, "
+        "CoCoOp back-propagate through the text encoder); the GPU-hours of every registered method, peak memory "
+        "and disk are in `clipbench plan --params configs/paper.yaml`.",
     ]
 
 

@@ -37,6 +37,7 @@ from clipbench.data import DATASETS
 from clipbench.data.base import LabelSpace
 from clipbench.data.imageset import ImageSet
 from clipbench.errors import ConfigError, NotApplicable
+from clipbench.methods.work import Arch, CellShape, EncoderWork, TargetShape
 from clipbench.runtime import DEFAULT_RUNTIME, RuntimeConfig
 from clipbench.typed import parse, to_plain
 
@@ -169,6 +170,23 @@ class Method(abc.ABC):
     # firewall test and the reduced suites of tests and ``clipbench bench`` apply them, never the pipeline. A new
     # method sets them next to its ``Config`` and is picked up by every such caller.
     smoke: ClassVar[dict[str, Any]] = {}
+
+    # Cost estimates for ``clipbench plan`` (clipbench/methods/work.py); ``config`` is resolved for the cell's
+    # dataset. The defaults describe a method fed cached features that stores nothing.
+    @classmethod
+    def training_work(cls, config: MethodConfig, cell: CellShape, arch: Arch) -> EncoderWork:
+        """Encoder passes of one training cell (cached features: none)."""
+        return EncoderWork()
+
+    @classmethod
+    def eval_work(cls, config: MethodConfig, target: TargetShape, arch: Arch) -> EncoderWork:
+        """Encoder passes of one evaluation (cached test features: none)."""
+        return EncoderWork()
+
+    @classmethod
+    def state_bytes(cls, config: MethodConfig, cell: CellShape, arch: Arch) -> int:
+        """Bytes of one stored training cell's state."""
+        return 0
 
     def __init__(self, config: MethodConfig) -> None:
         if not isinstance(config, self.Config):

@@ -43,6 +43,7 @@ from clipbench.devices import host_float
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig
 from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
+from clipbench.methods.work import FP32, Arch, CellShape
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,11 @@ class ClipAdapter(Method):
     name = "clip_adapter"
     Config = ClipAdapterConfig
     smoke = {"epochs": 20}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def state_bytes(cls, config: ClipAdapterConfig, cell: CellShape, arch: Arch) -> int:
+        return FP32 * 2 * arch.embed_dim * (arch.embed_dim // config.reduction)
+
     selection = "none (lr 2e-3, alpha 0.2); optional lr and/or alpha selection on the few-shot validation set"
 
     def __init__(self, config: ClipAdapterConfig) -> None:

@@ -78,6 +78,7 @@ from clipbench.methods.training import (
     text_scorer,
     tokenize_prompts,
 )
+from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, steps
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,37 @@ class ClipCite(ImageFineTuning):
     name = "clip_cite"
     Config = ClipCiteConfig
     smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def training_work(cls, config: ClipCiteConfig, cell: CellShape, arch: Arch) -> EncoderWork:
+        """Student image passes, the frozen teacher's image pass, and per step the in-batch and all-class prompts
+        (``vld_texts``) through the trained text encoder; every unfrozen parameter has AdamW state."""
+        n = steps(cell.images, config.batch_size, config.epochs)
+        per_step = cell.classes if config.vld_texts == "all_classes" else min(config.batch_size, cell.classes)
+        trained = arch.params - arch.params_matching(config.frozen_pattern)
+        extra = EncoderWork(
+            frozen_images=n * config.batch_size,
+            prompts=n * per_step,
+            step_prompts=per_step,
+            trained_params=trained,
+        )
+        return super().training_work(config, cell, arch) + extra
+
+    @classmethod
+    def state_bytes(cls, config: ClipCiteConfig, cell: CellShape, arch: Arch) -> int:
+        """The compressed delta (int8 rows + fp32 row scales, low-bit rows at 4 bits, vectors fp32), W and W0."""
+        frozen = re.compile(config.frozen_pattern) if config.frozen_pattern else None
+        low = re.compile(config.low_bit_pattern) if config.low_bit_pattern else None
+        total = 2 * FP32 * cell.classes * arch.embed_dim
+        for name, shape in arch.shapes:
+            if frozen and frozen.fullmatch(name):
+                continue
+            if len(shape) < 2:
+                total += FP32 * math.prod(shape)
+                continue
+            bits = 4 if low and low.fullmatch(name) else 8
+            total += math.prod(shape) * bits // 8 + FP32 * shape[0]
+        return total
 
     def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg, device = self.start_fit(task)

@@ -65,6 +65,7 @@ from clipbench.methods.training import (
     text_scorer,
     tokenize_prompts,
 )
+from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, steps
 
 TEXT_PATTERN = r"^transformer\.resblocks\.\d+\.mlp\.c_proj\.bias$"
 IMAGE_PATTERN = r"^visual\.(ln_pre|ln_post|transformer\.resblocks\.\d+\.ln_[12])\.(weight|bias)$"
@@ -131,6 +132,17 @@ class ClipFit(ImageFineTuning):
     name = "clipfit"
     Config = ClipFitConfig
     smoke = {"epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def training_work(cls, config: ClipFitConfig, cell: CellShape, arch: Arch) -> EncoderWork:
+        """Image passes, plus every training class's prompt through the text encoder each step (its biases train)."""
+        n = steps(cell.images, config.batch_size, config.epochs)
+        text = EncoderWork(prompts=n * cell.classes, step_prompts=cell.classes)
+        return super().training_work(config, cell, arch) + text
+
+    @classmethod
+    def state_bytes(cls, config: ClipFitConfig, cell: CellShape, arch: Arch) -> int:
+        return FP32 * (arch.params_matching(config.text_pattern) + arch.params_matching(config.image_pattern))
 
     def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg, device = self.start_fit(task)

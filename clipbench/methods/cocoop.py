@@ -32,6 +32,7 @@ from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
 from clipbench.methods.prompting import PromptBuffers, TextTower, encode_per_image, init_context, require_backbone
 from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
+from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, TargetShape, steps
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,24 @@ class CoCoOp(Method):
     uses_backbone = True
     Config = CoCoOpConfig
     smoke = {"epochs": 1}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def training_work(cls, config: CoCoOpConfig, cell: CellShape, arch: Arch) -> EncoderWork:
+        """Each image gets its own prompts: the text encoder runs (and back-propagates) once per image and class."""
+        n = steps(cell.images, config.batch_size, config.epochs)
+        return EncoderWork(prompts=n * config.batch_size * cell.classes, step_prompts=config.batch_size * cell.classes)
+
+    @classmethod
+    def eval_work(cls, config: CoCoOpConfig, target: TargetShape, arch: Arch) -> EncoderWork:
+        return EncoderWork(frozen_prompts=target.images * target.classes)
+
+    @classmethod
+    def state_bytes(cls, config: CoCoOpConfig, cell: CellShape, arch: Arch) -> int:
+        tokens = len(config.ctx_init.split()) if config.ctx_init else config.n_ctx
+        hidden = arch.embed_dim // config.meta_reduction
+        meta = (arch.embed_dim + 1) * hidden + (hidden + 1) * arch.text_width
+        return FP32 * (tokens * arch.text_width + meta)
+
     selection = "none (last epoch)"
 
     def __init__(self, config: CoCoOpConfig) -> None:

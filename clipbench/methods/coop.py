@@ -59,6 +59,7 @@ from clipbench.methods.prompting import (
     require_backbone,
 )
 from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
+from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, TargetShape, steps
 
 
 def _positive(cfg: MethodConfig, where: str, *names: str) -> None:
@@ -121,6 +122,22 @@ class CoOp(Method):
     uses_backbone = True
     Config = CoOpConfig
     smoke = {"n_ctx": 4, "epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def training_work(cls, config: CoOpConfig, cell: CellShape, arch: Arch) -> EncoderWork:
+        """Every step back-propagates through the text encoder for all training classes' prompts."""
+        n = steps(cell.images, config.batch_size, config.epochs_for(cell.dataset, cell.shots))
+        return EncoderWork(prompts=n * cell.classes, step_prompts=cell.classes)
+
+    @classmethod
+    def eval_work(cls, config: CoOpConfig, target: TargetShape, arch: Arch) -> EncoderWork:
+        return EncoderWork(frozen_prompts=target.classes)
+
+    @classmethod
+    def state_bytes(cls, config: CoOpConfig, cell: CellShape, arch: Arch) -> int:
+        tokens = len(config.ctx_init.split()) if config.ctx_init else config.n_ctx
+        return FP32 * tokens * arch.text_width * (cell.classes if config.csc else 1)
+
     selection = "none (last epoch)"
 
     def __init__(self, config: CoOpConfig) -> None:

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from clipbench.devices import host_float, to_host
 from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig, train_class_index
+from clipbench.methods.work import FP32, Arch, CellShape
 
 if TYPE_CHECKING:  # scikit-learn is imported where it fits (seconds of start-up for every suite load otherwise)
     from sklearn.linear_model import LogisticRegression
@@ -48,6 +49,11 @@ class LinearProbe(Method):
     name = "linear_probe"
     Config = LinearProbeConfig
     smoke = {"bisection_steps": 2}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def state_bytes(cls, config: MethodConfig, cell: CellShape, arch: Arch) -> int:
+        return FP32 * cell.classes * (arch.embed_dim + 1)
+
     class_specific = True
     host_fit = True  # scikit-learn's L-BFGS, as lpclip; the probe's logits are computed on the device
     selection = "C by coarse grid + log-space bisection on the few-shot validation set (min(K,4)/class)"

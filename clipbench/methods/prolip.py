@@ -39,6 +39,7 @@ from torch import nn
 from clipbench.devices import host_float
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FeatureSet, FitTask, Inputs, Method, MethodConfig
+from clipbench.methods.work import FP32, Arch, CellShape
 
 LR_GRID = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)  # reference search_lr grid
 LAMBDA_GRID = (10.0, 1.0, 0.1, 0.01, 0.001, 1e-4, 0.0)
@@ -152,6 +153,11 @@ class Prolip(Method):
     uses_backbone = True
     Config = ProlipConfig
     smoke = {"steps": 20}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def state_bytes(cls, config: ProlipConfig, cell: CellShape, arch: Arch) -> int:
+        return FP32 * arch.image_width * arch.embed_dim
+
     selection = "none (lr 1e-5, lambda = 1/N); optional (lr, lambda) grid search on the few-shot validation set"
 
     def __init__(self, config: ProlipConfig) -> None:

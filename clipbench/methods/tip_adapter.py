@@ -39,6 +39,7 @@ from clipbench.methods.base import (
     frozen_by_dataset,
     train_class_index,
 )
+from clipbench.methods.work import FP32, Arch, CellShape
 
 
 def reference_by_dataset() -> Mapping[str, Mapping[str, Any]]:
@@ -139,6 +140,11 @@ class TipAdapter(Method):
     name = "tip_adapter"
     Config = TipAdapterConfig
     smoke = {"search_steps": [20, 5]}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def state_bytes(cls, config: TipCacheConfig, cell: CellShape, arch: Arch) -> int:
+        return FP32 * cell.images * (arch.embed_dim + cell.classes)  # cache keys and one-hot values
+
     class_specific = True
     selection = "alpha, beta by the reference grid on the few-shot validation set (never test)"
 

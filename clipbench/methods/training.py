@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from clipbench.devices import to_host
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
+from clipbench.methods.work import Arch, CellShape, EncoderWork, TargetShape, steps
 
 
 def dassl_lr(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int = 1, warmup_lr: float = 1e-5) -> float:
@@ -233,6 +234,17 @@ class ImageFineTuning(Method):
 
     requires = Inputs.IMAGES
     selection = "none (last epoch)"
+
+    @classmethod
+    def training_work(cls, config: MethodConfig, cell: CellShape, arch: Arch) -> EncoderWork:
+        """Every augmented training image goes through the image encoder, forward and backward, each epoch."""
+        n = steps(cell.images, config.batch_size, config.epochs)
+        return EncoderWork(images=n * config.batch_size, step_images=config.batch_size)
+
+    @classmethod
+    def eval_work(cls, config: MethodConfig, target: TargetShape, arch: Arch) -> EncoderWork:
+        """The cell's own encoders score every test image and encode the target's prompts."""
+        return EncoderWork(frozen_images=target.images, frozen_prompts=target.classes)
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from clipbench.data import imagenet_family_datasets
 from clipbench.data.base import LabelSpace
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
+from clipbench.methods.work import Arch, EncoderWork, TargetShape
 
 IMAGENET_TEMPLATES_SELECT = (
     "itap of a {}.",
@@ -54,6 +55,11 @@ class ZeroShotEnsemble(Method):
     requires = Inputs.FEATURES
     uses_backbone = True
     Config = ZeroShotEnsembleConfig
+
+    @classmethod
+    def eval_work(cls, config: ZeroShotEnsembleConfig, target: TargetShape, arch: Arch) -> EncoderWork:
+        """The seven ImageNet templates per class (the dataset's own templates add a few more)."""
+        return EncoderWork(frozen_prompts=target.classes * len(IMAGENET_TEMPLATES_SELECT))
 
     def fit(self, task: FitTask) -> dict[str, float | int]:
         return {}

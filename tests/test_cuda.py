@@ -1,0 +1,66 @@
+"""Tests that need a real CUDA device (skipped without one; ``scripts/gpu_check.sh`` runs them on a GPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from clipbench import features
+from clipbench.bench.instruments import random_backbone, write_jpegs
+from clipbench.config import SuiteConfig
+from clipbench.methods import METHODS
+from clipbench.pipeline import download, evaluate, extract, split, train
+from clipbench.runtime import RuntimeConfig
+from clipbench.suites import smoke_params
+from clipbench.typed import parse
+
+from conftest import encoder_task, make_project, tiny_params
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_every_stage_runs_on_the_real_cuda_device(tmp_path, small_toy):
+    _, layout, data_root = make_project(tmp_path)
+    names = list(METHODS.names())
+    params = tiny_params(data_root=str(data_root), methods=names)
+    params["method_params"] = smoke_params(names)
+    cfg = parse(SuiteConfig, params, "test")
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cuda"))
+    for d in cfg.all_datasets():
+        download.run(dataset=d, data_root=data_root, layout=layout)
+    for d in cfg.datasets:
+        split.run(dataset=d, cfg=cfg, layout=layout)
+    for d in cfg.all_datasets():
+        extract.run(
+            backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root, test_only=d not in cfg.datasets
+        )
+    for name in names:
+        for d in cfg.datasets:
+            assert train.run(backbone="toy_vit", method=name, dataset=d, cfg=cfg, layout=layout)["trained"] > 0
+        evaluate.run(backbone="toy_vit", method=name, cfg=cfg, layout=layout)
+    cell_json = next(layout.models("toy_vit", "clipfit", cfg.datasets[0]).glob("*/cell.json"))
+    assert '"device": "cuda:0"' in cell_json.read_text() or '"device": "cuda"' in cell_json.read_text()
+
+
+def test_clipfit_amp_step_on_cuda_gives_finite_losses(tmp_path):
+    data = encoder_task(tmp_path)
+    task = dataclasses.replace(data["tasks"]["images"], runtime=RuntimeConfig(device="cuda", precision="amp"))
+    task = dataclasses.replace(task, backbone=dataclasses.replace(task.backbone, model=task.backbone.model.cuda()))
+    cls = METHODS.get("clipfit")
+    method = cls(cls.Config(epochs=1, batch_size=2))
+    diagnostics = method.fit(task.to(torch.device("cuda")))
+    assert diagnostics["amp"] == 1.0 and torch.isfinite(torch.tensor(diagnostics["final_loss"]))
+
+
+def test_extraction_on_cuda_matches_the_cpu(tmp_path):
+    paths = write_jpegs(tmp_path, 8, 64)
+    cpu = random_backbone("clipbench-toy-vit")
+    gpu = dataclasses.replace(random_backbone("clipbench-toy-vit"), precision="fp32")
+    gpu.model.cuda()
+    a = features.encode_paths(cpu, tmp_path, paths, 4)
+    b = features.encode_paths(gpu, tmp_path, paths, 4)
+    for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True):
+        if isinstance(x, torch.Tensor):
+            torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-3)
