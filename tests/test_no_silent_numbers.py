@@ -437,6 +437,7 @@ def test_a_failed_training_cell_is_stored_failed_without_state(tmp_path, monkeyp
 
     class Diverges:
         name = "diverges"
+        host_fit = True
 
         def __init__(self, config):
             pass
@@ -449,6 +450,9 @@ def test_a_failed_training_cell_is_stored_failed_without_state(tmp_path, monkeyp
 
     class Task:
         space = type("Space", (), {"class_ids": ("c0",)})()
+
+        def to(self, device):
+            return self
 
     monkeypatch.setattr(train, "build_task", lambda *a: Task())
     monkeypatch.setattr(train, "replace", lambda task, **k: task)
