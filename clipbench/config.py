@@ -20,7 +20,7 @@ from clipbench.data.custom import CustomDataset, register_custom_datasets
 from clipbench.data.images import DEFAULT_MAX_PIXELS
 from clipbench.data.integrity import IMAGE_CHECKS, OVERLAP_MODES
 from clipbench.errors import ConfigError
-from clipbench.methods import METHODS, MethodConfig
+from clipbench.methods import METHODS, MethodConfig, resolve_config
 from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
 from clipbench.protocols import Protocols, get_protocol
 from clipbench.runtime import RuntimeConfig
@@ -115,6 +115,7 @@ class SuiteConfig:
             raise ConfigError(f"{where}.max_image_pixels: must be a positive integer, got {self.max_image_pixels}")
         for name in self.methods:
             self.method_config(name)
+            self._check_views(name, where)
         unknown = sorted(set(self.method_params) - set(METHODS.names()))
         if unknown:
             raise ConfigError(f"{where}.method_params: {METHODS.unknown_message(unknown[0])}")
@@ -128,6 +129,18 @@ class SuiteConfig:
             metadata.check_templates(
                 dataset, metadata.templates(dataset, self.text.template_set), f"{where}.text.template_set"
             )
+
+    def _check_views(self, name: str, where: str) -> None:
+        """A method may not read more cached views per image than extraction provides (``features.views``)."""
+        method, config = METHODS.get(name), self.method_config(name)
+        for dataset in ("", *self.datasets):
+            field_name, needed = method.views_needed(resolve_config(config, dataset) if dataset else config)
+            if needed > self.features.views:
+                at = f" for {dataset}" if dataset else ""
+                raise ConfigError(
+                    f"{where}.method_params.{name}.{field_name}: reads {needed} cached views per image{at} but "
+                    f"features.views is {self.features.views}; raise features.views to {needed} or lower {field_name}"
+                )
 
     def method_config(self, name: str) -> MethodConfig:
         """The method's frozen config: its dataclass defaults overridden by ``method_params.<name>``."""

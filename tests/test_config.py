@@ -130,3 +130,17 @@ def test_methods_all_means_every_registered_method_and_method_params_may_omit_an
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "methods": "every"}))
     with pytest.raises(ConfigError, match="methods: 'every'"):
         load_suite(tmp_path / "params.yaml")
+
+
+def test_a_method_reading_more_cached_views_than_extracted_is_refused():
+    """Tip-Adapter's cache keys average `augment_views` views: more than `features.views` would be cut silently."""
+    params = tiny_params(methods=["tip_adapter"], method_params={"tip_adapter": {"augment_views": 10}})
+    params["features"] = {"views": 2}
+    with pytest.raises(
+        ConfigError,
+        match=r"method_params.tip_adapter.augment_views: reads 10 cached views.*"
+        r"features.views is 2; raise features.views to 10",
+    ):
+        parse(SuiteConfig, params, "params.yaml")
+    params["method_params"]["tip_adapter"]["augment_views"] = 2
+    parse(SuiteConfig, params, "params.yaml")

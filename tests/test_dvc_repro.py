@@ -28,8 +28,8 @@ def workspace(tmp_path_factory) -> Path:
         "zeroshot": {},
         "linear_probe": {},
         "clip_adapter": {"epochs": 3},
-        "tip_adapter": {},
-        "tip_adapter_f": {"epochs": 2},
+        "tip_adapter": {"augment_views": 2},
+        "tip_adapter_f": {"epochs": 2, "augment_views": 2},
     }
     return make_workspace(tmp_path_factory.mktemp("repo"), reduced_params(methods=methods))
 

@@ -238,6 +238,12 @@ class Method(abc.ABC):
     def needs_backbone(cls) -> bool:
         return cls.uses_backbone or cls.requires is Inputs.IMAGES
 
+    @classmethod
+    def views_needed(cls, config: MethodConfig) -> tuple[str, int]:
+        """(config field, count) of the cached augmented views per image the method reads; ("", 0) if it reads
+        whatever the suite caches. The suite refuses a count above ``features.views`` before any work."""
+        return "", 0
+
 
 def train_class_index(target: EvalTarget) -> list[int]:
     """Rows of the training space for each target class, matched by class id; ``NotApplicable`` if any is unseen."""

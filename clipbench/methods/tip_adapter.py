@@ -139,7 +139,11 @@ class TipAdapter(Method):
 
     name = "tip_adapter"
     Config = TipAdapterConfig
-    smoke = {"search_steps": [20, 5]}  # tiny-run overrides (tests, bench): see Method.smoke
+    smoke = {"search_steps": [20, 5], "augment_views": 2}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def views_needed(cls, config: TipAdapterConfig) -> tuple[str, int]:
+        return "augment_views", config.augment_views
 
     @classmethod
     def state_bytes(cls, config: TipCacheConfig, cell: CellShape, arch: Arch) -> int:

@@ -64,7 +64,12 @@ class TipAdapterF(TipAdapter):
 
     name = "tip_adapter_f"
     Config = TipAdapterFConfig
-    smoke = {"epochs": 2, "search_steps": [20, 5]}  # tiny-run overrides (tests, bench): see Method.smoke
+    smoke = {"epochs": 2, "search_steps": [20, 5], "augment_views": 2}  # tiny-run overrides: see Method.smoke
+
+    @classmethod
+    def views_needed(cls, config: TipAdapterFConfig) -> tuple[str, int]:
+        return "augment_views", config.augment_views
+
     selection = (
         "last epoch (optionally the best few-shot-val epoch); alpha, beta re-searched on the "
         "few-shot validation set (never test)"
