@@ -123,14 +123,19 @@ class CellRun(Generic[C]):
 
 
 class _Progress:
-    """One log line per finished cell: done / to do, elapsed, ETA."""
+    """Progress lines (done / to do, elapsed, ETA): the first and last cell, and at most one every ``every`` s."""
 
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.start, self.done = label, total, time.perf_counter(), 0
+    def __init__(self, label: str, total: int, every: float = 15.0) -> None:
+        self.label, self.total, self.every = label, total, every
+        self.start = self.shown = time.perf_counter()
+        self.done = 0
 
     def step(self, name: str) -> None:
         self.done += 1
-        elapsed = time.perf_counter() - self.start
+        now = time.perf_counter()
+        if self.done not in (1, self.total) and now - self.shown < self.every:
+            return
+        self.shown, elapsed = now, now - self.start
         eta = elapsed / self.done * (self.total - self.done)
         log.info("%s: %d/%d cells (%s) elapsed %.0fs, ETA %.0fs", self.label, self.done, self.total, name, elapsed, eta)
 

@@ -55,6 +55,23 @@ def reduced_params(params: dict, reduction: Reduction = Reduction(), methods: di
     p["toy_pretrain"] = {**(p.get("toy_pretrain") or {}), **r.toy_pretrain}
     if methods is not None:
         p["methods"], p["method_params"] = list(methods), {k: dict(v) for k, v in methods.items()}
+    return _fit_views(p, r.views)
+
+
+def _fit_views(p: dict, views: int) -> dict:
+    """Cap every method's cached-view need (``Method.views_needed``) at the reduced ``features.views``."""
+    from clipbench.methods import METHODS
+    from clipbench.typed import parse
+
+    method_params = dict(p.get("method_params") or {})
+    for name in p.get("methods") or []:
+        if name not in METHODS:
+            continue  # an unknown name is reported by the suite's own validation
+        overrides = dict(method_params.get(name) or {})
+        field_name, needed = METHODS.get(name).views_needed(parse(METHODS.get(name).Config, overrides, name))
+        if needed > views:
+            method_params[name] = {**overrides, field_name: views}
+    p["method_params"] = method_params
     return p
 
 

@@ -13,6 +13,7 @@ from clipbench.cli import main
 from clipbench.config import SuiteConfig
 from clipbench.methods import METHODS
 from clipbench.protocols import eval_cells, training_cells
+from clipbench.suites import smoke_params
 from clipbench.typed import parse
 
 from conftest import tiny_params
@@ -22,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[SuiteConfig, plan.Plan]:
-    cfg = parse(SuiteConfig, tiny_params(methods=list(METHODS.names())), "test params")
+    names = list(METHODS.names())
+    cfg = parse(SuiteConfig, tiny_params(methods=names, method_params=smoke_params(names)), "test params")
     return cfg, plan.suite_plan(cfg)
 
 

@@ -169,7 +169,7 @@ def _train_cell(
     start = time.perf_counter()
     diagnostics = fit_counted(model, task)
     seconds = time.perf_counter() - start
-    log.info("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
+    log.debug("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
     state = host_state(model.state_dict()) or {"_empty": torch.zeros(0)}
     reason = degenerate(diagnostics, state)
     if reason:
