@@ -55,10 +55,10 @@ def reduced_params(params: dict, reduction: Reduction = Reduction(), methods: di
     p["toy_pretrain"] = {**(p.get("toy_pretrain") or {}), **r.toy_pretrain}
     if methods is not None:
         p["methods"], p["method_params"] = list(methods), {k: dict(v) for k, v in methods.items()}
-    return _fit_views(p, r.views)
+    return fit_views(p, r.views)
 
 
-def _fit_views(p: dict, views: int) -> dict:
+def fit_views(p: dict, views: int) -> dict:
     """Cap every method's cached-view need (``Method.views_needed``) at the reduced ``features.views``."""
     from clipbench.methods import METHODS
     from clipbench.typed import parse
