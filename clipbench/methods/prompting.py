@@ -1,7 +1,7 @@
 """Prompt-learning text path shared by CoOp and CoCoOp: learned context tokens through the frozen text tower.
 
-A helper module, not a registered method: every train and evaluate stage tracks it (``dvc.yaml`` deps and the
-cell code fingerprints), like :mod:`clipbench.methods.training`.
+A shared module, not a registered method: it is in the computed code closure (:mod:`clipbench.codegraph`) of
+every method that imports it, so editing it re-runs exactly CoOp's and CoCoOp's stages and cells.
 """
 
 from __future__ import annotations
