@@ -198,3 +198,38 @@ def encoder_task(root: Path, n_classes: int = 4, shots: int = 2, views: int = 2,
     tasks["images"] = tasks["features"]
     x = {"features": val_plain, "pre_proj": val_pre, "images": val.pixels(range(len(val)), preprocess)}
     return {"tasks": tasks, "backbone": backbone, "x": x, "labels": val.labels, "space": space}
+
+
+def every_method_suite(tmp_path: Path, device: str):
+    """A miniature project of every registered method (smoke settings) on ``device``, downloaded and split."""
+    import dataclasses
+
+    from clipbench.methods import METHODS
+    from clipbench.pipeline import download, split
+    from clipbench.suites import smoke_params
+
+    _, layout, data_root = make_project(tmp_path)
+    names = list(METHODS.names())
+    params = tiny_params(data_root=str(data_root), methods=names)
+    params["method_params"] = smoke_params(names)
+    cfg = parse(SuiteConfig, params, "test")
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device=device))
+    for d in cfg.all_datasets():
+        download.run(dataset=d, data_root=data_root, layout=layout)
+    for d in cfg.datasets:
+        split.run(dataset=d, cfg=cfg, layout=layout)
+    return cfg, layout, data_root
+
+
+def run_every_stage(cfg: SuiteConfig, layout: Layout, data_root: Path) -> None:
+    """Extract, then train (each cell trains) and evaluate every method of ``cfg``."""
+    from clipbench.pipeline import evaluate, extract, train
+
+    for d in cfg.all_datasets():
+        extract.run(
+            backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root, test_only=d not in cfg.datasets
+        )
+    for name in cfg.methods:
+        for d in cfg.datasets:
+            assert train.run(backbone="toy_vit", method=name, dataset=d, cfg=cfg, layout=layout)["trained"] > 0
+        evaluate.run(backbone="toy_vit", method=name, cfg=cfg, layout=layout)

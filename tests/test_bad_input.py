@@ -373,8 +373,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_fails_early_with_a_clear_message_and_no_output(proj, case):
+def fails_cleanly(proj, case) -> None:
+    """``case`` raises its one-line clipbench error naming every needle, and leaves no output or temporary."""
     with pytest.raises(case.error) as info:
         case.run(proj)
     message = str(info.value)
@@ -385,6 +385,11 @@ def test_bad_input_fails_early_with_a_clear_message_and_no_output(proj, case):
     assert proj.outputs() == set(), f"{case.id} left output behind: {sorted(proj.outputs())}"
     leftovers = [p for p in proj.root.rglob("*.tmp")] + [p for p in proj.root.rglob(".*.tmp")]
     assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_fails_early_with_a_clear_message_and_no_output(proj, case):
+    fails_cleanly(proj, case)
 
 
 def test_the_catalogue_covers_at_least_25_cases():

@@ -9,37 +9,17 @@ import torch
 
 from clipbench import features
 from clipbench.bench.instruments import random_backbone, write_jpegs
-from clipbench.config import SuiteConfig
 from clipbench.methods import METHODS
-from clipbench.pipeline import download, evaluate, extract, split, train
 from clipbench.runtime import RuntimeConfig
-from clipbench.suites import smoke_params
-from clipbench.typed import parse
 
-from conftest import encoder_task, make_project, tiny_params
+from conftest import encoder_task, every_method_suite, run_every_stage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_every_stage_runs_on_the_real_cuda_device(tmp_path, small_toy):
-    _, layout, data_root = make_project(tmp_path)
-    names = list(METHODS.names())
-    params = tiny_params(data_root=str(data_root), methods=names)
-    params["method_params"] = smoke_params(names)
-    cfg = parse(SuiteConfig, params, "test")
-    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cuda"))
-    for d in cfg.all_datasets():
-        download.run(dataset=d, data_root=data_root, layout=layout)
-    for d in cfg.datasets:
-        split.run(dataset=d, cfg=cfg, layout=layout)
-    for d in cfg.all_datasets():
-        extract.run(
-            backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root, test_only=d not in cfg.datasets
-        )
-    for name in names:
-        for d in cfg.datasets:
-            assert train.run(backbone="toy_vit", method=name, dataset=d, cfg=cfg, layout=layout)["trained"] > 0
-        evaluate.run(backbone="toy_vit", method=name, cfg=cfg, layout=layout)
+    cfg, layout, data_root = every_method_suite(tmp_path, "cuda")
+    run_every_stage(cfg, layout, data_root)
     cell_json = next(layout.models("toy_vit", "clipfit", cfg.datasets[0]).glob("*/cell.json"))
     assert '"device": "cuda:0"' in cell_json.read_text() or '"device": "cuda"' in cell_json.read_text()
 

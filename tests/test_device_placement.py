@@ -9,20 +9,13 @@ Values read back (:mod:`clipbench.devices`) are zeros, so this checks placement,
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 from clipbench import runtime
-from clipbench.config import SuiteConfig
-from clipbench.methods import METHODS
-from clipbench.pipeline import download, evaluate, extract, split, train
-from clipbench.suites import smoke_params
-from clipbench.typed import parse
 
-from conftest import make_project, tiny_params
+from conftest import every_method_suite, run_every_stage
 
 HEAVY = {torch.matmul, torch.mm, torch.bmm, torch.einsum, torch.nn.functional.linear, torch.Tensor.__matmul__}
 
@@ -65,24 +58,9 @@ def fake_accelerator(monkeypatch):
 
 
 def test_every_stage_keeps_models_and_tensors_on_the_device(tmp_path, small_toy, fake_accelerator):
-    _, layout, data_root = make_project(tmp_path)
-    names = list(METHODS.names())
-    params = tiny_params(data_root=str(data_root), methods=names)
-    params["method_params"] = smoke_params(names)
-    cfg = parse(SuiteConfig, params, "test")
-    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cuda"))
-    for d in cfg.all_datasets():
-        download.run(dataset=d, data_root=data_root, layout=layout)
-    for d in cfg.datasets:
-        split.run(dataset=d, cfg=cfg, layout=layout)
+    cfg, layout, data_root = every_method_suite(tmp_path, "cuda")
     with fake_accelerator:
-        for d in cfg.all_datasets():
-            test_only = d not in cfg.datasets
-            extract.run(backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root, test_only=test_only)
-        for name in names:
-            for d in cfg.datasets:
-                assert train.run(backbone="toy_vit", method=name, dataset=d, cfg=cfg, layout=layout)["trained"] > 0
-            evaluate.run(backbone="toy_vit", method=name, cfg=cfg, layout=layout)
+        run_every_stage(cfg, layout, data_root)
     assert fake_accelerator.cpu_calls == []
     cell_json = next(layout.models("toy_vit", "coop", cfg.datasets[0]).glob("*/cell.json"))
     assert '"device": "meta"' in cell_json.read_text()

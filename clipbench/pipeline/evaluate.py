@@ -63,6 +63,7 @@ class _Inputs:
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
         runtime = cfg.runtime
         self.device = runtime.torch_device()
+        self.train_records: dict = {}  # TrainCell -> its cell.json, read once per run
         self.model = cache(lambda: load_backbone(backbone, layout.backbone(backbone), self.device, runtime.precision))
         self.config = cache(
             lambda source: resolve_config(
@@ -176,7 +177,14 @@ def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path
 
 
 def _train_record(cell: EvalCell, inputs: _Inputs) -> dict:
-    """The trained cell's ``cell.json``; a missing one names the stage to re-run."""
+    """The trained cell's ``cell.json`` (checked and read once per run: several evaluations share it)."""
+    if cell.train not in inputs.train_records:
+        inputs.train_records[cell.train] = _read_train_record(cell, inputs)
+    return inputs.train_records[cell.train]
+
+
+def _read_train_record(cell: EvalCell, inputs: _Inputs) -> dict:
+    """The trained cell's ``cell.json``; a damaged or missing one names the stage to re-run."""
     train_dir = inputs.layout.models(inputs.backbone, inputs.method.name, cell.train.dataset) / cell.train.name
     store = CellStore(train_dir.parent)
     problem = store.damage(cell.train.name) if train_dir.is_dir() else None
