@@ -24,7 +24,7 @@ import torch
 from clipbench import seal
 from clipbench.backbones import Backbone
 from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor, view_rng
-from clipbench.data.imageset import prefetch
+from clipbench.data.loader import load_batches, pil_stage, pixel_stats, to_uint8
 from clipbench.errors import DataError
 from clipbench.io import (
     atomic_directory,
@@ -78,31 +78,51 @@ def _on_gpu(backbone: Backbone) -> bool:
     return backbone.device.type == "cuda"
 
 
-def _pixel_batches(
-    backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int, views: ViewSpec | None
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(decoded, view, pixels)`` per batch: the test transform (view -1), then each augmented view.
+@dataclass(frozen=True)
+class _ChunkPixels:
+    """Pixel batches of one chunk of files: the test transform, then each augmented view (``make`` of a loader).
 
-    Each batch of files is decoded once; only that batch's images are alive, so memory does not grow with the
-    dataset. Views are a pure function of (path, view, seed), so the order of preparation cannot change them.
+    Each file is decoded once per chunk; only that chunk's images are alive, so memory does not grow with the
+    dataset. Views are a pure function of (path, view, seed), so the process that prepares them cannot change
+    them. Batches are uint8 when the backbone's eval transform splits into a PIL part and its normalisation
+    (normalised on the encoding device, :func:`clipbench.data.loader.to_model_input`), else normalised fp32.
     """
-    mean, std = backbone.model.visual.image_mean, backbone.model.visual.image_std
-    for chunk in _batches(paths, batch_size):
-        images = [open_rgb(image_dir / p) for p in chunk]
-        yield len(images), -1, torch.stack([backbone.preprocess(im) for im in images])
-        for v in range(views.views if views else 0):
-            yield (
-                0,
-                v,
-                torch.stack(
-                    [
-                        to_normalised_tensor(
-                            augmented_view(im, backbone.image_size, views.scale, view_rng(p, v, views.seed)), mean, std
-                        )
-                        for p, im in zip(chunk, images, strict=True)
-                    ]
-                ),
+
+    image_dir: Path
+    chunks: tuple[tuple[str, ...], ...]
+    preprocess: object
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    views: ViewSpec | None
+
+    def __call__(self, i: int) -> tuple[int, list[torch.Tensor]]:
+        chunk = self.chunks[i]
+        images = [open_rgb(self.image_dir / p) for p in chunk]
+        split = pil_stage(self.preprocess) if self.uint8 else None
+        plain = [to_uint8(split[0](im)) if split else self.preprocess(im) for im in images]
+        stacks = [torch.stack(plain)]
+        for v in range(self.views.views if self.views else 0):
+            seen = [
+                augmented_view(im, self.size, self.views.scale, view_rng(p, v, self.views.seed))
+                for p, im in zip(chunk, images, strict=True)
+            ]
+            stacks.append(
+                torch.stack([to_uint8(x) if split else to_normalised_tensor(x, self.mean, self.std) for x in seen])
             )
+        return len(images), stacks
+
+    @property
+    def uint8(self) -> bool:
+        split = pil_stage(self.preprocess)
+        return split is not None and tuple(split[1]) == self.mean and tuple(split[2]) == self.std
+
+
+def _chunk_pixels(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int, views: ViewSpec | None):
+    chunks = tuple(tuple(c) for c in _batches(paths, batch_size))
+    return _ChunkPixels(
+        image_dir, chunks, backbone.preprocess, backbone.image_size, *pixel_stats(backbone.model), views
+    )
 
 
 def encode_paths(
@@ -113,24 +133,27 @@ def encode_paths(
     views: ViewSpec | None = None,
     counter: EncodeCounter | None = None,
     overlap: bool | None = None,
+    workers: int = 0,
 ) -> Encoded:
     """Test-transform embeddings and, if ``views``, augmented-view embeddings, each with and without projection.
 
-    With ``overlap`` (default: when the model is on a GPU) a background thread decodes and transforms the next
-    batch while the current one is encoded; on a CPU the two would only compete for the same cores.
+    ``workers`` decode and transform batches in worker processes (``runtime.decode_workers``) while the encoder
+    runs. With none, ``overlap`` (default: when the model is on a GPU) lets a background thread prepare the next
+    batch; on a CPU the two would only compete for the same cores.
     """
     counter = counter or EncodeCounter()
     n_views = views.views if views else 0
     pre, plain = [], []
     pre_views, viewed = [[] for _ in range(n_views)], [[] for _ in range(n_views)]
-    batches = _pixel_batches(backbone, image_dir, paths, batch_size, views)
-    if overlap if overlap is not None else _on_gpu(backbone):
-        batches = prefetch(batches, depth=1)
-    for decoded, view, pixels in batches:
+    make = _chunk_pixels(backbone, image_dir, paths, batch_size, views)
+    on_gpu = _on_gpu(backbone)
+    batches = load_batches(make, len(make.chunks), workers, pin=on_gpu, overlap=on_gpu if overlap is None else overlap)
+    for decoded, stacks in batches:
         counter.decoded += decoded
-        out_pre, out_proj = _encode(backbone, pixels, counter)
-        (pre if view < 0 else pre_views[view]).append(out_pre)
-        (plain if view < 0 else viewed[view]).append(out_proj)
+        for view, pixels in enumerate(stacks, start=-1):
+            out_pre, out_proj = _encode(backbone, pixels, counter)
+            (pre if view < 0 else pre_views[view]).append(out_pre)
+            (plain if view < 0 else viewed[view]).append(out_proj)
     stacked = [
         torch.stack([torch.cat(parts) for parts in lists]) if n_views and paths else None
         for lists in (viewed, pre_views)

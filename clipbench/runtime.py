@@ -38,6 +38,11 @@ class RuntimeConfig:
         parse_device(self.device, f"{where}.device")
         if self.decode_workers < 0:
             raise ConfigError(f"{where}.decode_workers: must be >= 0, got {self.decode_workers}")
+        if self.decode_workers and self.executor == "processes":
+            raise ConfigError(
+                f"{where}.decode_workers: the processes executor already runs one cell per core in daemon "
+                "processes, which cannot start decode workers; set decode_workers: 0 or executor: serial"
+            )
         if self.batch_size <= 0:
             raise ConfigError(f"{where}.batch_size: must be > 0, got {self.batch_size}")
         if self.cpu_threads < 0:

@@ -163,3 +163,32 @@ def test_toy_suite_prompts_fit_the_toy_text_encoder():
         mc = cfg.method_config(method)
         n_ctx = len(tokenizer.encode(mc.ctx_init)) if mc.ctx_init else mc.n_ctx
         tokenize_checked(tokenizer, [" ".join([PLACEHOLDER] * n_ctx + [n]) + "." for n in names], 16)
+
+
+@pytest.mark.parametrize("position", ["end", "middle"])
+@pytest.mark.parametrize("csc", [False, True])
+def test_inference_text_passes_are_bounded_and_equal_one_pass(enc, position, csc):
+    """CoOp's evaluation encodes the classes in passes of at most ``per_pass`` (ImageNet: 1,000 in 4 passes)."""
+    from clipbench.methods.prompting import TextTower, encode_classes, encode_context
+
+    backbone = enc["backbone"]
+    names = ("red circle", "blue square", "green triangle with stripes", "yellow star", "grey ring")
+    prompts = PromptBuffers(backbone, names, 4, position)
+    width = backbone.model.token_embedding.weight.shape[1]
+    ctx = torch.randn(len(names), 4, width) if csc else torch.randn(4, width)
+    tower = TextTower(backbone.model, copy_weights=False)
+    seen, shared = [], tower.encode_shared_prefix
+
+    def record_shared(prefix, suffix, eot, length=None):
+        seen.append(suffix.shape[0])
+        return shared(prefix, suffix, eot, length)
+
+    tower.encode_shared_prefix = record_shared  # the generic end-position path of encode_context
+    tower.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        whole = encode_context(tower, prompts, ctx)
+        seen.clear()
+        parts = encode_classes(tower, prompts, ctx, per_pass=2)
+    assert parts.shape == whole.shape == (5, backbone.embed_dim)
+    torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-5)
+    assert seen == [2, 2, 1]  # classes per text-encoder pass

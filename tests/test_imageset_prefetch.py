@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clipbench.data.imageset import ImageSet, prefetch, train_augment
+from clipbench.data.imageset import ImageSet, prefetch
+from clipbench.data.loader import Augment, training_batches
 
 
 def _image_set(root, n: int = 5) -> ImageSet:
@@ -20,9 +21,9 @@ def _image_set(root, n: int = 5) -> ImageSet:
 
 
 def _augmented_batches(images: ImageSet, seed: int):
-    aug = train_augment(16, (0.5, 1.0), (0.5,) * 3, (0.5,) * 3, np.random.default_rng(seed))
-    for start in range(0, len(images), 2):
-        yield images.batch(range(start, min(start + 2, len(images))), aug)
+    aug = Augment(16, (0.5, 1.0), (0.5,) * 3, (0.5,) * 3)
+    batches = [torch.arange(start, min(start + 2, len(images))) for start in range(0, len(images), 2)]
+    yield from training_batches(images, batches, aug, np.random.default_rng(seed))
 
 
 def test_prefetch_yields_the_same_deterministic_batches(tmp_path):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from clipbench.backbones.registry import BACKBONES, BackboneSpec, get_backbone, import_open_clip
+from clipbench.data.loader import pixel_stats, to_model_input
 from clipbench.devices import host_float, to_host
 from clipbench.errors import DataError
 from clipbench.io import atomic_save_tensors, atomic_write_json
@@ -119,6 +120,9 @@ class Backbone:
         return contextlib.nullcontext()
 
     def _inputs(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels on the model's device; uint8 batches (from the data loader) are normalised there."""
+        if pixels.dtype == torch.uint8:
+            return to_model_input(pixels, *pixel_stats(self.model), self.device)
         return pixels.to(self.device, non_blocking=pixels.is_pinned())
 
     @property

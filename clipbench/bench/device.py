@@ -14,6 +14,7 @@ the encoder work of the step at the measured rates.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -58,8 +59,9 @@ def on_device(device: torch.device, precision: str) -> Backbone:
     return dataclasses.replace(bb, precision=precision)
 
 
-def extraction(bb: Backbone, work: Path, images: int, batch: int, repeats: int = 2) -> dict:
-    """Images/s of ``encode_paths`` against ``encode_image`` on pre-decoded tensors on the device."""
+def extraction(bb: Backbone, work: Path, images: int, batch: int, workers: int = 0, repeats: int = 2) -> dict:
+    """Images/s of ``encode_paths`` (in-process and with ``workers`` decode processes) against ``encode_image`` on
+    pre-decoded tensors on the device."""
     from clipbench.data.images import open_rgb
 
     paths = write_jpegs(work, images, 256)
@@ -71,12 +73,20 @@ def extraction(bb: Backbone, work: Path, images: int, batch: int, repeats: int =
             for chunk in pixels.split(batch):
                 bb.model.encode_image(chunk)
 
-    def ours() -> None:
-        features.encode_paths(bb, work, paths, batch)
+    def ours(n: int = 0) -> None:
+        features.encode_paths(bb, work, paths, batch, workers=n)
 
-    raw(), ours()
+    raw(), ours(), ours(workers)
     t_raw, t_ours = _best(raw, device, repeats), _best(ours, device, repeats)
-    return {"images": images, "batch": batch, "raw_ips": images / t_raw, "ours_ips": images / t_ours}
+    t_workers = _best(lambda: ours(workers), device, repeats)
+    return {
+        "images": images,
+        "batch": batch,
+        "workers": workers,
+        "raw_ips": images / t_raw,
+        "ours_ips": images / t_ours,
+        "workers_ips": images / t_workers,
+    }
 
 
 def training_rates(bb: Backbone, image_batch: int, prompts: int, repeats: int = 3) -> dict:
@@ -137,7 +147,8 @@ def render(result: dict) -> str:
         "",
         f"Extraction, {e['images']} images, batch {e['batch']}: stage path {e['ours_ips']:,.0f} images/s, raw "
         f"`encode_image` on pre-decoded device tensors {e['raw_ips']:,.0f} images/s "
-        f"(ratio {e['ours_ips'] / e['raw_ips']:.2f}).",
+        f"(ratio {e['ours_ips'] / e['raw_ips']:.2f}); with {e['workers']} decode workers "
+        f"(`runtime.decode_workers`) {e['workers_ips']:,.0f} images/s (ratio {e['workers_ips'] / e['raw_ips']:.2f}).",
         "",
         f"One forward + backward: {r['image_batch']} images {r['image_s'] * 1e3:,.1f} ms (peak "
         f"{r['image_peak'] / 1e9:,.2f} GB); {r['prompts']} prompts {r['text_s'] * 1e3:,.1f} ms (peak "
@@ -156,7 +167,11 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def device_bench(plan: Plan, work: Path, device: torch.device, precision: str, quick: bool = True) -> dict:
+def device_bench(
+    plan: Plan, work: Path, device: torch.device, precision: str, quick: bool = True, workers: int | None = None
+) -> dict:
+    """The accelerator measurements; ``workers``: decode processes (default: the cores but one, at most 8)."""
+    workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if workers is None else workers
     bb = on_device(device, precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     images, batch, prompts = (256, 64, 100) if quick else (2048, 256, 1000)
@@ -166,7 +181,7 @@ def device_bench(plan: Plan, work: Path, device: torch.device, precision: str, q
     return {
         "device_name": name,
         "precision": precision,
-        "extraction": extraction(bb, work, images, batch),
+        "extraction": extraction(bb, work, images, batch, workers),
         "rates": rates,
         "methods": step_estimates(plan, rates),
     }

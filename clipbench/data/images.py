@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -99,14 +100,39 @@ def random_resized_crop_params(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+@dataclass(frozen=True)
+class ViewParams:
+    """One RandomResizedCrop box (top, left, height, width) and whether the crop is flipped."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+def draw_view(
+    width: int, height: int, scale: tuple[float, float], rng: np.random.Generator, flip: bool = True
+) -> ViewParams:
+    """The crop box, then (if ``flip``) the flip coin, drawn from ``rng`` in that order."""
+    box = random_resized_crop_params(width, height, scale, rng)
+    return ViewParams(*box, flip=bool(flip and rng.uniform() < 0.5))
+
+
+def apply_view(img: Image.Image, view: ViewParams, size: int) -> Image.Image:
+    """The crop resized to ``size`` x ``size`` (bicubic), flipped if drawn so."""
+    TF = _tf()
+    out = TF.resized_crop(
+        img, view.top, view.left, view.height, view.width, [size, size], interpolation=TF.InterpolationMode.BICUBIC
+    )
+    return TF.hflip(out) if view.flip else out
+
+
 def augmented_view(
     img: Image.Image, size: int, scale: tuple[float, float], rng: np.random.Generator, flip: bool = True
 ) -> Image.Image:
     """RandomResizedCrop(size, scale, bicubic) then (if ``flip``) a horizontal flip with probability 0.5."""
-    top, left, h, w = random_resized_crop_params(img.width, img.height, scale, rng)
-    TF = _tf()
-    out = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=TF.InterpolationMode.BICUBIC)
-    return TF.hflip(out) if flip and rng.uniform() < 0.5 else out
+    return apply_view(img, draw_view(img.width, img.height, scale, rng, flip), size)
 
 
 def to_normalised_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

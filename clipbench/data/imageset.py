@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipbench.data.images import augmented_view, open_rgb, to_normalised_tensor
+from clipbench.data.images import open_rgb
 
 Transform = Callable[[Image.Image], torch.Tensor]
 T = TypeVar("T")
@@ -42,6 +42,18 @@ class ImageSet:
             self._decoded[i] = np.asarray(open_rgb(Path(self.root) / self.paths[i]))
         return Image.fromarray(self._decoded[i])
 
+    def load(self, i: int) -> Image.Image:
+        """Image ``i`` decoded from disk without keeping it (what a data-loader worker does)."""
+        return Image.fromarray(self._decoded[i]) if i in self._decoded else open_rgb(Path(self.root) / self.paths[i])
+
+    def size(self, i: int) -> tuple[int, int]:
+        """``(width, height)`` of image ``i`` (from the file header unless it is decoded already)."""
+        if i in self._decoded:
+            height, width = self._decoded[i].shape[:2]
+            return width, height
+        with Image.open(Path(self.root) / self.paths[i]) as img:
+            return img.size
+
     @property
     def decoded(self) -> int:
         """How many distinct images were decoded so far."""
@@ -55,26 +67,6 @@ class ImageSet:
         """Pixels and labels of ``indices``."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return self.pixels(idx, transform), self.labels[idx]
-
-
-def train_augment(
-    size: int,
-    scale: tuple[float, float],
-    mean: Sequence[float],
-    std: Sequence[float],
-    rng: np.random.Generator,
-    flip: bool = True,
-) -> Transform:
-    """RandomResizedCrop(size, scale, bicubic) [+ horizontal flip p=0.5] + normalisation, drawn from ``rng``.
-
-    The Dassl training transform of CoOp/CoCoOp/ClipFit is ``scale=(0.08, 1)`` with flip (spec §2.3).
-    """
-
-    def apply(img: Image.Image) -> torch.Tensor:
-        view = augmented_view(img, size, scale, rng, flip=flip)
-        return to_normalised_tensor(view, tuple(mean), tuple(std))
-
-    return apply
 
 
 def prefetch(batches: Iterable[T], depth: int = 2) -> Iterator[T]:

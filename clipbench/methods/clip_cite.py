@@ -60,7 +60,6 @@ import torch.nn.functional as F
 
 from clipbench.data import metadata
 from clipbench.data.base import LabelSpace
-from clipbench.data.imageset import train_augment
 from clipbench.devices import host_floats, host_state, to_host
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
@@ -69,11 +68,10 @@ from clipbench.methods.training import (
     MixedPrecision,
     class_text_features,
     compress_delta,
-    dassl_batches,
     device_of,
     expand_delta,
+    image_epochs,
     image_scorer,
-    pixel_stats,
     set_lr,
     text_scorer,
     tokenize_prompts,
@@ -260,22 +258,13 @@ class ClipCite(ImageFineTuning):
         )
         with torch.no_grad():
             teacher_text = class_text_features(teacher, tokens.flatten(0, 1), len(tokens))
-        augment = train_augment(
-            task.backbone.image_size,
-            cfg.crop_scale,
-            *pixel_stats(student),
-            np.random.default_rng(task.seed),
-            flip=cfg.flip,
-        )
-        gen = torch.Generator().manual_seed(task.seed)
         history, step = [], 0
-        for epoch in range(cfg.epochs):
+        for epoch, batches in enumerate(image_epochs(task, student, cfg.epochs, batch_size, cfg.crop_scale, cfg.flip)):
             losses = []
-            for idx in dassl_batches(n, batch_size, gen):
+            for pixels, labels in batches:
                 set_lr(
                     opt, cosine_lr(step if cfg.schedule_step == "iteration" else epoch, total, cfg.lr, cfg.warmup_steps)
                 )
-                pixels, labels = task.train_images.batch(idx, augment)
                 with amp.autocast():
                     terms = self._losses(
                         cfg, student, teacher, classifier, tokens, teacher_text, pixels.to(device), labels.to(device)

@@ -48,7 +48,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipbench.data.imageset import train_augment
 from clipbench.devices import host_floats, to_host
 from clipbench.errors import ConfigError
 from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
@@ -56,11 +55,10 @@ from clipbench.methods.training import (
     ImageFineTuning,
     MixedPrecision,
     class_text_features,
-    dassl_batches,
     dassl_lr,
     device_of,
     freeze_except,
-    pixel_stats,
+    image_epochs,
     set_lr,
     text_scorer,
     tokenize_prompts,
@@ -178,20 +176,12 @@ class ClipFit(ImageFineTuning):
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
         )
-        augment = train_augment(
-            task.backbone.image_size,
-            cfg.crop_scale,
-            *pixel_stats(model),
-            np.random.default_rng(task.seed),
-            flip=cfg.flip,
-        )
-        gen = torch.Generator().manual_seed(task.seed)
         history = []
-        for epoch in range(cfg.epochs):
+        epochs = image_epochs(task, model, cfg.epochs, cfg.batch_size, cfg.crop_scale, cfg.flip)
+        for epoch, batches in enumerate(epochs):
             set_lr(opt, dassl_lr(epoch, cfg.lr, cfg.epochs, warmup_lr=cfg.warmup_lr))
             losses = []
-            for idx in dassl_batches(len(task.train_images), cfg.batch_size, gen):
-                pixels, labels = task.train_images.batch(idx, augment)
+            for pixels, labels in batches:
                 with amp.autocast():
                     ce, reg = self._losses(model, tokens, t0, pixels.to(device), labels.to(device), task.logit_scale)
                     loss = ce + lam * reg

@@ -53,6 +53,7 @@ from clipbench.methods.prompting import (
     Position,
     PromptBuffers,
     TextTower,
+    encode_classes,
     encode_context,
     init_context,
     logits_of,
@@ -190,7 +191,7 @@ class CoOp(Method):
         ctx = self._target_context(target)
         prompts = PromptBuffers(backbone, target.space.classnames, ctx.shape[-2], self.config.class_token_position)
         tower = TextTower(backbone.model, copy_weights=False, trim=self.config.trim_prompts)
-        return encode_context(tower, prompts, ctx).float()
+        return encode_classes(tower, prompts, ctx).float()
 
     def predictor(self, target: EvalTarget):
         text = self.text_features(target)

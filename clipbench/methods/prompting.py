@@ -19,6 +19,9 @@ from clipbench.methods.base import EvalTarget, FitTask
 
 Position = Literal["end", "middle", "front"]
 PLACEHOLDER = "X"
+# Classes per text-encoder pass when no gradient is kept (evaluation): ImageNet's 1,000 class prompts are encoded
+# in 4 bounded passes. Training encodes all classes in one pass, as the references do (the loss needs them all).
+CLASSES_PER_PASS = 256
 
 
 def require_backbone(obj: FitTask | EvalTarget, method: str):
@@ -168,6 +171,13 @@ class PromptBuffers(nn.Module):
     def __len__(self) -> int:
         return self.prefix.shape[0]
 
+    def rows(self, classes: slice) -> PromptBuffers:
+        """The prompts of a slice of the classes (same prompt length, so each row is encoded as in the whole)."""
+        part = copy.copy(self)
+        part._buffers = {name: t[classes] for name, t in self._buffers.items()}
+        part.name_lens = self.name_lens[classes]
+        return part
+
     def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
         """Prompt embeddings ``[..., C, L, W]`` for a generic context ``[M, W]`` or contexts ``[..., C, M, W]``."""
         if ctx.dim() == 2:
@@ -203,6 +213,19 @@ def encode_context(tower: TextTower, prompts: PromptBuffers, ctx: torch.Tensor) 
     if ctx.dim() == 2:
         return encode_per_image(tower, prompts, ctx[None])[0]
     return tower(prompts.assemble(ctx), prompts.eot, prompts.length)
+
+
+def encode_classes(
+    tower: TextTower, prompts: PromptBuffers, ctx: torch.Tensor, per_pass: int = CLASSES_PER_PASS
+) -> torch.Tensor:
+    """:func:`encode_context` in passes of at most ``per_pass`` classes (inference: memory bounded by the pass)."""
+    if len(prompts) <= per_pass:
+        return encode_context(tower, prompts, ctx)
+    parts = []
+    for start in range(0, len(prompts), per_pass):
+        rows = slice(start, start + per_pass)
+        parts.append(encode_context(tower, prompts.rows(rows), ctx if ctx.dim() == 2 else ctx[rows]))
+    return torch.cat(parts)
 
 
 def logits_of(image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:

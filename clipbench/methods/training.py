@@ -6,13 +6,16 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipbench.data.loader import Augment, pixel_stats, training_batches
 from clipbench.devices import to_host
 from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
 from clipbench.methods.work import Arch, CellShape, EncoderWork, TargetShape, steps
@@ -36,6 +39,24 @@ def dassl_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         yield order[start : start + batch_size]
+
+
+def image_epochs(
+    task: FitTask, model: torch.nn.Module, epochs: int, batch_size: int, scale: tuple[float, float], flip: bool
+) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """Per epoch, its augmented ``(pixels, labels)`` training batches (consume each epoch before the next).
+
+    Dassl's shuffling (:func:`dassl_batches`, seeded by the task) and training transform, drawn from the task's
+    seed; prepared by ``runtime.decode_workers`` worker processes (pinned for a GPU model) or in this process.
+    """
+    gen = torch.Generator().manual_seed(task.seed)
+    plan = [list(dassl_batches(len(task.train_images), batch_size, gen)) for _ in range(epochs)]
+    augment = Augment(task.backbone.image_size, scale, *pixel_stats(model), flip=flip)
+    workers, pin = task.runtime.decode_workers, device_of(model).type == "cuda"
+    rng = np.random.default_rng(task.seed)
+    batches = training_batches(task.train_images, [b for e in plan for b in e], augment, rng, workers, pin)
+    for epoch in plan:
+        yield itertools.islice(batches, len(epoch))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -97,17 +118,6 @@ def freeze_except(model: torch.nn.Module, patterns: list[str]) -> list[str]:
         if param.requires_grad:
             names.append(name)
     return names
-
-
-def pixel_stats(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The normalisation mean and std of the model's image tower (OpenAI's when the config sets none)."""
-    import open_clip
-
-    visual = model.visual
-    return (
-        tuple(visual.image_mean or open_clip.OPENAI_DATASET_MEAN),
-        tuple(visual.image_std or open_clip.OPENAI_DATASET_STD),
-    )
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from clipbench.data import LabelSpace, metadata
 from clipbench.data.images import open_rgb
 from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import base_new_labels, manifest_name, read_manifest
+from clipbench.data.loader import load_batches
 from clipbench.devices import to_device, to_host
 from clipbench.errors import DataError, NotApplicable
 from clipbench.executors import run_cells
@@ -88,13 +90,30 @@ def _test_inputs(cell: EvalCell, inputs: _Inputs) -> tuple[torch.Tensor, torch.T
     return test.tensors[key], labels
 
 
+@dataclass(frozen=True)
+class _TestPixels:
+    """Eval-transform pixels of one batch of test images (``make`` of a loader; decoded per batch, not kept)."""
+
+    image_dir: Path
+    chunks: tuple[tuple[str, ...], ...]
+    preprocess: object
+
+    def __call__(self, i: int) -> torch.Tensor:
+        return torch.stack([self.preprocess(open_rgb(self.image_dir / p)) for p in self.chunks[i]])
+
+
 def _image_batches(index: DatasetIndex, rows: torch.Tensor, inputs: _Inputs):
-    """Test-transform pixel batches of the test images at ``rows`` (decoded batch by batch, not kept)."""
-    model, image_dir = inputs.model(), Path(inputs.cfg.data_root) / index.image_root
-    records = index.splits.test
-    for start in range(0, len(rows), inputs.cfg.features.batch_size):
-        chunk = rows[start : start + inputs.cfg.features.batch_size]
-        yield torch.stack([model.preprocess(open_rgb(image_dir / records[int(i)].path)) for i in chunk])
+    """Test-transform pixel batches of the test images at ``rows``, prepared by ``runtime.decode_workers``."""
+    model, image_dir, size = (
+        inputs.model(),
+        Path(inputs.cfg.data_root) / index.image_root,
+        inputs.cfg.features.batch_size,
+    )
+    paths = [index.splits.test[int(i)].path for i in rows]
+    chunks = tuple(tuple(paths[s : s + size]) for s in range(0, len(paths), size))
+    gpu = inputs.device.type == "cuda"
+    make = _TestPixels(image_dir, chunks, model.preprocess)
+    return load_batches(make, len(chunks), inputs.cfg.runtime.decode_workers, pin=gpu, overlap=gpu)
 
 
 def _predict(model: Method, target: EvalTarget, x: torch.Tensor, cell: EvalCell, inputs: _Inputs) -> torch.Tensor:

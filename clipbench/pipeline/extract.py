@@ -75,7 +75,8 @@ def _write_test(
 ) -> features.EncodeCounter:
     counter = features.EncodeCounter()
     paths = [r.path for r in index.splits.test]
-    enc = features.encode_paths(bb, image_dir, paths, cfg.features.batch_size, counter=counter)
+    workers = cfg.runtime.decode_workers
+    enc = features.encode_paths(bb, image_dir, paths, cfg.features.batch_size, counter=counter, workers=workers)
     labels = torch.tensor([r.label for r in index.splits.test], dtype=torch.long)
     meta = {"feature_key": key, "index_hash": index.hash, "images": len(paths), "encode_counts": _counts(counter)}
     features.write_feature_dir(
@@ -96,8 +97,9 @@ def _write_fit(
     val_pool = sorted({r.path for m in manifests for r in m.val})
     f = cfg.features
     views = features.ViewSpec(f.views, f.view_scale, f.seed)
-    train = features.encode_paths(bb, image_dir, train_pool, f.batch_size, views, counter)
-    val = features.encode_paths(bb, image_dir, val_pool, f.batch_size, counter=counter)
+    workers = cfg.runtime.decode_workers
+    train = features.encode_paths(bb, image_dir, train_pool, f.batch_size, views, counter, workers=workers)
+    val = features.encode_paths(bb, image_dir, val_pool, f.batch_size, counter=counter, workers=workers)
     tensors = {
         "train_plain": train.plain,
         "val_plain": val.plain,
