@@ -62,6 +62,7 @@ class Ctx:
 
     suite: SuiteConfig
     method: str
+    _configs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # resolved once per dataset
 
     @property
     def cls(self) -> type:
@@ -73,8 +74,10 @@ class Ctx:
         """The method's config, resolved for ``dataset`` (its ``by_dataset`` entry) when given."""
         from clipbench.methods import resolve_config
 
-        config = self.suite.method_config(self.method)
-        return resolve_config(config, dataset) if dataset else config
+        if dataset not in self._configs:
+            config = self.suite.method_config(self.method)
+            self._configs[dataset] = resolve_config(config, dataset) if dataset else config
+        return self._configs[dataset]
 
     def per_dataset(self, fn: Callable[[Any, str], Value]) -> dict[str, Value]:
         """``fn(resolved config, dataset)`` for every training source of the suite."""
@@ -383,6 +386,7 @@ COOP_PREC = "[CoOp trainers/coop.py; CoOp clip/model.py convert_weights]"
 FP16_FEATURES = "fp16 weights and features (clip.load on CUDA)"
 STANDARD_SAMPLING = "CoOp/Dassl subsets (no repetition), seeds 1, 2, 3; val min(K, 4) per class"
 SGD = "SGD (momentum 0.9, weight decay 5e-4)"
+PROMPT = "[SOT] ctx_1 .. ctx_M <classname> . [EOT] (no hand-crafted template)"
 DASSL_COSINE = "cosine per epoch after 1 constant warm-up epoch(s) at 1e-5"
 FRESH_DASSL = "fresh RRC(0.08-1) + flip every epoch"
 
@@ -655,6 +659,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "setting; a second suite with `method_params.coop.ctx_init: a photo of a` reproduces the CoCoOp "
             "paper's CoOp rows (configs/paper.yaml)",
         ),
+        Setting("prompt", PROMPT, "[CoOp trainers/coop.py]", fixed(PROMPT)),
         Setting("loss", "CE", "[CoOp trainers/coop.py CustomCLIP]", fixed("CE")),
         *dassl_rows(2e-3, "[CoOp configs/trainers/CoOp/*.yaml]"),
         Setting(
@@ -684,6 +689,12 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
                 f"Linear(D -> D/{c.config().meta_reduction}) -> ReLU -> "
                 f"Linear(D/{c.config().meta_reduction} -> W), with biases"
             ),
+        ),
+        Setting(
+            "prompt",
+            PROMPT + ", ctx shifted per image",
+            "[CoOp trainers/cocoop.py]",
+            fixed(PROMPT + ", ctx shifted per image"),
         ),
         Setting("loss", "CE", "[CoOp trainers/cocoop.py]", fixed("CE")),
         *dassl_rows(2e-3, "[configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml]"),
@@ -844,7 +855,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
         Setting(
             "temperatures (DVA, SCL, VLD scales)",
             Unspecified("not stated"),
-            "[CITE-paper Eqs. 3-5]",
+            "[CITE-paper Eqs. 2-5]",
             lambda c: (c.config().dva_scale, c.config().scl_scale, c.config().vld_scale),
             "CLIP's logit scale (100) for all three, so the fine-tuned logit scale receives no gradient",
         ),
@@ -965,7 +976,8 @@ def assess(suite: SuiteConfig) -> list[Verdict]:
 
     if set(METHODS.names()) != set(REFERENCES):
         raise KeyError(f"clipbench.fidelity.REFERENCES must hold exactly the registered methods {METHODS.names()}")
-    return [assess_setting(Ctx(suite, m), s) for m, settings in REFERENCES.items() for s in settings]
+    contexts = {m: Ctx(suite, m) for m in REFERENCES}
+    return [assess_setting(contexts[m], s) for m, settings in REFERENCES.items() for s in settings]
 
 
 def problems(verdicts: list[Verdict]) -> list[str]:
