@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clipbench.config import SuiteConfig
+    from clipbench.methods import Method
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SUITE = ROOT / "configs" / "paper.yaml"
@@ -65,7 +66,7 @@ class Ctx:
     _configs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # resolved once per dataset
 
     @property
-    def cls(self) -> type:
+    def cls(self) -> type[Method]:
         from clipbench.methods import METHODS
 
         return METHODS.get(self.method)
@@ -160,7 +161,7 @@ def expand(value: Value, datasets: tuple[str, ...]) -> Value:
     """A per-dataset table over ``datasets`` (a ``"*"`` entry fills the rest); other values unchanged."""
     if not isinstance(value, Mapping):
         return value
-    return {d: value[d] if d in value else value["*"] for d in datasets}
+    return {d: value[d] if d in value else value.get("*") for d in datasets}
 
 
 def templates_differ(reference: Templates, value: Templates) -> str:
@@ -329,9 +330,14 @@ def by_shots(pairs) -> Value:
 
 
 def clipfit_lambda(subset: str) -> Callable[[Ctx], Value]:
-    from clipbench.methods.clipfit import clipfit_lambda as rule
+    """ClipFit's lambda rule for cells training on ``subset`` ("all" or "base"), per dataset."""
 
-    return lambda c: collapse(c.per_dataset(lambda cfg, _: rule(cfg, subset)))
+    def resolve(c: Ctx) -> Value:
+        from clipbench.methods.clipfit import clipfit_lambda as rule
+
+        return collapse(c.per_dataset(lambda cfg, _: rule(cfg, subset)))
+
+    return resolve
 
 
 def transfer_shots(c: Ctx) -> str:
@@ -386,7 +392,7 @@ COOP_PREC = "[CoOp trainers/coop.py; CoOp clip/model.py convert_weights]"
 FP16_FEATURES = "fp16 weights and features (clip.load on CUDA)"
 STANDARD_SAMPLING = "CoOp/Dassl subsets (no repetition), seeds 1, 2, 3; val min(K, 4) per class"
 SGD = "SGD (momentum 0.9, weight decay 5e-4)"
-PROMPT = "[SOT] ctx_1 .. ctx_M <classname> . [EOT] (no hand-crafted template)"
+PROMPT = "`[SOT] ctx_1 .. ctx_M <classname> . [EOT]` (no hand-crafted template)"
 DASSL_COSINE = "cosine per epoch after 1 constant warm-up epoch(s) at 1e-5"
 FRESH_DASSL = "fresh RRC(0.08-1) + flip every epoch"
 
@@ -948,6 +954,13 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
 # Assessment and the document
 
 
+def agree(reference: Value, value: Value, datasets: tuple[str, ...]) -> bool:
+    """Equal values; per-dataset tables over ``datasets``; templates over the datasets the suite lists."""
+    if isinstance(reference, Templates) and isinstance(value, Templates):
+        return not templates_differ(reference, value)
+    return expand(reference, datasets) == expand(value, datasets)
+
+
 def assess_setting(ctx: Ctx, setting: Setting) -> Verdict:
     """Compare clipbench's computed value with the reference's; name what is missing or stale."""
     value, ref, reason = setting.resolve(ctx), setting.reference, setting.reason
@@ -957,7 +970,7 @@ def assess_setting(ctx: Ctx, setting: Setting) -> Verdict:
         )
     if isinstance(value, InCode):
         return Verdict(ctx.method, setting, value, "differs" if reason else "same")
-    if expand(ref, ctx.suite.datasets) == expand(value, ctx.suite.datasets):
+    if agree(ref, value, ctx.suite.datasets):
         return Verdict(
             ctx.method, setting, value, "same", "a reason is written but the values agree: remove it" if reason else ""
         )
