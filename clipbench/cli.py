@@ -228,6 +228,17 @@ def check(
 
 
 @main.command()
+@click.option(
+    "--check", is_flag=True, help="Only check that docs/fidelity.md is current and every difference has a reason."
+)
+def fidelity(check: bool) -> None:
+    """Regenerate docs/fidelity.md: each method's settings against its reference, for the paper suite."""
+    from clipbench import fidelity as fid
+
+    sys.exit(fid.main(["--check"] if check else []))
+
+
+@main.command()
 @click.option("--out", default="reports/bench.md", show_default=True, type=click.Path(path_type=Path))
 @click.option(
     "--quick/--full",
