@@ -4,6 +4,9 @@
 the inference batch size and the cell executor. None of these enters a cell key (a result computed on a GPU
 is reused on a CPU and vice versa); each stage records the resolved values in every ``cell.json`` it writes as
 lineage, so a number can always be traced to the hardware and precision that produced it.
+
+A worker of the ``gpus`` executor binds its own GPU for its lifetime (:func:`bind_device`); ``auto`` and ``cuda``
+then resolve to it, so method code, backbone loading and lineage follow the worker without knowing about it.
 """
 
 from __future__ import annotations
