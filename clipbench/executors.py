@@ -6,6 +6,18 @@ what is stale (a cell whose stored key differs from its key now), lets the execu
 no longer planned, and reports progress (cells done / to do, elapsed, ETA). Executors only decide *where and in
 which order* stale cells run; they never change what a cell computes, so the choice is not part of any key.
 
+Executors that run cells in other processes receive a picklable function: the stage's job object (e.g.
+:class:`clipbench.pipeline.train.TrainJob`), which loads its inputs lazily, once per process. Keys are always
+computed in the stage process.
+
+* ``serial``: every stale cell in the stage process, in plan order.
+* ``processes``: forked CPU workers (cheap to start; they inherit the loaded inputs). Fork is unsafe once CUDA
+  (or a multi-threaded OpenMP pool) is initialised, so it is a CPU executor and falls back to serial then.
+* ``gpus``: one *spawned* worker per visible GPU, each bound to its GPU for its lifetime
+  (:func:`clipbench.runtime.bind_device`), taking the next stale cell whenever it finishes one. Spawned
+  interpreters share no CUDA context or thread pool with the stage process, so neither fork hazard applies;
+  the price is a few seconds per worker to import torch and load the stage's inputs once.
+
 Adding an executor = one class with ``map(function, items)`` and one registry line below.
 """
 
@@ -13,12 +25,15 @@ from __future__ import annotations
 
 import abc
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 from clipbench.cells import CellStore
@@ -95,11 +110,98 @@ class ProcessExecutor(Executor):
             _JOB = None
 
 
+def visible_gpus() -> tuple[str, ...]:
+    """``cuda:0`` .. ``cuda:N-1`` for the N visible GPUs (counted through NVML: CUDA is not initialised here)."""
+    import torch
+
+    return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+
+
+_WORKER: Callable | None = None  # the function a gpus worker applies to every item it is sent
+
+
+def _start_worker(devices, function: Callable, threads: int, level: int, records) -> None:
+    """Initialise one spawned worker: relay its log records, take one device and bind it, keep ``function``."""
+    global _WORKER
+    import torch
+
+    from clipbench.runtime import bind_device
+
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    logging.getLogger("clipbench").setLevel(level)
+    torch.set_num_threads(threads)  # the stage process's setting (runtime.cpu_threads): same lineage, same bits
+    bind_device(devices.get())
+    _WORKER = function
+
+
+def _apply_indexed(pair: tuple[int, object]) -> int:
+    _WORKER(pair[1])
+    return pair[0]
+
+
+class _Relay(logging.Handler):
+    """Hands a worker's log record to the stage process's logger of the same name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+class GpuExecutor(Executor):
+    """Stale cells on one spawned worker per GPU (``devices``; default: every visible GPU), one cell at a time.
+
+    Each worker binds its device once and loads the stage's inputs once (the backbone onto its own GPU), then
+    takes the next stale cell whenever it finishes one (cells differ widely in cost). Results are those of
+    ``serial``: every cell is seeded from its own identity and publishes itself atomically into the cell store.
+    With fewer than two devices (or cells) the cells run serially in the stage process on ``runtime.device``.
+    A worker that dies (e.g. killed for memory) fails the stage (``BrokenProcessPool``); finished cells are kept.
+    """
+
+    name = "gpus"
+
+    def __init__(self, devices: tuple[str, ...] | None = None) -> None:
+        self.devices = devices
+
+    def map(self, function: Callable[[C], None], items: Sequence[C]) -> Iterator[C]:
+        devices = visible_gpus() if self.devices is None else tuple(self.devices)
+        if len(devices) < 2 or len(items) < 2:
+            why = f"{len(devices)} device(s) visible" if len(devices) < 2 else f"{len(items)} cell(s) to compute"
+            log.info("gpus executor: %s; running cells serially in the stage process", why)
+            yield from SerialExecutor().map(function, items)
+            return
+        yield from self._pool(function, items, devices[: len(items)])
+
+    def _pool(self, function: Callable[[C], None], items: Sequence[C], devices: tuple[str, ...]) -> Iterator[C]:
+        import torch
+
+        context = multiprocessing.get_context("spawn")
+        queue, records = context.Queue(), context.Queue()
+        for device in devices:
+            queue.put(device)
+        level = logging.getLogger("clipbench").getEffectiveLevel()
+        args = (queue, function, torch.get_num_threads(), level, records)
+        listener = logging.handlers.QueueListener(records, _Relay())
+        listener.start()
+        pool = ProcessPoolExecutor(len(devices), context, initializer=_start_worker, initargs=args)
+        try:
+            pending = {pool.submit(_apply_indexed, pair) for pair in enumerate(items)}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    yield items[future.result()]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            listener.stop()
+
+
 EXECUTORS: Registry[type[Executor]] = Registry(
     "executor",
     {
         "serial": "clipbench.executors:SerialExecutor",
         "processes": "clipbench.executors:ProcessExecutor",
+        "gpus": "clipbench.executors:GpuExecutor",
     },
     base=Executor,
 )
@@ -173,10 +275,11 @@ def run_cells(
     return CellRun(tuple(plan), tuple(done), tuple(pruned))
 
 
-def _run(runner: Executor, compute, stale, progress: _Progress, name) -> Iterator[tuple]:
-    def one(pair: tuple) -> None:
-        compute(*pair)
+def _compute_pair(compute: Callable[[C, str], None], pair: tuple[C, str]) -> None:
+    compute(*pair)
 
-    for pair in runner.map(one, stale):
+
+def _run(runner: Executor, compute, stale, progress: _Progress, name) -> Iterator[tuple]:
+    for pair in runner.map(partial(_compute_pair, compute), stale):
         progress.step(name(pair[0]))
         yield pair

@@ -4,6 +4,9 @@
 the inference batch size and the cell executor. None of these enters a cell key (a result computed on a GPU
 is reused on a CPU and vice versa); each stage records the resolved values in every ``cell.json`` it writes as
 lineage, so a number can always be traced to the hardware and precision that produced it.
+
+A worker of the ``gpus`` executor binds its own GPU for its lifetime (:func:`bind_device`); ``auto`` and ``cuda``
+then resolve to it, so method code, backbone loading and lineage follow the worker without knowing about it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ class RuntimeConfig:
     precision: Literal["fp32", "amp"] = "amp"
     decode_workers: int = 0  # image-decoding worker processes (0: decode in the stage process)
     batch_size: int = 256  # images per inference forward pass (evaluation of image-level methods)
-    executor: str = "serial"  # how the cells of one stage are run: serial, processes (one per core)
+    # how the cells of one stage are run: serial, processes (one per core), gpus (one worker per visible GPU)
+    executor: str = "serial"
     # CPU threads of torch in each stage process (0: torch's default, one per core). The last bits of a
     # floating-point result can depend on it, as on the device: it is lineage, like the device.
     cpu_threads: int = 0
@@ -51,6 +55,7 @@ class RuntimeConfig:
 
         if self.executor not in EXECUTORS:
             raise ConfigError(f"{where}.executor: {EXECUTORS.unknown_message(self.executor)}")
+        check_executor_device(self.executor, self.device, where)
 
     def apply(self) -> None:
         """Process-wide settings a stage applies before it computes (torch's CPU thread count)."""
@@ -58,7 +63,10 @@ class RuntimeConfig:
             torch.set_num_threads(self.cpu_threads)
 
     def torch_device(self) -> torch.device:
-        """The resolved device (``auto`` becomes ``cuda`` when CUDA is available)."""
+        """The device cells compute on: this process's bound device (:func:`bind_device`) for ``auto`` and
+        ``cuda``, else the resolved one (``auto`` becomes ``cuda`` when a GPU is visible)."""
+        if _BOUND is not None and self.device in ("auto", "cuda"):
+            return _BOUND
         return resolve_device(self.device)
 
     def lineage(self) -> dict[str, str | int]:
@@ -84,17 +92,49 @@ def parse_device(name: str, where: str = "runtime.device") -> None:
         raise ConfigError(f"{where}: {name!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
+def check_executor_device(executor: str, device: str, where: str = "runtime") -> None:
+    """``executor: gpus`` places one worker on each visible GPU, so it needs ``device`` ``auto`` or ``cuda``."""
+    if executor != "gpus" or device in ("auto", "cuda"):
+        return
+    fix = f"{where}.executor: serial or processes" if device == "cpu" else f"{where}.executor: serial"
+    raise ConfigError(
+        f"{where}.executor: gpus runs one worker per visible GPU and needs {where}.device auto or cuda, "
+        f"got {device!r}; set {where}.device: cuda, or {fix} to run on {device}"
+    )
+
+
 def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; otherwise the named device (which must exist)."""
+    """``"auto"``: CUDA when a GPU is visible, else CPU; otherwise the named device (which must exist).
+
+    GPUs are counted with ``torch.cuda.device_count`` (through NVML where it works), which unlike
+    ``torch.cuda.is_available`` does not initialise the CUDA driver: resolving a device leaves ``fork`` usable.
+    """
     parse_device(name)
+    visible = torch.cuda.device_count()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if visible else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and not visible:
         raise ConfigError(
             f"runtime.device: {name!r} was requested but no CUDA device is visible; set runtime.device: auto or cpu"
         )
+    if device.type == "cuda" and (device.index or 0) >= visible:
+        raise ConfigError(f"runtime.device: {name!r} was requested but only {visible} CUDA device(s) are visible")
     return device
+
+
+_BOUND: torch.device | None = None  # this process's device, set once by a worker of the gpus executor
+
+
+def bind_device(device: str | torch.device | None) -> torch.device | None:
+    """Bind this process to ``device`` (``None``: unbind): :meth:`RuntimeConfig.torch_device` then returns it
+    for ``runtime.device`` ``auto`` or ``cuda``, so a GPU worker computes, loads and records lineage on its own
+    GPU. A CUDA device also becomes torch's current device (``torch.cuda.set_device``)."""
+    global _BOUND
+    _BOUND = None if device is None else torch.device(device)
+    if _BOUND is not None and _BOUND.type == "cuda":
+        torch.cuda.set_device(_BOUND)
+    return _BOUND
 
 
 DEFAULT_RUNTIME = RuntimeConfig()

@@ -6,6 +6,7 @@ full key path (``params.yaml: protocols.few_shot.shots[2]``) and what is accepte
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import hashlib
 import json
@@ -19,6 +20,14 @@ from clipbench.errors import ConfigError
 
 T = TypeVar("T")
 ALLOW_NON_FINITE = "allow_non_finite"  # dataclass field metadata: this float field may be NaN or +-inf
+
+
+def frozen_mapping(items: dict) -> types.MappingProxyType:
+    """A read-only mapping, as configs hold them; it pickles (executors send configs to spawned workers)."""
+    return types.MappingProxyType(items)
+
+
+copyreg.pickle(types.MappingProxyType, lambda mapping: (frozen_mapping, (dict(mapping),)))
 
 
 def check_finite(value: Any, where: str) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
-from clipbench import features
+from clipbench import executors, features
 from clipbench.bench.instruments import random_backbone, write_jpegs
 from clipbench.methods import METHODS
+from clipbench.pipeline import extract, train
 from clipbench.runtime import RuntimeConfig
 
 from conftest import encoder_task, every_method_suite, run_every_stage
@@ -44,3 +46,21 @@ def test_extraction_on_cuda_matches_the_cpu(tmp_path):
     for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True):
         if isinstance(x, torch.Tensor):
             torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-3)
+
+
+def test_gpu_pool_trains_every_cell_on_a_worker_gpu(tmp_path, small_toy, monkeypatch):
+    """``executor: gpus`` on every visible GPU (with one GPU, two workers share it, so the pool still runs)."""
+    gpus = executors.visible_gpus()
+    if len(gpus) < 2:
+        monkeypatch.setattr(executors, "visible_gpus", lambda: gpus * 2)
+    cfg, layout, data_root = every_method_suite(tmp_path, "cuda")
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, executor="gpus"))
+    extract.run(backbone="toy_vit", dataset="toy_objects", cfg=cfg, layout=layout, data_root=data_root)
+    for method in ("clip_adapter", "coop"):
+        out = train.run(backbone="toy_vit", method=method, dataset="toy_objects", cfg=cfg, layout=layout)
+        assert out["trained"] == out["planned"] > 1
+        records = layout.models("toy_vit", method, "toy_objects").glob("*/cell.json")
+        lineage = [json.loads(p.read_text())["runtime"] for p in records]
+        assert len(lineage) == out["planned"]
+        assert {r["executor"] for r in lineage} == {"gpus"}
+        assert {r["device"] for r in lineage} <= set(executors.visible_gpus()), lineage

@@ -18,9 +18,15 @@ from typing import TYPE_CHECKING, Any
 from clipbench.backbones.registry import BACKBONES, BackboneSpec, get_backbone, import_open_clip
 
 if TYPE_CHECKING:
-    from clipbench.backbones.spec import Backbone, checkpoint_path, load_backbone, prepare_backbone
+    from clipbench.backbones.spec import (
+        Backbone,
+        checkpoint_path,
+        load_backbone,
+        prepare_backbone,
+        verify_checkpoint,
+    )
 
-_FROM_SPEC = ("Backbone", "checkpoint_path", "load_backbone", "prepare_backbone")
+_FROM_SPEC = ("Backbone", "checkpoint_path", "load_backbone", "prepare_backbone", "verify_checkpoint")
 
 __all__ = [
     "BACKBONES",
@@ -31,6 +37,7 @@ __all__ = [
     "import_open_clip",
     "load_backbone",
     "prepare_backbone",
+    "verify_checkpoint",
 ]
 
 

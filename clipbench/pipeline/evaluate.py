@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 
 class _Inputs:
-    """Lazily loaded, memoised test features, text classifiers and label spaces of one evaluation run."""
+    """Lazily loaded, memoised test features, text classifiers and label spaces of one evaluation run (one per
+    process: see :class:`EvaluateJob`)."""
 
     def __init__(self, backbone: str, cfg: SuiteConfig, layout: Layout, method: type[Method]) -> None:
         self.backbone, self.cfg, self.layout, self.method = backbone, cfg, layout, method
@@ -63,15 +64,23 @@ class _Inputs:
 
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
-        runtime = cfg.runtime
-        self.device = runtime.torch_device()
+        precision = cfg.runtime.precision
         self.train_records: dict = {}  # TrainCell -> its cell.json, read once per run
-        self.model = cache(lambda: load_backbone(backbone, layout.backbone(backbone), self.device, runtime.precision))
+        self.models = cache(lambda device: load_backbone(backbone, layout.backbone(backbone), device, precision))
         self.config = cache(
             lambda source: resolve_config(
                 cfg.method_config(method.name), source, f"params.yaml: method_params.{method.name}"
             )
         )
+
+    @property
+    def device(self) -> torch.device:
+        """This process's device, resolved when a cell is computed (keys never need it)."""
+        return self.cfg.runtime.torch_device()
+
+    def model(self):
+        """The backbone on this process's device (loaded once per device)."""
+        return self.models(self.device)
 
     def _space(self, dataset: str) -> LabelSpace:
         return self.index(dataset).label_space(metadata.templates(dataset, self.cfg.text.template_set))
@@ -166,30 +175,63 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
     return {"status": "ok", "value": 100.0 * correct / len(labels), "n": len(labels), "note": ""}
 
 
-def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path:
-    """Evaluate every planned cell (reusing unchanged ones) and write the method's result table."""
-    method_cls = METHODS.get(method)
-    inputs = _Inputs(backbone, cfg, layout, method_cls)
-    store = CellStore(layout.results(backbone, method) / "cells")
-    code, plan = method_code("evaluate", method), eval_cells(cfg)
+@dataclass(frozen=True)
+class EvaluateJob:
+    """One evaluate stage's work: ``job.key(cell)`` in the stage process, ``job(cell, key)`` wherever the
+    executor runs the cell (it scores the cell and publishes it into the store).
 
-    def key(cell: EvalCell) -> str:
-        train_record = _train_record(cell, inputs)
+    Picklable, for executors that run cells in other processes: its inputs (:class:`_Inputs`) are built lazily,
+    once per process, and not pickled; the device is resolved and the backbone loaded only when a cell is scored.
+    """
+
+    backbone: str
+    method: str
+    cfg: SuiteConfig
+    layout: Layout
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_memo": {}}
+
+    @property
+    def inputs(self) -> _Inputs:
+        if "inputs" not in self._memo:
+            self._memo["inputs"] = _Inputs(self.backbone, self.cfg, self.layout, METHODS.get(self.method))
+        return self._memo["inputs"]
+
+    @property
+    def code(self) -> str:
+        if "code" not in self._memo:
+            self._memo["code"] = method_code("evaluate", self.method)
+        return self._memo["code"]
+
+    @property
+    def store(self) -> CellStore:
+        return CellStore(self.layout.results(self.backbone, self.method) / "cells")
+
+    def key(self, cell: EvalCell) -> str:
+        inputs = self.inputs
         return stable_hash(
             {
-                "train": train_record["key"],
+                "train": _train_record(cell, inputs)["key"],
                 "test": inputs.test(cell.dataset).meta,
-                "code": code,
+                "code": self.code,
                 "text": inputs.text(cell.dataset)[2],
                 "cell": cell.as_row(),
             }
         )
 
-    def compute(cell: EvalCell, cell_key: str) -> None:
-        _evaluate_cell(method_cls, inputs.config(cell.train.dataset), cell, inputs, store, cell_key)
+    def __call__(self, cell: EvalCell, key: str) -> None:
+        inputs = self.inputs
+        _evaluate_cell(inputs.method, inputs.config(cell.train.dataset), cell, inputs, self.store, key)
 
-    run_cells(plan, key, compute, store, cfg.runtime.executor, label=f"evaluate {method}")
-    frame = pd.DataFrame([store.read(c.name)["row"] for c in plan]).assign(
+
+def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path:
+    """Evaluate every planned cell (reusing unchanged ones) and write the method's result table."""
+    METHODS.get(method)  # an unknown method fails before anything is read
+    job, plan = EvaluateJob(backbone, method, cfg, layout), eval_cells(cfg)
+    run_cells(plan, job.key, job, job.store, cfg.runtime.executor, label=f"evaluate {method}")
+    frame = pd.DataFrame([job.store.read(c.name)["row"] for c in plan]).assign(
         method=method, backbone=backbone, config_hash=cfg.method_config_hash(method)
     )
     return write_results(frame, layout.results(backbone, method) / RESULT_FILE)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
-from clipbench.backbones import Backbone, load_backbone
+from clipbench.backbones import Backbone, get_backbone, load_backbone, verify_checkpoint
 from clipbench.cells import CellStore, TrainCell, cell_dict
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
@@ -27,7 +29,7 @@ from clipbench.executors import run_cells
 from clipbench.features import FeatureDir, check_source, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, resolve_config
+from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, MethodConfig, resolve_config
 from clipbench.methods.base import fit_counted
 from clipbench.pipeline.code import method_code
 from clipbench.protocols import training_cells
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from clipbench.config import SuiteConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STATE_FILE = "state.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"  # full fine-tuned weights, only with runtime.keep_checkpoints
 
@@ -105,51 +108,117 @@ def build_task(cell: TrainCell, split: KShotSplit, inputs: TrainInputs) -> FitTa
 def load_inputs(
     backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, method: type[Method] | None = None
 ) -> TrainInputs:
-    """The artifacts a train stage reads; the backbone and image folder only if ``method`` needs them."""
+    """The artifacts a train stage reads; the backbone (on ``runtime.device``) and image folder only if ``method``
+    needs them."""
+    inputs = feature_inputs(backbone, dataset, cfg, layout, method)
+    if not (method and method.needs_backbone()):
+        return inputs
+    model = load_backbone(backbone, layout.backbone(backbone), cfg.runtime.torch_device(), cfg.runtime.precision)
+    return replace(inputs, backbone=model)
+
+
+def feature_inputs(
+    backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, method: type[Method] | None = None
+) -> TrainInputs:
+    """:func:`load_inputs` without the backbone (nothing is placed on a device)."""
     text, scale, text_meta = load_text(layout.text_features(backbone, dataset))
     index = load_index(layout.dataset_index(dataset))
     fit = read_feature_dir(layout.fit_features(backbone, dataset))  # rows are found by path (another dataset's fail)
     check_source(text_meta, "class_ids", list(index.splits.class_ids), layout.text_features(backbone, dataset))
     space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
     requires = method.requires if method else Inputs.FEATURES
-    model = None
-    if method and method.needs_backbone():
-        model = load_backbone(backbone, layout.backbone(backbone), cfg.runtime.torch_device(), cfg.runtime.precision)
     image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
-    return TrainInputs(fit, text, scale, space, requires, model, image_dir)
+    return TrainInputs(fit, text, scale, space, requires, None, image_dir)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One train stage's work: ``job.key(cell)`` in the stage process, ``job(cell, key)`` wherever the executor
+    runs the cell (it trains the cell and publishes it into the store).
+
+    Picklable, for executors that run cells in other processes: inputs load lazily, once per process, and are
+    not pickled; the backbone is loaded onto the process's device (``runtime.torch_device()``: a GPU worker's own
+    GPU) only when a cell is computed, while keys use the checkpoint's verified sha256 (no model is built).
+    """
+
+    backbone: str
+    method: str
+    dataset: str
+    cfg: SuiteConfig
+    layout: Layout
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_memo": {}}
+
+    def _once(self, name: object, load: Callable[[], T]) -> T:
+        if name not in self._memo:
+            self._memo[name] = load()
+        return self._memo[name]
+
+    @property
+    def method_cls(self) -> type[Method]:
+        return METHODS.get(self.method)
+
+    @property
+    def config(self) -> MethodConfig:
+        where = f"params.yaml: method_params.{self.method}"
+        return self._once("config", lambda: resolve_config(self.cfg.method_config(self.method), self.dataset, where))
+
+    @property
+    def store(self) -> CellStore:
+        return CellStore(self.layout.models(self.backbone, self.method, self.dataset))
+
+    def features(self) -> TrainInputs:
+        """The stage's inputs without the backbone."""
+        load = partial(feature_inputs, self.backbone, self.dataset, self.cfg, self.layout, self.method_cls)
+        return self._once("features", load)
+
+    def inputs(self) -> TrainInputs:
+        """The stage's inputs with, for methods that use the encoders, the backbone on this process's device."""
+        inputs = self.features()
+        if not self.method_cls.needs_backbone():
+            return inputs
+        device, runtime = self.cfg.runtime.torch_device(), self.cfg.runtime
+        path = self.layout.backbone(self.backbone)
+        model = self._once(("backbone", device), lambda: load_backbone(self.backbone, path, device, runtime.precision))
+        return replace(inputs, backbone=model)
+
+    def split(self, cell: TrainCell) -> KShotSplit:
+        name = manifest_name(cell.shots, cell.seed)
+        return self._once(("split", name), lambda: read_manifest(self.layout.splits(self.dataset) / name))
+
+    def base_key(self) -> dict:
+        """What every cell key of the stage shares (method, config, code, features, text, backbone checkpoint)."""
+        return self._once("base_key", self._base_key)
+
+    def _base_key(self) -> dict:
+        inputs, method_cls = self.features(), self.method_cls
+        spec = get_backbone(self.backbone)
+        sha = verify_checkpoint(spec, self.layout.backbone(self.backbone)) if method_cls.needs_backbone() else None
+        return {
+            "method": self.method,
+            "config": to_plain(self.config),
+            "code": method_code("train", self.method),
+            "features": inputs.fit.meta["feature_key"],
+            "text": tensor_hash(inputs.text),
+            "backbone": sha,
+        }
+
+    def key(self, cell: TrainCell) -> str:
+        return stable_hash({**self.base_key(), "split": self.split(cell).hash, "cell": cell_dict(cell)})
+
+    def __call__(self, cell: TrainCell, key: str) -> None:
+        runtime = self.cfg.runtime
+        _train_cell(self.method_cls, self.config, cell, self.split(cell), self.inputs(), self.store, key, runtime)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
     """Train every planned cell whose key changed; keep the others; drop cells no longer planned."""
-    method_cls = METHODS.get(method)
-    config = resolve_config(cfg.method_config(method), dataset, f"params.yaml: method_params.{method}")
-    inputs = load_inputs(backbone, dataset, cfg, layout, method_cls)
-    store = CellStore(layout.models(backbone, method, dataset))
-    base_key = {
-        "method": method,
-        "config": to_plain(config),
-        "code": method_code("train", method),
-        "features": inputs.fit.meta["feature_key"],
-        "text": tensor_hash(inputs.text),
-        "backbone": inputs.backbone.sha256 if inputs.backbone else None,
-    }
-    splits = {}
-
-    def split_of(cell: TrainCell) -> KShotSplit:
-        if (cell.shots, cell.seed) not in splits:
-            splits[cell.shots, cell.seed] = read_manifest(layout.splits(dataset) / manifest_name(cell.shots, cell.seed))
-        return splits[cell.shots, cell.seed]
-
-    def key(cell: TrainCell) -> str:
-        return stable_hash({**base_key, "split": split_of(cell).hash, "cell": cell_dict(cell)})
-
-    def compute(cell: TrainCell, cell_key: str) -> None:
-        _train_cell(method_cls, config, cell, split_of(cell), inputs, store, cell_key, cfg.runtime)
-
-    done = run_cells(
-        training_cells(cfg, dataset), key, compute, store, cfg.runtime.executor, label=f"train {method} {dataset}"
-    )
-    summary = done.summary()
+    job = TrainJob(backbone, method, dataset, cfg, layout)
+    METHODS.get(method)  # an unknown method fails before anything is read
+    plan, label = training_cells(cfg, dataset), f"train {method} {dataset}"
+    summary = run_cells(plan, job.key, job, job.store, cfg.runtime.executor, label=label).summary()
     return {"planned": summary["planned"], "trained": summary["computed"]}
 
 
