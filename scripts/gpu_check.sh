@@ -4,14 +4,15 @@
 # suite on the GPU, and writes reports/gpu-check.md. Without a GPU it is a rehearsal: the report says so first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 OUT=reports/gpu-check.md
 LOG=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1
 
 if ! $PY -c "import open_clip" 2>/dev/null; then
   if compgen -G "wheels/*.whl" >/dev/null; then
-    $PY -m pip install -q --no-index --no-deps wheels/*.whl || exit 1
+    # only what is missing: the packages the machine already has satisfy open_clip's requirements as they are
+    $PY -m pip install -q --no-index --find-links wheels open_clip_torch click pyyaml || exit 1
   else
     echo "open_clip is not importable and wheels/ is empty: run scripts/fetch_gpu_wheels.sh where there is a network" >&2
     exit 2
