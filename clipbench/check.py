@@ -1,4 +1,4 @@
-"""Accuracy and invariant gate: compare a run's metrics and training invariants with a committed baseline.
+"""Accuracy and invariant gate: compare a run's metrics and exact invariants with a committed baseline.
 
 The baseline (``SCHEMA`` 2) is a JSON object with exactly these keys::
 
@@ -6,7 +6,8 @@ The baseline (``SCHEMA`` 2) is a JSON object with exactly these keys::
      "metrics": {name: {"value": v, "tolerance": t?}}, "invariants": {name: number}}
 
 ``metrics`` names are the flattened keys of ``reports/metrics.json`` (``protocol/backbone/method/dataset/setting``);
-``invariants`` names those of ``reports/invariants.json`` (``backbone/method/dataset/cell/diagnostic``). Every
+``invariants`` names those of ``reports/invariants.json`` (``backbone/method/dataset/cell/diagnostic``, and
+``.../cell/eval/<dataset>/<subset>/{accuracy,n}`` per evaluation cell: :mod:`clipbench.invariants`). Every
 tolerance is a finite number >= 0 and every value finite; anything else is refused on load, naming the key.
 
 * A metric outside ``value ± tolerance`` fails, whichever the direction (an improvement is accepted on purpose

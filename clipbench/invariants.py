@@ -1,8 +1,13 @@
-"""Training invariants: the exact numeric diagnostics of every training cell, gated by ``clipbench check``.
+"""Invariants gated by ``clipbench check``: exact per-cell numbers that are bit-deterministic on one runtime.
 
-A training cell's diagnostics (``cell.json`` ``diagnostics``, repeated in the ``diagnostics`` column of every result
-row it produced) hold counts (``steps``, ``trainable_params``, epochs), selected hyper-parameters, final losses and
-regulariser magnitudes. On one machine they are bit-deterministic, so any change is a change of behaviour.
+* Training: a training cell's diagnostics (``cell.json`` ``diagnostics``, repeated in the ``diagnostics`` column of
+  every result row it produced) hold counts (``steps``, ``trainable_params``, epochs), selected hyper-parameters,
+  final losses and regulariser magnitudes.
+* Evaluation: the accuracy and the number of test images of every evaluation cell. Table metrics are averages
+  gated within a tolerance; a bug that moves a few predictions in many cells (a class that can never be predicted,
+  a miscounted denominator, a slightly different text classifier) stays inside it, but not inside an exact value.
+
+On one machine (one runtime) all of these are bit-deterministic, so any change is a change of behaviour.
 """
 
 from __future__ import annotations
@@ -37,3 +42,23 @@ def training_invariants(results: pd.DataFrame) -> dict[str, int | float]:
         for name, value in _numbers(row.diagnostics).items():
             out[f"{row.backbone}/{row.method}/{row.source}/{cell}/{name}"] = value
     return dict(sorted(out.items()))
+
+
+EVAL_COLUMNS = ["backbone", "method", "source", "train_subset", "shots", "seed", "dataset", "subset"]
+
+
+def evaluation_invariants(results: pd.DataFrame) -> dict[str, int | float]:
+    """``backbone/method/source/<train cell>/eval/<dataset>/<subset>/{accuracy,n}`` per scored evaluation cell (a
+    cell shared by several protocols appears once)."""
+    scored = results[results["status"] == "ok"][[*EVAL_COLUMNS, "value", "n"]].drop_duplicates(subset=EVAL_COLUMNS)
+    out: dict[str, int | float] = {}
+    for row in scored.itertuples(index=False):
+        cell = TrainCell(row.source, row.train_subset, int(row.shots), int(row.seed)).name
+        name = f"{row.backbone}/{row.method}/{row.source}/{cell}/eval/{row.dataset}/{row.subset}"
+        out[f"{name}/accuracy"], out[f"{name}/n"] = float(row.value), int(row.n)
+    return dict(sorted(out.items()))
+
+
+def run_invariants(results: pd.DataFrame) -> dict[str, int | float]:
+    """Every invariant of a run: training diagnostics and evaluation counts (``reports/invariants.json``)."""
+    return {**training_invariants(results), **evaluation_invariants(results)}

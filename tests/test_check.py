@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from clipbench import check as gate
 from clipbench.cli import main
-from clipbench.invariants import training_invariants
+from clipbench.invariants import evaluation_invariants, training_invariants
 from clipbench.methods.zeroshot import ZeroShotCLIP
 from clipbench.pipeline import aggregate, evaluate
 
@@ -216,6 +216,31 @@ def test_training_invariants_one_entry_per_training_cell_and_diagnostic():
         "toy_vit/coop/toy_objects/base_shot4_seed1/final_loss": 0.5,
         "toy_vit/coop/toy_objects/base_shot4_seed1/steps": 12,
     }
+
+
+def test_evaluation_invariants_once_per_evaluation_cell():
+    row = {"backbone": "toy_vit", "method": "coop", "source": "toy_objects", "train_subset": "base", "shots": 4}
+    cell = {**row, "seed": 1, "dataset": "toy_objects", "n": 375}
+    frame = pd.DataFrame(
+        [
+            {**cell, "protocol": "base2new", "subset": "new", "value": 100 * 124 / 375, "status": "ok"},
+            {**cell, "protocol": "other", "subset": "new", "value": 100 * 124 / 375, "status": "ok"},  # shared cell
+            {**cell, "protocol": "base2new", "subset": "base", "value": float("nan"), "status": "n/a"},
+        ]
+    )
+    name = "toy_vit/coop/toy_objects/base_shot4_seed1/eval/toy_objects/new"
+    assert evaluation_invariants(frame) == {f"{name}/accuracy": 100 * 124 / 375, f"{name}/n": 375}
+
+
+def test_a_miscounted_denominator_fails_the_gate_where_the_tolerance_does_not():
+    """Accuracy over n + 1 moves a 375-image cell by 0.09 points (inside the tolerance) but changes its count."""
+    cell = {"backbone": "toy_vit", "method": "coop", "source": "toy_objects", "train_subset": "all", "shots": 4}
+    cell |= {"seed": 1, "dataset": "toy_objects", "subset": "all", "status": "ok"}
+    ok = evaluation_invariants(pd.DataFrame([{**cell, "n": 375, "value": 100 * 124 / 375}]))
+    buggy = evaluation_invariants(pd.DataFrame([{**cell, "n": 375, "value": 100 * 124 / 376}]))
+    assert abs(100 * 124 / 375 - 100 * 124 / 376) < gate.DEFAULT_TOLERANCE
+    findings = gate.compare_invariants(buggy, gate.Baseline(metrics={}, invariants=ok))
+    assert [(f.status, f.metric.rsplit("/", 1)[1]) for f in findings] == [("changed", "accuracy"), ("ok", "n")]
 
 
 def test_degraded_method_fails_the_gate_end_to_end(fresh, tmp_path, monkeypatch):

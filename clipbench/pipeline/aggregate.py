@@ -12,7 +12,7 @@ Outputs (all under ``reports/``, all recomputable from ``results.parquet`` and t
 * the plotted series of each protocol that has plots (``few_shot_curves.csv``, ``base_new.csv``); ``plots/``: the
   PNGs;
 * ``summary.md`` (all of the above) and ``metrics.json`` (DVC metrics);
-* ``invariants.json``: the exact numeric training diagnostics of every training cell (gated by ``clipbench check``).
+* ``invariants.json``: exact per-cell numbers gated by ``clipbench check`` (training diagnostics, evaluation counts).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 
 from clipbench import compare, plots, reference, report
 from clipbench.config import SuiteConfig
-from clipbench.invariants import training_invariants
+from clipbench.invariants import run_invariants
 from clipbench.io import atomic_directory, atomic_write, atomic_write_json, atomic_write_text, write_bytes
 from clipbench.layout import TABLES_DIR, Layout
 from clipbench.methods import METHODS
@@ -145,7 +145,7 @@ def write_tables(
     atomic_write_text(out / "summary.md", "\n".join(sections))
     tree = report.metrics_tree(stats, matched)
     atomic_write_json(out / "metrics.json", tree)
-    atomic_write_json(out / "invariants.json", training_invariants(results))
+    atomic_write_json(out / "invariants.json", run_invariants(results))
     return tree
 
 
