@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from clipbench.backbones import load_backbone
-from clipbench.cells import CellStore, EvalCell
+from clipbench.cells import CellStore, EvalCell, shared_store
 from clipbench.data import LabelSpace, metadata
 from clipbench.data.images import open_rgb
 from clipbench.data.index import DatasetIndex, load_index
@@ -151,7 +151,7 @@ def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path
     """Evaluate every planned cell (reusing unchanged ones) and write the method's result table."""
     method_cls = METHODS.get(method)
     inputs = _Inputs(backbone, cfg, layout, method_cls)
-    store = CellStore(layout.results(backbone, method) / "cells")
+    store = CellStore(layout.results(backbone, method) / "cells", shared_store(layout.root, "evaluate"))
     code, plan = method_code("evaluate", method), eval_cells(cfg)
 
     def key(cell: EvalCell) -> str:

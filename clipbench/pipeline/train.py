@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from clipbench.backbones import Backbone, load_backbone
-from clipbench.cells import CellStore, TrainCell, cell_dict
+from clipbench.cells import CellStore, TrainCell, cell_dict, shared_store
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
@@ -124,7 +124,7 @@ def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: L
     method_cls = METHODS.get(method)
     config = resolve_config(cfg.method_config(method), dataset, f"params.yaml: method_params.{method}")
     inputs = load_inputs(backbone, dataset, cfg, layout, method_cls)
-    store = CellStore(layout.models(backbone, method, dataset))
+    store = CellStore(layout.models(backbone, method, dataset), shared_store(layout.root, "train"))
     base_key = {
         "method": method,
         "config": to_plain(config),
