@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,cluster]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -229,10 +229,11 @@ def _clean_commit(root: Path) -> str:
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip()
+    ).stdout.splitlines()
     if dirty:
-        first = dirty.splitlines()[0][3:]
-        raise ConfigError(f"launch: {first} differs from HEAD; tasks run the commit: commit or stash the changes")
+        raise ConfigError(
+            f"launch: {dirty[0][3:]} differs from HEAD; tasks run the commit: commit or stash the changes"
+        )
     return head.stdout.strip()
 
 
