@@ -117,7 +117,8 @@ def postgres_mlflow() -> Iterator[str]:
     shutil.chown(scratch, "postgres")
     pg_port, port = free_port(), free_port()
     as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, PG_BIN / "initdb", "-D", scratch / "data", "-A", "trust", "-U", "clipbench"], check=True)
+    initdb = [*as_pg, PG_BIN / "initdb", "-D", scratch / "data", "-A", "trust", "-U", "clipbench"]
+    subprocess.run(initdb, check=True, capture_output=True)
     opts = f"-p {pg_port} -k {scratch} -c listen_addresses=127.0.0.1"
     start = [*as_pg, PG_BIN / "pg_ctl", "-D", scratch / "data", "-o", opts, "-l", scratch / "log", "-w", "start"]
     subprocess.run(start, check=True, capture_output=True)

@@ -160,30 +160,6 @@ def test_a_job_killed_mid_stage_then_relaunched_gives_the_same_results(slurm, re
 
 
 @pytest.mark.slow
-def test_track_logs_to_mlflow_on_postgresql_once(reference):
-    from mlflow.tracking import MlflowClient
-
-    with postgres_mlflow() as uri:
-        params = yaml.safe_load((reference / "params.yaml").read_text())
-        params["tracking"]["uri"] = uri
-        (reference / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        try:
-            assert ran_stages(run([sys.executable, "-m", "dvc", "repro"], reference)) == {"track"}
-            client = MlflowClient(tracking_uri=uri)
-            experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("clipbench/")]
-            runs = client.search_runs(experiments, max_results=5000)
-            summary = yaml.safe_load((reference / "reports" / "tracking.json").read_text())
-            assert summary["status"] == "ok" and summary["created"] > 0 and len(runs) >= summary["created"]
-            run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "track"], reference)
-            assert len(client.search_runs(experiments, max_results=5000)) == len(runs)  # nothing new
-            assert yaml.safe_load((reference / "reports" / "tracking.json").read_text())["created"] == 0
-        finally:
-            params["tracking"]["uri"] = "sqlite:///mlflow.db"
-            (reference / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            run([sys.executable, "-m", "dvc", "repro"], reference)
-
-
-@pytest.mark.slow
 def test_a_second_clone_pulls_from_the_team_remote_and_recomputes_nothing(reference, tmp_path):
     remote = tmp_path / "remote"
     run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "team", str(remote)], reference)
@@ -197,3 +173,37 @@ def test_a_second_clone_pulls_from_the_team_remote_and_recomputes_nothing(refere
     status = run([sys.executable, "-m", "dvc", "status", "--json"], clone).strip().splitlines()[-1]
     assert status == "{}"
     _assert_same_results(clone, reference)
+
+
+@pytest.mark.slow
+def test_track_logs_to_mlflow_on_postgresql_once(reference):
+    from mlflow.tracking import MlflowClient
+
+    with postgres_mlflow() as uri:
+        params = yaml.safe_load((reference / "params.yaml").read_text())
+        params["tracking"]["uri"] = uri
+        (reference / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        # the last test of the module (the reference workspace keeps this tracking URI)
+        assert ran_stages(run([sys.executable, "-m", "dvc", "repro"], reference)) == {"track"}
+        client = MlflowClient(tracking_uri=uri)
+        experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("clipbench/")]
+        runs = client.search_runs(experiments, max_results=5000)
+        summary = yaml.safe_load((reference / "reports" / "tracking.json").read_text())
+        assert summary["status"] == "ok" and summary["created"] > 0 and len(runs) >= summary["created"]
+        run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "track"], reference)
+        assert len(client.search_runs(experiments, max_results=5000)) == len(runs)  # nothing new
+        assert yaml.safe_load((reference / "reports" / "tracking.json").read_text())["created"] == 0
+
+
+def test_a_bad_suite_is_one_line_before_anything_is_submitted(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from clipbench.cli import main
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["methods"] = ["zeroshot", "no_such_method"]
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(main, ["launch", "--executor", "local", "--params", "suite.yaml"])
+    assert out.exit_code == 2 and "no_such_method" in out.output and len(out.output.strip().splitlines()) == 1
+    assert not (tmp_path / "params.yaml").exists() and not (tmp_path / ".launch").exists()

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -105,6 +106,7 @@ def launch(root: Path, cfg: LaunchConfig, estimate=None) -> LaunchReport:
         for marker in markers:
             lock.update(marker["lock"])
             report.launched.append(marker)
+    shutil.rmtree(folder / "work", ignore_errors=True)  # what killed tasks left (a failed launch keeps it to look at)
     return report
 
 
