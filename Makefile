@@ -31,4 +31,4 @@ test-slow: setup    # end-to-end `dvc repro` tests (minutes); CI runs them after
 	python -m pytest -m slow
 
 clean-outputs:
-	rm -rf data features models results mlflow.db
+	rm -rf data features models results mlflow.db .cells
