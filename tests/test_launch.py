@@ -120,33 +120,44 @@ def test_local_launch_matches_serial_repro(reference, tmp_path):
     _assert_same_results(work, reference)
 
 
+def _start_launch(work: Path, log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen([*LAUNCH, "--executor", "slurm"], cwd=work, env=dvc_env(), stdout=out, stderr=out)
+
+
+def _running_train_task(work: Path, launch: subprocess.Popen, log: Path) -> str:
+    """The SLURM id of an array task whose train stage command is running (waits for one)."""
+    deadline = time.monotonic() + 600
+    while not any("Running stage 'train@" in p.read_text() for p in work.glob(".launch/*/w1/train-*.log")):
+        assert launch.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no train stage started"
+        time.sleep(0.2)
+    running = subprocess.run(["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True)
+    return running.stdout.split()[0]
+
+
 @pytest.mark.slow
 def test_slurm_launch_matches_serial_repro_and_final_repro_recomputes_nothing(slurm, reference, tmp_path):
-    work = _workspace(tmp_path)
+    """A job requeued mid-stage (as SLURM does on preemption) runs again; the launch still completes."""
+    work, log = _workspace(tmp_path / "work"), tmp_path / "launch.log"
     start = time.perf_counter()
-    proc = _launch(work, "slurm")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    print(f"slurm launch of the reduced suite: {time.perf_counter() - start:.0f}s\n{proc.stdout}")
-    assert "launched train@" in proc.stdout and "launched evaluate@" in proc.stdout
-    assert _final_ran(proc.stdout) == {"aggregate", "track"}  # every launched stage came from the run-cache
+    launch = _start_launch(work, log)
+    subprocess.run(["scontrol", "requeue", _running_train_task(work, launch, log)], check=True)
+    assert launch.wait(timeout=900) == 0, log.read_text()[-3000:]
+    out = log.read_text()
+    print(f"slurm launch of the reduced suite: {time.perf_counter() - start:.0f}s\n{out}")
+    assert "launched train@" in out and "launched evaluate@" in out
+    assert any(p.read_text().count("$ git clone") == 2 for p in work.glob(".launch/*/w1/train-*.log"))  # requeued
+    assert _final_ran(out) == {"aggregate", "track"}  # every launched stage came from the run-cache
     _assert_same_results(work, reference)
     assert ran_stages(run([sys.executable, "-m", "dvc", "repro"], work)) == set()
 
 
 @pytest.mark.slow
 def test_a_job_killed_mid_stage_then_relaunched_gives_the_same_results(slurm, reference, tmp_path):
-    work = _workspace(tmp_path)
-    log = tmp_path / "first.log"
-    with log.open("w") as out:
-        first = subprocess.Popen([*LAUNCH, "--executor", "slurm"], cwd=work, env=dvc_env(), stdout=out, stderr=out)
-    deadline = time.monotonic() + 600
-    while not any("Running stage 'train@" in p.read_text() for p in work.glob(".launch/*/w1/train-*.log")):
-        assert first.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "no train stage started"
-        time.sleep(0.2)
-    running = subprocess.run(["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True)
-    victim = running.stdout.split()[0]
-    subprocess.run(["scancel", "--full", "--signal=KILL", victim], check=True)
+    work, log = _workspace(tmp_path / "work"), tmp_path / "first.log"
+    first = _start_launch(work, log)
+    subprocess.run(["scancel", "--full", "--signal=KILL", _running_train_task(work, first, log)], check=True)
     assert first.wait(timeout=600) != 0
     assert re.search(r"task\(s\) failed.*train@\S+ \(log \S+\.log", log.read_text()), log.read_text()[-3000:]
     assert not (work / "dvc.lock").exists()  # tasks never write the main workspace's lock

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +32,15 @@ def stage_graph(root: Path) -> dict[str, tuple[str, ...]]:
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph
-        return {s.addressing: tuple(sorted(u.addressing for u in graph.successors(s))) for s in graph.nodes}
+        # ``name``, not ``addressing``: the latter is relative to the current directory ("../x/dvc.yaml:code")
+        return {s.name: tuple(sorted(u.name for u in graph.successors(s))) for s in graph.nodes}
 
 
 def stale_stages(root: Path, env: Mapping[str, str] | None = None) -> set[str]:
     """The stages ``dvc status`` reports as changed in the workspace at ``root``."""
-    proc = subprocess.run(["dvc", "status", "--json"], cwd=root, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise ClipbenchError(f"dvc status failed in {root}: {proc.stderr.strip()[-500:]}")
     return set(json.loads(proc.stdout.strip().splitlines()[-1] or "{}"))
