@@ -10,6 +10,7 @@ is requeued by submitit and starts again in a fresh workspace (finished cells co
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -28,6 +29,7 @@ from clipbench.errors import ClipbenchError, ConfigError
 from clipbench.launch import dag
 from clipbench.launch.task import TaskSpec
 
+log = logging.getLogger(__name__)
 COMPUTE = ("backbone", "extract", "extract_target", "train", "evaluate")  # stage kinds that get the GPUs
 UNPLANNED_S = 30.0  # estimated seconds of a stage the plan does not cost (code, download, split)
 
@@ -93,7 +95,7 @@ def launch(root: Path, cfg: LaunchConfig, estimate=None) -> LaunchReport:
         lock="",
         params=(root / "params.yaml").read_text(),
         cache_dir=_cache_dir(root),
-        cell_store=os.environ.get(STORE_ENV) or str(root / STORE_DIR),
+        cell_store=str(Path(os.environ.get(STORE_ENV) or root / STORE_DIR).resolve()),
         scratch=str(folder / "work"),
         marker="",
         log="",
@@ -261,8 +263,12 @@ def plan_estimates(params: Path, stages: list[str]) -> dict[str, float]:
     from clipbench.config import load_suite
 
     suite = load_suite(params)
-    p = plan.suite_plan(suite)
     seconds = dict.fromkeys(stages, UNPLANNED_S)
+    try:
+        p = plan.suite_plan(suite)
+    except ConfigError as exc:  # e.g. a custom dataset declares no sizes: every stage gets the flat estimate
+        log.warning("launch: no plan estimates (%s); every stage is estimated at %.0f s", exc, UNPLANNED_S)
+        return seconds
     per_method = len(suite.backbones) * (len(suite.datasets) + 1)  # its train stages and its evaluate stage
     for row in p.methods:
         for b in suite.backbones:
