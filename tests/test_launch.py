@@ -142,7 +142,9 @@ def test_slurm_launch_matches_serial_repro_and_final_repro_recomputes_nothing(sl
     work, log = _workspace(tmp_path / "work"), tmp_path / "launch.log"
     start = time.perf_counter()
     launch = _start_launch(work, log)
-    subprocess.run(["scontrol", "requeue", _running_train_task(work, launch, log)], check=True)
+    victim = _running_train_task(work, launch, log)
+    subprocess.run(["scontrol", "requeue", victim], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={victim}", "StartTime=now"], check=True)  # no requeue delay
     assert launch.wait(timeout=900) == 0, log.read_text()[-3000:]
     out = log.read_text()
     print(f"slurm launch of the reduced suite: {time.perf_counter() - start:.0f}s\n{out}")
