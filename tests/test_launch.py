@@ -144,7 +144,12 @@ def test_slurm_launch_matches_serial_repro_and_final_repro_recomputes_nothing(sl
     launch = _start_launch(work, log)
     victim = _running_train_task(work, launch, log)
     subprocess.run(["scontrol", "requeue", victim], check=True)
-    subprocess.run(["scontrol", "update", f"JobId={victim}", "StartTime=now"], check=True)  # no requeue delay
+    state = ["squeue", "-h", "-j", victim, "-o", "%T"]
+    for _ in range(300):  # once pending again, skip SLURM's two-minute delay before a requeued job may start
+        if subprocess.run(state, capture_output=True, text=True).stdout.strip() == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={victim}", "StartTime=now"], check=True)
+            break
+        time.sleep(0.2)
     assert launch.wait(timeout=900) == 0, log.read_text()[-3000:]
     out = log.read_text()
     print(f"slurm launch of the reduced suite: {time.perf_counter() - start:.0f}s\n{out}")
