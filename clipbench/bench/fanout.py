@@ -1,4 +1,4 @@
-"""(h) ``clipbench launch`` fan-out overhead: the time tasks spend outside their stage commands, and the wall time
+"""(i) ``clipbench launch`` fan-out overhead: the time tasks spend outside their stage commands, and the wall time
 of the launched run (2 local slots) against the serial ``dvc repro`` of section (d), on the same reduced suite."""
 
 from __future__ import annotations

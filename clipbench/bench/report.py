@@ -33,7 +33,7 @@ def render(r: dict) -> str:
         "Models are random-initialised (encoder cost does not depend on the weights).",
         "",
     ]
-    for section in (_render_a, _render_b, _render_c, _render_d, _render_e, _render_f, _render_g, _render_h):
+    for section in (_render_a, _render_b, _render_c, _render_d, _render_e, _render_f, _render_g, _render_i):
         lines += section(r) + [""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -312,13 +312,13 @@ def _render_g(r: dict) -> list[str]:
     ]
 
 
-def _render_h(r: dict) -> list[str]:
-    h = r.get("h")
+def _render_i(r: dict) -> list[str]:
+    h = r.get("i")
     if not h:
         return []
     outside = h["total_s"] - h["stage_s"]
     return [
-        "## (h) `clipbench launch` fan-out overhead (goal ≤ 10% of the stage time)",
+        "## (i) `clipbench launch` fan-out overhead (goal ≤ 10% of the stage time)",
         "",
         f"The suite of (d) launched with the local executor on {h['slots']} slots in a committed scratch copy: "
         f"{h['stages']} stages in {h['tasks']} tasks, then the final `dvc repro` (ran: {', '.join(h['final_ran'])}). "

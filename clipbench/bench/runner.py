@@ -67,8 +67,8 @@ def run_bench(size: BenchSize, params: dict, root: Path, work: Path, log=print) 
         "methods": dvc_suite["methods"],
         "toy_suite_stages": stage_count(params),
     }
-    log("(h) clipbench launch: fan-out overhead and wall time with 2 local slots")
-    out["h"] = fanout_overhead(root, work / "h", dvc_suite, out["d"]["wall_s"])
+    log("(i) clipbench launch: fan-out overhead and wall time with 2 local slots")
+    out["i"] = fanout_overhead(root, work / "i", dvc_suite, out["d"]["wall_s"])
     log("(g) verified reads: hashing every artifact read, against the suite's time")
     out["g"] = verify_cost(work / "d", out["d"]["wall_s"], len(dvc_suite["methods"]))
     log("(a) encoder inputs of the toy suite vs unique images (reusing the data of d)")
