@@ -24,6 +24,8 @@ import pytest
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SLURM_CONF = """ClusterName=ci
 SlurmctldHost=localhost
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
 SlurmUser=root
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
@@ -79,20 +81,22 @@ def _memory_mb() -> int:
 
 @contextlib.contextmanager
 def slurm_cluster() -> Iterator[None]:
-    """munged, slurmctld and slurmd on localhost (``/etc/slurm/slurm.conf``), until the node is idle."""
+    """munged, slurmctld and slurmd on localhost with their own config (``$SLURM_CONF``, free ports, a scratch
+    state directory: an installed cluster's configuration is left alone), until the node is idle."""
     require(["munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel"], "slurm-wlm munge")
     state = Path(tempfile.mkdtemp(prefix="clipbench-slurm-"))
     for sub in ("slurmctld", "slurmd"):
         (state / sub).mkdir()
-    conf = Path("/etc/slurm/slurm.conf")
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(SLURM_CONF.format(state=state, cpus=os.cpu_count(), memory=_memory_mb()))
+    conf = state / "slurm.conf"
+    ports = {"ctld_port": free_port(), "slurmd_port": free_port()}
+    conf.write_text(SLURM_CONF.format(state=state, cpus=os.cpu_count(), memory=_memory_mb(), **ports))
+    saved, os.environ["SLURM_CONF"] = os.environ.get("SLURM_CONF"), str(conf)  # for sbatch, squeue, scancel
     subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "/run/munge"], check=True)
     procs = [_start(["runuser", "-u", "munge", "--", "munged", "-F", "-f"], state / "munged.out")]
     try:
         time.sleep(1)
-        procs.append(_start(["slurmctld", "-D", "-c", "-i"], state / "slurmctld.out"))
-        procs.append(_start(["slurmd", "-D"], state / "slurmd.out"))
+        procs.append(_start(["slurmctld", "-D", "-c", "-i", "-f", str(conf)], state / "slurmctld.out"))
+        procs.append(_start(["slurmd", "-D", "-f", str(conf)], state / "slurmd.out"))
         deadline = time.monotonic() + 60
         while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
             assert time.monotonic() < deadline, f"SLURM node not idle in 60 s; logs in {state}"
@@ -100,6 +104,7 @@ def slurm_cluster() -> Iterator[None]:
         yield
     finally:
         _stop(procs)
+        os.environ.pop("SLURM_CONF") if saved is None else os.environ.update(SLURM_CONF=saved)
         shutil.rmtree(state, ignore_errors=True)
 
 
