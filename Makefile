@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,cluster]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -31,4 +31,4 @@ test-slow: setup    # end-to-end `dvc repro` tests (minutes); CI runs them after
 	python -m pytest -m slow
 
 clean-outputs:
-	rm -rf data features models results mlflow.db
+	rm -rf data features models results mlflow.db .cells

@@ -3,16 +3,21 @@
 A DVC stage covers many cells (e.g. every shot count and seed of one method on one dataset). Each cell is
 stored in its own directory together with the *key* of everything it was computed from (config hash, split
 manifest hash, feature key, code fingerprint). When the stage re-runs, cells whose key is unchanged are kept
-and only new or invalidated cells are computed; cells no longer planned are removed. Stage outputs are
-declared ``persist: true`` so DVC leaves them in place for this check. Each cell directory is sealed
-(:mod:`clipbench.seal`): a cell whose files changed after it was written is recomputed, never reused.
+and only new or invalidated cells are computed; cells no longer planned are removed. Every cell is also
+published, by key, into a shared content-keyed store (``.cells/<kind>/<key>/``, or ``$CLIPBENCH_CELL_STORE``):
+DVC deletes a stage's outputs before it re-runs the stage, so a re-run restores its unchanged cells from there.
+That is why the outputs need no ``persist`` (which DVC's run-cache refuses; see docs/design.md, "Cluster").
+Each cell directory is sealed (:mod:`clipbench.seal`): a cell whose files changed after it was written is
+recomputed, never reused or restored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +27,8 @@ from clipbench import seal
 from clipbench.io import atomic_directory
 
 KEY_FILE = "cell.json"
+STORE_ENV = "CLIPBENCH_CELL_STORE"  # where the shared cell store is (default: .cells under the project root)
+STORE_DIR = ".cells"
 log = logging.getLogger(__name__)
 
 
@@ -66,11 +73,21 @@ class EvalCell:
         }
 
 
-class CellStore:
-    """Directory of cell directories, each holding ``cell.json`` with its key."""
+def shared_store(root: Path, kind: str) -> Path:
+    """The shared store of ``kind`` (train, evaluate) cells for the project at ``root``."""
+    return Path(os.environ.get(STORE_ENV) or Path(root) / STORE_DIR) / kind
 
-    def __init__(self, root: Path) -> None:
+
+class CellStore:
+    """Directory of cell directories, each holding ``cell.json`` with its key.
+
+    With ``shared``, every cell put is also published as ``shared/<key>/`` and :meth:`restore` copies a stored
+    cell back by key, so the cells survive DVC removing the stage output.
+    """
+
+    def __init__(self, root: Path, shared: Path | None = None) -> None:
         self.root = Path(root)
+        self.shared = Path(shared) if shared is not None else None
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -104,7 +121,40 @@ class CellStore:
             record = {"key": key, **info}
             (tmp / KEY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
             seal.seal(tmp)
+        self._share(name, key)
         return record
+
+    def restore(self, name: str, key: str) -> bool:
+        """Copy the intact shared cell of ``key`` to ``name``; ``False`` when the store has none."""
+        if self.shared is None:
+            return False
+        if not self._intact(key):
+            return False
+        with atomic_directory(self.path(name)) as tmp:
+            shutil.copytree(self.shared / key, tmp, dirs_exist_ok=True)
+        return self.is_current(name, key)
+
+    def _intact(self, key: str) -> bool:
+        source = self.shared / key
+        return (source / KEY_FILE).is_file() and seal.damage(source) is None
+
+    def _share(self, name: str, key: str) -> None:
+        """Publish cell ``name`` as ``shared/<key>`` unless it is there intact (another process may publish it)."""
+        if self.shared is None or self._intact(key):
+            return
+        target = self.shared / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent))
+        try:
+            shutil.copytree(self.path(name), tmp, dirs_exist_ok=True)
+            if target.exists():  # a damaged copy is replaced (readers check the seal: never trusted meanwhile)
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+        except OSError:  # published meanwhile by another process (same key, same content)
+            if not (target / KEY_FILE).is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def prune(self, keep: set[str]) -> list[str]:
         """Remove cell directories not in ``keep`` (and stray temporary directories)."""

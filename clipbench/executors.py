@@ -263,10 +263,11 @@ def run_cells(
     """Compute every stale cell of ``plan`` with ``executor`` and prune unplanned cells from ``store``.
 
     ``compute(cell, key)`` must publish the cell into ``store`` under ``key`` (``CellStore.put``) so that a later
-    run, or a crash in the middle, leaves only complete cells behind.
+    run, or a crash in the middle, leaves only complete cells behind. A stale cell that the store's shared
+    content-keyed store holds is restored from there instead of computed.
     """
     runner = EXECUTORS.get(executor)() if isinstance(executor, str) else executor
-    stale = stale_cells(plan, key, store, name)
+    stale = [(cell, k) for cell, k in stale_cells(plan, key, store, name) if not store.restore(name(cell), k)]
     progress = _Progress(label, len(stale))
     if stale:
         log.info("%s: %d of %d planned cells to compute (%s executor)", label, len(stale), len(plan), runner.name)

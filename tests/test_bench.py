@@ -270,3 +270,14 @@ def test_verified_reads_cost_counts_every_sealed_artifact_and_renders(tmp_path):
     assert g["share"] == pytest.approx(g["weighted_s"] / 100.0)
     text = report.render({**_fake_result(0.05), "g": {**g, "share": 0.01}})
     assert "## (g) Verified reads" in text and "**1.00%**" in text and "Goal: met." in text
+
+
+@pytest.mark.parametrize("stage_s, verdict", [(95.0, "met"), (70.0, "**not met**")])
+def test_fanout_section_reports_the_share_outside_stage_commands(stage_s, verdict):
+    h = {"tasks": 5, "stages": 11, "slots": 2, "workspace_s": 4.0, "checkout_s": 6.0, "repro_s": 90.0}
+    h.update(total_s=100.0, stage_s=stage_s, share=(100.0 - stage_s) / stage_s, launch_wall_s=80.0)
+    h.update(serial_wall_s=120.0, final_ran=["aggregate", "track"])
+    text = report.render({**_fake_result(0.05), "i": h})
+    assert "## (i) `clipbench launch` fan-out overhead" in text
+    assert f"**{100 * (100.0 - stage_s) / stage_s:.1f}%**" in text
+    assert f"Goal on this reduced run: {verdict}" in text.split("## (i)")[1]

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from clipbench import check as gate
+from clipbench.cells import shared_store
 from clipbench.cli import main
 from clipbench.invariants import evaluation_invariants, training_invariants
 from clipbench.methods.zeroshot import ZeroShotCLIP
@@ -257,6 +258,7 @@ def test_degraded_method_fails_the_gate_end_to_end(fresh, tmp_path, monkeypatch)
     monkeypatch.setattr(ZeroShotCLIP, "_original", ZeroShotCLIP.predict, raising=False)
     monkeypatch.setattr(ZeroShotCLIP, "predict", degraded)
     shutil.rmtree(layout.results("toy_vit", "zeroshot"))
+    shutil.rmtree(shared_store(layout.root, "evaluate"))  # evaluated again, not restored
     evaluate.run(backbone="toy_vit", method="zeroshot", cfg=cfg, layout=layout)
     aggregate.run(cfg=cfg, layout=layout)
     out = _invoke("--metrics", metrics, "--baseline", baseline)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from clipbench.cells import CellStore
@@ -26,6 +28,25 @@ def test_run_cells_computes_only_stale_cells_and_prunes(tmp_path):
     second = run_cells(["a", "b"], lambda c: "k2" if c == "b" else f"k{c}", compute, store, name=lambda c: c)
     assert second.summary() == {"planned": 2, "computed": 1, "reused": 1, "pruned": 0}
     assert calls == ["a", "b", "b"]
+
+
+def test_a_removed_output_restores_its_cells_from_the_shared_store(tmp_path):
+    """DVC deletes a stage's output before re-running it: unchanged cells come back from the store by key."""
+    shared = tmp_path / "store"
+    store, calls = CellStore(tmp_path / "out", shared), []
+
+    def compute(cell: str, key: str) -> None:
+        calls.append(cell)
+        store.put(cell, key, lambda tmp: (tmp / "state").write_text(cell) and {})
+
+    run_cells(["a", "b"], lambda c: f"k{c}", compute, store, name=lambda c: c)
+    assert sorted(p.name for p in shared.iterdir()) == ["ka", "kb"]
+    shutil.rmtree(tmp_path / "out")
+    (shared / "kb" / "state").write_text("damaged")  # fails its seal: recomputed, never restored
+    again = run_cells(["a", "b"], lambda c: f"k{c}", compute, store, name=lambda c: c)
+    assert again.summary() == {"planned": 2, "computed": 1, "reused": 1, "pruned": 0}
+    assert calls == ["a", "b", "b"] and (tmp_path / "out" / "a" / "state").read_text() == "a"
+    assert (shared / "kb" / "state").read_text() == "b"  # the damaged stored copy was replaced
 
 
 def test_unknown_executor_is_a_config_error():

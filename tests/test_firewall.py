@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from clipbench import io as cb_io
+from clipbench.cells import shared_store
 from clipbench.config import SuiteConfig
 from clipbench.data.base import DatasetSplits, Record
 from clipbench.data.index import DatasetIndex, load_index
@@ -77,6 +78,7 @@ def _train_all(cfg, layout, methods: list[str]) -> dict[str, bytes | dict]:
     for m in methods:
         for d in cfg.datasets:
             shutil.rmtree(layout.models("toy_vit", m, d), ignore_errors=True)
+            shutil.rmtree(shared_store(layout.root, "train"), ignore_errors=True)  # computed, never restored
             train.run(backbone="toy_vit", method=m, dataset=d, cfg=cfg, layout=layout)
             for cell_json in sorted(layout.models("toy_vit", m, d).glob("*/cell.json")):
                 name = f"{m}/{d}/{cell_json.parent.name}"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
 import torch
 
 from clipbench import tracking
-from clipbench.cells import CellStore
+from clipbench.cells import CellStore, shared_store
 from clipbench.config import SuiteConfig
 from clipbench.executors import EXECUTORS
 from clipbench.methods import METHODS
@@ -264,7 +265,8 @@ def test_every_executor_trains_the_same_bytes_as_serial(fresh, executor):
             cfg = parse(SuiteConfig, params, "test")
             for method in ("linear_probe", "clip_adapter"):
                 store = layout.models("toy_vit", method, "toy_objects")
-                CellStore(store).prune(set())  # train every cell afresh
+                CellStore(store).prune(set())  # train every cell afresh (not restored from the shared store)
+                shutil.rmtree(shared_store(layout.root, "train"), ignore_errors=True)
                 out = train.run(backbone="toy_vit", method=method, dataset="toy_objects", cfg=cfg, layout=layout)
                 assert out["trained"] == out["planned"] > 1
                 results[name, method] = _states(layout, method, "toy_objects")

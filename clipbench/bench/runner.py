@@ -14,6 +14,7 @@ import torch
 
 from clipbench.bench.dvc_overhead import dvc_overhead, stage_count
 from clipbench.bench.encodes import encode_audit
+from clipbench.bench.fanout import fanout_overhead
 from clipbench.bench.gpu_hours import gpu_estimate, measured_flops
 from clipbench.bench.instruments import write_jpegs
 from clipbench.bench.memory import peak_memory
@@ -66,6 +67,8 @@ def run_bench(size: BenchSize, params: dict, root: Path, work: Path, log=print) 
         "methods": dvc_suite["methods"],
         "toy_suite_stages": stage_count(params),
     }
+    log("(i) clipbench launch: fan-out overhead and wall time with 2 local slots")
+    out["i"] = fanout_overhead(root, work / "i", dvc_suite, out["d"]["wall_s"])
     log("(g) verified reads: hashing every artifact read, against the suite's time")
     out["g"] = verify_cost(work / "d", out["d"]["wall_s"], len(dvc_suite["methods"]))
     log("(a) encoder inputs of the toy suite vs unique images (reusing the data of d)")

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from clipbench.backbones import load_backbone
-from clipbench.cells import CellStore, EvalCell
+from clipbench.cells import CellStore, EvalCell, shared_store
 from clipbench.data import LabelSpace, metadata
 from clipbench.data.images import open_rgb
 from clipbench.data.index import DatasetIndex, load_index
@@ -207,7 +207,9 @@ class EvaluateJob:
 
     @property
     def store(self) -> CellStore:
-        return CellStore(self.layout.results(self.backbone, self.method) / "cells")
+        return CellStore(
+            self.layout.results(self.backbone, self.method) / "cells", shared_store(self.layout.root, "evaluate")
+        )
 
     def key(self, cell: EvalCell) -> str:
         inputs = self.inputs

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from clipbench.backbones import Backbone, get_backbone, load_backbone, verify_checkpoint
-from clipbench.cells import CellStore, TrainCell, cell_dict
+from clipbench.cells import CellStore, TrainCell, cell_dict, shared_store
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
@@ -167,7 +167,9 @@ class TrainJob:
 
     @property
     def store(self) -> CellStore:
-        return CellStore(self.layout.models(self.backbone, self.method, self.dataset))
+        return CellStore(
+            self.layout.models(self.backbone, self.method, self.dataset), shared_store(self.layout.root, "train")
+        )
 
     def features(self) -> TrainInputs:
         """The stage's inputs without the backbone."""
