@@ -20,6 +20,7 @@ from services import postgres_mlflow, slurm_cluster
 from clipbench.errors import ConfigError
 from clipbench.launch import dag
 from clipbench.launch.launcher import _clean_commit
+from clipbench.launch.task import TaskSpec, link_data_root
 
 METHODS = {"zeroshot": {}, "linear_probe": {}}  # the smallest suite with train and evaluate stages
 TIMING = ["train_seconds", "eval_seconds"]
@@ -47,6 +48,22 @@ def test_waves_follow_the_dag_and_leave_aggregate_and_track_to_the_final_repro()
     assert stages == ["download@x", "train@b-m-x", "evaluate@b-m"]
     waves = dag.waves(stages, dict.fromkeys(stages, 1.0), short_s=300.0, slots=2)
     assert [[t.stages for t in w] for w in waves] == [[("download@x",)], [("train@b-m-x",)], [("evaluate@b-m",)]]
+
+
+@pytest.mark.parametrize("data_root", ["data/raw", "ABSOLUTE"])
+def test_a_task_sees_the_main_workspace_images(tmp_path, data_root):
+    """The images are no DVC output: a task's clone reads (and its download stage writes) the main workspace's."""
+    main, work = tmp_path / "main", tmp_path / "work"
+    work.mkdir()
+    root = str(tmp_path / "shared") if data_root == "ABSOLUTE" else data_root
+    fields = dict.fromkeys(TaskSpec.__dataclass_fields__, "")
+    spec = TaskSpec(**{**fields, "root": str(main), "params": yaml.safe_dump({"data_root": root})})
+    link_data_root(spec, work)
+    if data_root == "ABSOLUTE":
+        assert not any(work.iterdir())  # the same path for every task
+        return
+    (work / root / "toy_objects").mkdir()  # what a download task writes lands in the main workspace
+    assert (main / root / "toy_objects").is_dir()
 
 
 def test_launch_refuses_uncommitted_code(tmp_path):

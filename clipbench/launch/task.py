@@ -101,6 +101,7 @@ def _prepare(spec: TaskSpec, work: Path, log) -> dict[str, str]:
     _run(["git", "checkout", "--quiet", "--detach", spec.commit], work, None, log)
     (work / "params.yaml").write_text(spec.params)
     (work / "dvc.lock").write_text(spec.lock)
+    link_data_root(spec, work)
     (work / ".dvc" / "config.local").write_text(
         f'[cache]\n    dir = {spec.cache_dir}\n    type = "reflink,hardlink,copy"\n'
     )
@@ -115,6 +116,23 @@ def _prepare(spec: TaskSpec, work: Path, log) -> dict[str, str]:
         "DVC_NO_ANALYTICS": "1",
         STORE_ENV: spec.cell_store,
     }
+
+
+def link_data_root(spec: TaskSpec, work: Path) -> None:
+    """Point a relative ``data_root`` of the clone at the main workspace's, like the cache.
+
+    The image files are no DVC output: the download stage generates or checks them under ``data_root`` and the
+    image-level methods and their evaluation read them. A task's clone would otherwise lack them (and lose the ones
+    its download stage wrote). An absolute ``data_root`` (a shared dataset folder) is the same path for every task.
+    """
+    root = (yaml.safe_load(spec.params) or {}).get("data_root")
+    if not root or Path(root).is_absolute():
+        return
+    target = (Path(spec.root) / root).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    link = work / root
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
 
 
 def _dvc(args: list[str], work: Path, env: dict[str, str], log) -> None:
