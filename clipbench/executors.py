@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, TypeVar
 
@@ -40,6 +40,7 @@ from clipbench.cells import CellStore
 from clipbench.registry import Registry
 
 C = TypeVar("C")
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -205,6 +206,22 @@ EXECUTORS: Registry[type[Executor]] = Registry(
     },
     base=Executor,
 )
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Base of a stage's picklable per-cell work (train, evaluate): what it loads is memoised once per process
+    (:meth:`_once`) and never pickled, so each executor worker loads a stage's inputs once."""
+
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_memo": {}}
+
+    def _once(self, name: object, load: Callable[[], T]) -> T:
+        if name not in self._memo:
+            self._memo[name] = load()
+        return self._memo[name]
 
 
 @dataclass(frozen=True)

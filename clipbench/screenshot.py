@@ -7,6 +7,7 @@ tracking store; REST calls use only the standard library, and the browser is a h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -82,14 +83,21 @@ def mlflow_ui(uri: str, *, wait_s: float = 180.0) -> Iterator[str]:
             time.sleep(1.0)
         yield base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
         log.close()
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """End a process started with ``start_new_session=True`` and everything it spawned (SIGTERM, then SIGKILL)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def experiment_id(base: str, name: str) -> str:

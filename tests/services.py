@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from clipbench.screenshot import stop_group
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SLURM_CONF = """ClusterName=ci
@@ -65,13 +66,7 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
 
 def _stop(procs: list[subprocess.Popen]) -> None:
     for proc in reversed(procs):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def _memory_mb() -> int:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from clipbench.errors import ConfigError
 
-_STAGE_WRAPPER = """#!/bin/sh
+# A ``python`` first on PATH that times every stage command (``python -m stages.*``): start, end, exit status and
+# the command, one line each (also used by launched tasks, clipbench/launch/task.py).
+STAGE_WRAPPER = """#!/bin/sh
 start=$(date +%s.%N)
 "{python}" "$@"
 rc=$?
@@ -109,7 +111,7 @@ def dvc_overhead(root: Path, work: Path, params: dict) -> dict:
     log, bin_dir = work / ".bench_stages.log", work / ".bench_bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "python"
-    wrapper.write_text(_STAGE_WRAPPER.format(python=sys.executable, log=log))
+    wrapper.write_text(STAGE_WRAPPER.format(python=sys.executable, log=log))
     wrapper.chmod(0o755)
     env = {
         **os.environ,

@@ -22,18 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from clipbench.bench.dvc_overhead import STAGE_WRAPPER
 from clipbench.cells import STORE_ENV
 from clipbench.io import atomic_write_text
-
-# A ``python`` first on the task's PATH that times every stage command (``python -m stages.*``), so the report
-# can tell the stage time from the fan-out overhead (workspace, checkout, DVC).
-_TIMER = """#!/bin/sh
-start=$(date +%s.%N)
-"{python}" "$@"
-rc=$?
-echo "$start $(date +%s.%N) $rc" >> "{log}"
-exit $rc
-"""
 
 
 @dataclass(frozen=True)
@@ -108,7 +99,7 @@ def _prepare(spec: TaskSpec, work: Path, log) -> dict[str, str]:
     bin_dir = work / ".timer-bin"
     bin_dir.mkdir()
     timer = bin_dir / "python"
-    timer.write_text(_TIMER.format(python=sys.executable, log=work / ".timer.log"))
+    timer.write_text(STAGE_WRAPPER.format(python=sys.executable, log=work / ".timer.log"))
     timer.chmod(0o755)
     return {
         **os.environ,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from clipbench.data.kshot import base_new_labels, manifest_name, read_manifest
 from clipbench.data.loader import load_batches
 from clipbench.devices import to_device, to_host
 from clipbench.errors import DataError, NotApplicable
-from clipbench.executors import run_cells
+from clipbench.executors import CellJob, run_cells
 from clipbench.features import check_source, load_text, read_feature_dir
 from clipbench.io import load_tensors
 from clipbench.layout import Layout
@@ -176,7 +176,7 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
 
 
 @dataclass(frozen=True)
-class EvaluateJob:
+class EvaluateJob(CellJob):
     """One evaluate stage's work: ``job.key(cell)`` in the stage process, ``job(cell, key)`` wherever the
     executor runs the cell (it scores the cell and publishes it into the store).
 
@@ -188,22 +188,14 @@ class EvaluateJob:
     method: str
     cfg: SuiteConfig
     layout: Layout
-    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_memo": {}}
 
     @property
     def inputs(self) -> _Inputs:
-        if "inputs" not in self._memo:
-            self._memo["inputs"] = _Inputs(self.backbone, self.cfg, self.layout, METHODS.get(self.method))
-        return self._memo["inputs"]
+        return self._once("inputs", lambda: _Inputs(self.backbone, self.cfg, self.layout, METHODS.get(self.method)))
 
     @property
     def code(self) -> str:
-        if "code" not in self._memo:
-            self._memo["code"] = method_code("evaluate", self.method)
-        return self._memo["code"]
+        return self._once("code", lambda: method_code("evaluate", self.method))
 
     @property
     def store(self) -> CellStore:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,7 +24,7 @@ from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
 from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
 from clipbench.devices import host_state
-from clipbench.executors import run_cells
+from clipbench.executors import CellJob, run_cells
 from clipbench.features import FeatureDir, check_source, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from clipbench.config import SuiteConfig
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 STATE_FILE = "state.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"  # full fine-tuned weights, only with runtime.keep_checkpoints
 
@@ -132,7 +130,7 @@ def feature_inputs(
 
 
 @dataclass(frozen=True)
-class TrainJob:
+class TrainJob(CellJob):
     """One train stage's work: ``job.key(cell)`` in the stage process, ``job(cell, key)`` wherever the executor
     runs the cell (it trains the cell and publishes it into the store).
 
@@ -146,15 +144,6 @@ class TrainJob:
     dataset: str
     cfg: SuiteConfig
     layout: Layout
-    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_memo": {}}
-
-    def _once(self, name: object, load: Callable[[], T]) -> T:
-        if name not in self._memo:
-            self._memo[name] = load()
-        return self._memo[name]
 
     @property
     def method_cls(self) -> type[Method]:
