@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -84,8 +85,12 @@ def _commit(work: Path) -> None:
     run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "snapshot"], work)
 
 
-def _workspace(dest: Path) -> Path:
+def _workspace(dest: Path, lock_from: Path | None = None) -> Path:
+    """The reduced suite, committed; with ``lock_from``, with that workspace's ``dvc.lock`` (as if committed from a
+    run elsewhere: its train outputs differ in their timings, so this cache holds none of them)."""
     work = make_workspace(dest, reduced_params(sources=1, targets=1, methods=METHODS))
+    if lock_from is not None:
+        shutil.copyfile(lock_from / "dvc.lock", work / "dvc.lock")
     _commit(work)
     return work
 
@@ -130,7 +135,7 @@ def _assert_same_results(work: Path, reference: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("CI") == "true", reason="CI runs the same launch on SLURM (test below)")
 def test_local_launch_matches_serial_repro(reference, tmp_path):
-    work = _workspace(tmp_path)
+    work = _workspace(tmp_path, lock_from=reference)
     proc = _launch(work, "local")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert _final_ran(proc.stdout) == {"aggregate", "track"}
@@ -155,8 +160,9 @@ def _running_train_task(work: Path, launch: subprocess.Popen, log: Path) -> str:
 
 @pytest.mark.slow
 def test_slurm_launch_matches_serial_repro_and_final_repro_recomputes_nothing(slurm, reference, tmp_path):
-    """A job requeued mid-stage (as SLURM does on preemption) runs again; the launch still completes."""
-    work, log = _workspace(tmp_path / "work"), tmp_path / "launch.log"
+    """A job requeued mid-stage (as SLURM does on preemption) runs again; the launch still completes. The workspace
+    starts with a ``dvc.lock`` from another run, whose train outputs this cache does not hold."""
+    work, log = _workspace(tmp_path / "work", lock_from=reference), tmp_path / "launch.log"
     start = time.perf_counter()
     launch = _start_launch(work, log)
     victim = _running_train_task(work, launch, log)

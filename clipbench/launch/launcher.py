@@ -26,6 +26,7 @@ import yaml
 
 from clipbench.cells import STORE_DIR, STORE_ENV
 from clipbench.errors import ClipbenchError, ConfigError
+from clipbench.io import atomic_write_text
 from clipbench.launch import dag
 from clipbench.launch.task import TaskSpec
 
@@ -108,6 +109,7 @@ def launch(root: Path, cfg: LaunchConfig, estimate=None) -> LaunchReport:
         for marker in markers:
             lock.update(marker["lock"])
             report.launched.append(marker)
+    _record_lock(root, lock)
     shutil.rmtree(folder / "work", ignore_errors=True)  # what killed tasks left (a failed launch keeps it to look at)
     return report
 
@@ -244,6 +246,17 @@ def _clean_commit(root: Path) -> str:
 def _read_lock(root: Path) -> dict:
     path = root / "dvc.lock"
     return dict((yaml.safe_load(path.read_text()) or {}).get("stages") or {}) if path.is_file() else {}
+
+
+def _record_lock(root: Path, lock: dict) -> None:
+    """Give the main ``dvc.lock`` the entries the tasks returned (one atomic write, only after every wave succeeded).
+
+    Needed because a stage's outputs need not be byte-identical between runs (a cell's ``train_seconds``): an entry
+    left from an earlier run (committed, or made on another machine) names outputs the cache may not hold, and DVC
+    then re-runs the stage without looking at the run-cache entry the task saved. With the task's own entry the
+    final ``dvc repro`` finds the dependencies unchanged and checks the outputs out of the shared cache.
+    """
+    atomic_write_text(root / "dvc.lock", yaml.safe_dump({"schema": "2.0", "stages": lock}, sort_keys=False))
 
 
 def _cache_dir(root: Path) -> str:
