@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from clipbench.backbones import get_backbone, import_open_clip
+from clipbench.backbones import get_backbone, import_open_clip, quiet_random_init
 from clipbench.backbones.spec import save_prepared
 from clipbench.config import SuiteConfig
 from clipbench.layout import Layout
@@ -64,7 +64,8 @@ def save_random_vitb16(layout: Layout) -> Path:
     """ViT-B/16 (open_clip ``ViT-B-16``, QuickGELU as the OpenAI weights), random weights, as a prepared backbone."""
     spec = get_backbone(BACKBONE)
     torch.manual_seed(0)
-    model = import_open_clip().create_model(spec.model, force_quick_gelu=spec.force_quick_gelu)
+    with quiet_random_init():  # random weights are the point
+        model = import_open_clip().create_model(spec.model, force_quick_gelu=spec.force_quick_gelu)
     return save_prepared(spec, model, layout.backbone(BACKBONE), {"note": "random weights (miniature suite)"})
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from clipbench.backbones.registry import get_backbone, import_open_clip
+from clipbench.backbones.registry import get_backbone, import_open_clip, quiet_random_init
 from clipbench.bench.dvc_overhead import stage_table
 from clipbench.bench.gpu_hours import GpuAssumption
 from clipbench.cells import EvalCell, TrainCell
@@ -79,7 +79,8 @@ def architecture(backbone: str) -> Arch:
     """The backbone's architecture measured on the ``meta`` device (no weights, no compute)."""
     spec = get_backbone(backbone)
     open_clip = import_open_clip()
-    model = open_clip.create_model(spec.model, force_quick_gelu=spec.force_quick_gelu, device="meta")
+    with quiet_random_init():  # shapes only: no weights are meant to be loaded
+        model = open_clip.create_model(spec.model, force_quick_gelu=spec.force_quick_gelu, device="meta")
     size = model.visual.image_size
     side = size[0] if isinstance(size, (tuple, list)) else size
     tokenizer = open_clip.get_tokenizer(spec.model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -72,3 +73,12 @@ def test_cli_prints_the_paper_suite_plan():
     for name in METHODS.names():
         assert f"| {name} |" in result.output
     assert "**total**" in result.output and "GPU-hours" in result.output
+
+
+def test_measuring_an_architecture_warns_about_no_missing_weights(caplog):
+    """The meta-device model has no weights on purpose: open_clip's "initialized randomly" warning would mislead."""
+    plan.architecture.cache_clear()
+    with caplog.at_level("WARNING"):
+        plan.architecture("toy_vit")
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
+    assert logging.getLogger().filters == []  # the filter is gone afterwards

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from clipbench.backbones.registry import BACKBONES, BackboneSpec, get_backbone, import_open_clip
+from clipbench.backbones.registry import BACKBONES, BackboneSpec, get_backbone, import_open_clip, quiet_random_init
 
 if TYPE_CHECKING:
     from clipbench.backbones.spec import (
@@ -37,6 +37,7 @@ __all__ = [
     "import_open_clip",
     "load_backbone",
     "prepare_backbone",
+    "quiet_random_init",
     "verify_checkpoint",
 ]
 

@@ -7,7 +7,9 @@ configs (``model_configs/``) before anything creates a model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -52,3 +54,19 @@ def import_open_clip() -> ModuleType:
 
     open_clip.add_model_config(_CONFIG_DIR)
     return open_clip
+
+
+@contextlib.contextmanager
+def quiet_random_init():
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning where random or no weights
+    are the point (toy pretraining, architecture measurements on the meta device, random-weight test backbones)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)

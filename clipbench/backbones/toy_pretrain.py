@@ -6,7 +6,6 @@ decay. Images come from the pretraining stream of the toy world, disjoint from e
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipbench.backbones.registry import BackboneSpec, import_open_clip
+from clipbench.backbones.registry import BackboneSpec, import_open_clip, quiet_random_init
 from clipbench.backbones.spec import save_prepared
 from clipbench.data.toy.suite import pretraining_pairs
 from clipbench.errors import ConfigError
@@ -44,21 +43,6 @@ class ToyPretrainConfig:
             raise ConfigError(f"{where}: need lr > 0, weight_decay >= 0, warmup_steps >= 0 and seed >= 0")
 
 
-@contextlib.contextmanager
-def _quiet_random_init():
-    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning while it is intended."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
-
-
 def to_pixels(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` -> normalised float ``[N, 3, H, W]``."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
@@ -82,7 +66,7 @@ def pretrain(spec: BackboneSpec, cfg: ToyPretrainConfig, directory: Path) -> Pat
     """Pretrain ``spec``'s architecture from scratch and save it as a prepared backbone in ``directory``."""
     open_clip = import_open_clip()
     torch.manual_seed(cfg.seed)
-    with _quiet_random_init():  # random initialisation is the point here, not a missing checkpoint
+    with quiet_random_init():  # random initialisation is the point here, not a missing checkpoint
         model = open_clip.create_model(spec.model)
     tokenizer = open_clip.get_tokenizer(spec.model)
     images, captions = pretraining_pairs(cfg.images, cfg.seed)

@@ -30,10 +30,11 @@ def measured_flops(model_name: str = "ViT-B-16") -> dict:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from clipbench.backbones.registry import import_open_clip
+    from clipbench.backbones.registry import import_open_clip, quiet_random_init
 
     open_clip = import_open_clip()
-    model = open_clip.create_model(model_name).eval()
+    with quiet_random_init():  # FLOPs only: random weights
+        model = open_clip.create_model(model_name).eval()
     size = model.visual.image_size
     side = size[0] if isinstance(size, (tuple, list)) else size
     counts = {}
