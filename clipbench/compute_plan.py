@@ -9,7 +9,8 @@ work the image-level methods (ClipFit, CLIP-CITE) need because they train the en
 Assumptions (stated in the report):
 
 * few-shot pools are bounded by the sum of all (K, seed) samples, capped at the split size (the union is smaller
-  whenever samples overlap); validation sets take ``min(K, 4)`` images per class (CoOp); ImageNet has no
+  whenever samples overlap); validation sets take ``min(K, 4)`` images per class (CoOp), or the whole validation
+  split under ``selection: full_val`` when a method of the suite selects (:mod:`clipbench.selection`); ImageNet has no
   validation split and draws its few-shot validation images from the 50,000-image test object;
 * a training step costs 3 forward passes (forward + backward); ClipFit re-encodes the class prompts of all
   training classes every step (its text biases train); CLIP-CITE encodes the in-batch class texts (SCL) and all
@@ -27,6 +28,7 @@ from clipbench.config import SuiteConfig
 from clipbench.data import DATASETS
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, Inputs, MethodConfig, resolve_config
+from clipbench.selection import needs_full_val
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class PaperProtocols:
     base2new_shots: int
     transfer_source: str
     views: int  # cached augmented views per few-shot training image
+    full_val: bool = False  # the whole validation split is encoded (selection: full_val and a method selects)
 
 
 def suite_protocols(suite: SuiteConfig) -> PaperProtocols:
@@ -76,6 +79,7 @@ def suite_protocols(suite: SuiteConfig) -> PaperProtocols:
         p["base2new"].shots,
         p["cross_dataset"].source,
         suite.features.views,
+        any(needs_full_val(suite, d) for d in suite.datasets),
     )
 
 
@@ -123,7 +127,7 @@ def pool_bound(d: DatasetSize, p: PaperProtocols) -> tuple[int, int]:
     val_source = d.val or d.test
     train = min(d.train, d.classes * sum(p.shots) * p.seeds)
     val = min(val_source, d.classes * sum(min(k, 4) for k in p.shots) * p.seeds)
-    return train, val
+    return train, (d.val if p.full_val and d.val else val)
 
 
 def extraction_images(p: PaperProtocols) -> dict[str, int]:

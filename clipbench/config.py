@@ -24,6 +24,8 @@ from clipbench.methods import METHODS, MethodConfig, resolve_config
 from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
 from clipbench.protocols import Protocols, get_protocol
 from clipbench.runtime import RuntimeConfig
+from clipbench.selection import DEFAULT as DEFAULT_SELECTION
+from clipbench.selection import SELECTIONS
 from clipbench.typed import parse, stable_hash, to_plain
 
 
@@ -90,6 +92,9 @@ class SuiteConfig:
     # user datasets (folder-per-class tree or CSV lists), registered under their key: clipbench/data/custom.py
     custom_datasets: dict[str, CustomDataset] = field(default_factory=lambda: MappingProxyType({}))
     method_params: dict[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # the validation set of the methods that select (Method.selects): "fewshot_val" (min(K, 4) per class) or
+    # "full_val" (each source dataset's own validation split); see clipbench/selection.py
+    selection: str = DEFAULT_SELECTION
     # images with more pixels are refused before decoding (decompression bombs); Pillow's own warning threshold
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     features: FeatureConfig = FeatureConfig()
@@ -107,6 +112,8 @@ class SuiteConfig:
             raise ConfigError(
                 f"{where}.train_test_overlap: {self.train_test_overlap!r} is not one of {', '.join(OVERLAP_MODES)}"
             )
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"{where}.selection: {self.selection!r} is not one of {', '.join(SELECTIONS)}")
         register_custom_datasets(self.custom_datasets, f"{where}.custom_datasets")  # before names are checked
         _check_names(self, where)
         _check_protocols(self, where)

@@ -311,6 +311,17 @@ def selection(c: Ctx) -> InCode:
     return InCode(c.cls.selection)
 
 
+def selection_split(c: Ctx) -> str:
+    """The validation set the method selects on under the suite's ``selection`` (clipbench/selection.py)."""
+    from clipbench.selection import FULL_VAL, selects
+
+    if not any(selects(c.suite, c.method, d) for d in c.suite.datasets):
+        return "nothing is selected"
+    if c.suite.selection == FULL_VAL:
+        return "full val split (a dataset without one, e.g. ImageNet: few-shot val set)"
+    return "few-shot val set, min(K, 4) per class"
+
+
 def context(c: Ctx) -> str:
     cfg = c.config()
     init = f"ctx_init `{cfg.ctx_init}`" if cfg.ctx_init else f"M = {cfg.n_ctx}, random N(0, {num(cfg.init_std)}^2)"
@@ -420,6 +431,11 @@ WHY_SHARED_SUBSETS = (
 WHY_FIREWALL = (
     "the reference selects on test labels; clipbench never lets training read test labels and selects on the "
     "few-shot validation set (spec §5.6, §8 item 3)"
+)
+WHY_SELECTION_SPLIT = (
+    "`selection: fewshot_val`, the specification's firewall default (spec §5.6): every selection uses the K-shot "
+    "budget's own validation images and never test; `selection: full_val` selects on each dataset's own val split "
+    "instead (ImageNet, which has none, keeps the few-shot set)"
 )
 WHY_IMAGENET_VAL = (
     "ImageNet has no validation split and the reference's val object is the test set; clipbench draws a disjoint "
@@ -544,6 +560,12 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             selection,
         ),
         Setting(
+            "selection split",
+            "few-shot val set, min(K, 4) per class",
+            "[CoOp lpclip/linear_probe.py]",
+            selection_split,
+        ),
+        Setting(
             "few-shot subsets",
             "numpy `np.random.choice` per class, seeds 1..3 (script)",
             "[CoOp lpclip/linear_probe.py, linear_probe.sh]",
@@ -602,6 +624,13 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             selection,
             WHY_FIREWALL,
         ),
+        Setting(
+            "selection split",
+            "full val split (ImageNet: test)",
+            "[Tip main.py, main_imagenet.py]",
+            selection_split,
+            WHY_SELECTION_SPLIT,
+        ),
         *tip_data_rows(frozen_precision),
     ),
     "tip_adapter_f": (
@@ -646,6 +675,13 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "[Tip main.py]",
             selection,
             WHY_FIREWALL,
+        ),
+        Setting(
+            "selection split",
+            "full val split (ImageNet: test)",
+            "[Tip main.py, main_imagenet.py]",
+            selection_split,
+            WHY_SELECTION_SPLIT,
         ),
         *tip_data_rows(precision),
     ),

@@ -33,6 +33,7 @@ from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, resolve_config
 from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, TargetShape
 from clipbench.protocols import eval_cells, split_needs, training_cells
+from clipbench.selection import needs_full_val
 
 RESULT_CELL_BYTES = 1024  # an evaluation cell: its cell.json and one Parquet row (about 1 KB)
 OPTIMISER_BYTES = 3 * FP32  # per trained encoder parameter: its gradient and AdamW's two moments
@@ -185,7 +186,8 @@ def target_shape(cell: EvalCell) -> TargetShape:
 
 
 def shared_row(cfg: SuiteConfig, backbone: str, arch: Arch) -> SharedRow:
-    """Extraction: the few-shot pools (test transform + views), validation pools and test sets, and the prompts."""
+    """Extraction: the few-shot pools (test transform + views), validation pools (the whole validation split under
+    ``selection: full_val``) and test sets, and the prompts."""
     images = prompts = 0.0
     for name in cfg.all_datasets():
         size = dataset_size(name)
@@ -193,6 +195,8 @@ def shared_row(cfg: SuiteConfig, backbone: str, arch: Arch) -> SharedRow:
             needs = split_needs(cfg, name)
             train = min(size.train, size.classes * sum(k for k, _ in needs))
             val = min(size.val or size.test, size.classes * sum(min(k, 4) for k, _ in needs))
+            if size.val and needs_full_val(cfg, name):  # selection: full_val encodes the whole validation split
+                val = size.val
             images += train * (1 + cfg.features.views) + val
         images += size.test
         prompts += size.classes * len(templates(name, cfg.text.template_set))

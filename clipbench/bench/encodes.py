@@ -35,7 +35,9 @@ def is_frozen_encoder(method: str) -> bool:
 
 
 def pool_sizes(cfg, layout) -> list[PoolSize]:
-    """Unique images of each dataset's few-shot pools (union over manifests) and test split."""
+    """Unique images of each dataset's few-shot pools (union over manifests, plus the full validation list under
+    ``selection: full_val``) and test split."""
+    from clipbench.data.fullval import read_full_val
     from clipbench.data.index import load_index
     from clipbench.data.kshot import read_manifest
 
@@ -47,7 +49,7 @@ def pool_sizes(cfg, layout) -> list[PoolSize]:
             PoolSize(
                 d,
                 len({r.path for m in manifests for r in m.train}),
-                len({r.path for m in manifests for r in m.val}),
+                len({r.path for m in manifests for r in m.val} | {r.path for r in read_full_val(layout.splits(d))}),
                 test,
             )
         )

@@ -82,7 +82,9 @@ class FitTask:
     """Everything a method may learn from: few-shot train and val sets, never test.
 
     ``train``/``val`` hold projected features, or pre-projection features for ``PRE_PROJ_FEATURES`` methods.
-    ``train_images``/``val_images`` (``IMAGES`` methods) are the same few-shot images as decodable files;
+    ``val`` is the few-shot validation set, or for a method that ``selects`` under ``selection: full_val`` the
+    source dataset's whole validation split (:mod:`clipbench.selection`).
+    ``train_images``/``val_images`` (``IMAGES`` methods) are the same images as decodable files;
     ``backbone`` is set for methods with ``uses_backbone``.
     """
 
@@ -237,6 +239,13 @@ class Method(abc.ABC):
     @classmethod
     def needs_backbone(cls) -> bool:
         return cls.uses_backbone or cls.requires is Inputs.IMAGES
+
+    @classmethod
+    def selects(cls, config: MethodConfig) -> str:
+        """What ``fit`` selects on ``FitTask.val`` under ``config`` (e.g. "C"); "" when it selects nothing. The one
+        declaration of which methods select: the suite's ``selection`` (:mod:`clipbench.selection`) decides which
+        validation set that is, and enters only these methods' cell keys."""
+        return ""
 
     @classmethod
     def views_needed(cls, config: MethodConfig) -> tuple[str, int]:

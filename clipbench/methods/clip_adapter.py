@@ -21,7 +21,8 @@ Decisions (spec §6.5 / §8 item 4, DECISION NEEDED):
   ``alpha_grid`` (0.2, 0.4, 0.6, 0.8), jointly when both are set. alpha changes the training objective, so
   every grid point is trained from the same initialisation and batch order and the adapter with the best
   validation accuracy (first strict maximum, lr outer, alpha inner) is kept: exactly what retraining with the
-  selected values gives. No post-hoc alpha swap of an adapter trained at another alpha.
+  selected values gives. No post-hoc alpha swap of an adapter trained at another alpha. With ``selection:
+  full_val`` the grid is scored on the source dataset's whole validation split (:mod:`clipbench.selection`).
 
 Deviations: trains on cached embeddings of augmented views (epoch ``e`` uses view ``e mod V``) instead of
 re-encoding images every step; the image encoder is frozen, so this equals re-encoding with that view sequence,
@@ -138,6 +139,10 @@ class ClipAdapter(Method):
         return FP32 * 2 * arch.embed_dim * (arch.embed_dim // config.reduction)
 
     selection = "none (lr 2e-3, alpha 0.2); optional lr and/or alpha selection on the few-shot validation set"
+
+    @classmethod
+    def selects(cls, config: ClipAdapterConfig) -> str:
+        return ", ".join(n for n, on in (("lr", config.select_lr), ("α", config.select_alpha)) if on)
 
     def __init__(self, config: ClipAdapterConfig) -> None:
         super().__init__(config)

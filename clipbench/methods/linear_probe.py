@@ -6,7 +6,8 @@ the few-shot validation set: a coarse grid ``{1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6
 log10 space on ``[C_peak/10, C_peak*10]`` keeping the better end (ties keep the left end).
 
 Deviations from the reference: the few-shot subsets are the shared CoOp/Dassl manifests (spec §4.1) rather
-than lpclip's own numpy sampling (§4.2); ImageNet validation comes from train (§8 item 13). The probe is
+than lpclip's own numpy sampling (§4.2); ImageNet validation comes from train (§8 item 13). ``selection:
+full_val`` selects C on the source dataset's whole validation split instead (:mod:`clipbench.selection`). The probe is
 class-specific: new classes (base-to-new) and cross-dataset targets report "n/a"; on a target whose classes
 are a subset of the training classes (ImageNet-A/R), logits are restricted to those classes by class id.
 """
@@ -57,6 +58,10 @@ class LinearProbe(Method):
     class_specific = True
     host_fit = True  # scikit-learn's L-BFGS, as lpclip; the probe's logits are computed on the device
     selection = "C by coarse grid + log-space bisection on the few-shot validation set (min(K,4)/class)"
+
+    @classmethod
+    def selects(cls, config: LinearProbeConfig) -> str:
+        return "C"
 
     def __init__(self, config: LinearProbeConfig) -> None:
         super().__init__(config)

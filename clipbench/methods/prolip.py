@@ -23,7 +23,8 @@ Deviations: fp32 features and weights (the reference caches fp16 features from `
 the reference caches 300 augmented views (RRC(0.5-1) + flip, bicubic) and cycles them starting at view 1;
 clipbench uses step ``t`` -> view ``t mod V`` of the ``V`` views the suite caches (``features.views``), so with
 V < 300 views are reused cyclically; set ``features.views: 300`` for a faithful paper run. The few-shot
-validation set is clipbench's min(K, 4) per class, not the reference's K per class.
+validation set is clipbench's min(K, 4) per class, not the reference's K per class (``selection: full_val``: the
+source dataset's whole validation split; :mod:`clipbench.selection`).
 """
 
 from __future__ import annotations
@@ -159,6 +160,10 @@ class Prolip(Method):
         return FP32 * arch.image_width * arch.embed_dim
 
     selection = "none (lr 1e-5, lambda = 1/N); optional (lr, lambda) grid search on the few-shot validation set"
+
+    @classmethod
+    def selects(cls, config: ProlipConfig) -> str:
+        return "lr, λ" if config.select_on_val else ""
 
     def __init__(self, config: ProlipConfig) -> None:
         super().__init__(config)

@@ -10,7 +10,9 @@ with ``W_c`` the zero-shot text classifier and ``s`` the backbone's logit scale 
 ``alpha_j = 0.1 + j (S_a - 0.1)/n_a``, keeping the first strict maximum.
 
 Deviations (spec §5.6, §8 items 3, 14): the search uses the few-shot validation set (min(K, 4) per class),
-never test features, also on ImageNet where the reference searches on test. The K-shot subsets are the shared
+never test features, also on ImageNet where the reference searches on test; ``selection: full_val`` searches on
+the source dataset's whole validation split instead (ImageNet, which has none, keeps the few-shot set;
+:mod:`clipbench.selection`). The K-shot subsets are the shared
 CoOp/Dassl manifests (no repetition of small classes) rather than Tip's ``repeat=True`` sampler with one seed.
 Views come from clipbench's shared view cache, RRC(0.5-1) + flip as in the reference. Search ranges and
 initial values are the reference's per-dataset RN50 settings (``configs/<dataset>.yaml``): ImageNet's are the
@@ -151,6 +153,10 @@ class TipAdapter(Method):
 
     class_specific = True
     selection = "alpha, beta by the reference grid on the few-shot validation set (never test)"
+
+    @classmethod
+    def selects(cls, config: TipCacheConfig) -> str:
+        return "α/β"
 
     def __init__(self, config: TipAdapterConfig) -> None:
         super().__init__(config)

@@ -10,8 +10,10 @@ L2-normalised augmented-view embeddings (epoch ``e`` uses view ``e mod V``). Aft
 
 Deviations (spec §5.6, §8 item 3): the reference keeps the epoch with the best *test* accuracy and searches on
 test for ImageNet; clipbench keeps the last epoch (``select_epoch_on_val`` picks the epoch on the few-shot
-validation set instead) and searches alpha/beta on the validation set. Keys are not re-normalised during
-training (as in the reference). Sampling and views: as Tip-Adapter. Class-specific: unseen classes are "n/a".
+validation set instead) and searches alpha/beta on the validation set; ``selection: full_val`` makes both
+selections use the source dataset's whole validation split (:mod:`clipbench.selection`). Keys are not
+re-normalised during training (as in the reference). Sampling and views: as Tip-Adapter. Class-specific: unseen
+classes are "n/a".
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ class TipAdapterF(TipAdapter):
         "last epoch (optionally the best few-shot-val epoch); alpha, beta re-searched on the "
         "few-shot validation set (never test)"
     )
+
+    @classmethod
+    def selects(cls, config: TipAdapterFConfig) -> str:
+        return "epoch, α/β" if config.select_epoch_on_val else "α/β"
 
     def fit(self, task: FitTask) -> dict[str, float | int]:
         cfg = self.task_config(task)

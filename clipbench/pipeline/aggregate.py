@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipbench import compare, plots, reference, report
+from clipbench import compare, plots, reference, report, selection
 from clipbench.config import SuiteConfig
+from clipbench.data.fullval import FILE as FULL_VAL_FILE
 from clipbench.invariants import run_invariants
 from clipbench.io import atomic_directory, atomic_write, atomic_write_json, atomic_write_text, write_bytes
 from clipbench.layout import TABLES_DIR, Layout
@@ -108,6 +109,7 @@ def write_tables(
     suite: str,
     template_set: str,
     method_notes: str = "",
+    selection_line: str = "",
 ) -> dict:
     """Write every table of ``reports/`` for ``results``; return the metrics tree (pure of the inputs)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,7 @@ def write_tables(
         f"# clipbench results: suite `{suite}`\n",
         f"Text classifier: template set `{template_set}` (published numbers are shown only for the same "
         "template setting).\n",
+        *([selection_line] if selection_line else []),
         LEGEND,
         *_write_protocol_tables(matched, out / TABLES_DIR),
     ]
@@ -158,5 +161,15 @@ def run(*, cfg: SuiteConfig, layout: Layout) -> Path:
         suite=cfg.suite,
         template_set=cfg.text.template_set,
         method_notes=_method_notes(cfg),
+        selection_line=_selection_line(cfg, layout),
     )
     return out
+
+
+def _selection_line(cfg: SuiteConfig, layout: Layout) -> str:
+    """The selection split line; a source dataset selected on with ``full_val`` but given no full validation list
+    by the split stage has no validation split of its own (the few-shot fallback)."""
+    fallback = tuple(
+        d for d in cfg.datasets if selection.needs_full_val(cfg, d) and not (layout.splits(d) / FULL_VAL_FILE).is_file()
+    )
+    return selection.summary_line(cfg, fallback)

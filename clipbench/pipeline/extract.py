@@ -12,6 +12,7 @@ from clipbench import features
 from clipbench.backbones import load_backbone
 from clipbench.codegraph import fingerprint
 from clipbench.data import metadata
+from clipbench.data.fullval import read_full_val
 from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import read_manifest
 from clipbench.layout import Layout
@@ -94,7 +95,8 @@ def _write_fit(
     counter = features.EncodeCounter()
     manifests = [read_manifest(p) for p in sorted(layout.splits(index.dataset).glob("*.json"))]
     train_pool = sorted({r.path for m in manifests for r in m.train})
-    val_pool = sorted({r.path for m in manifests for r in m.val})
+    full_val = read_full_val(layout.splits(index.dataset))  # written only under selection: full_val
+    val_pool = sorted({r.path for m in manifests for r in m.val} | {r.path for r in full_val})
     f = cfg.features
     views = features.ViewSpec(f.views, f.view_scale, f.seed)
     workers = cfg.runtime.decode_workers

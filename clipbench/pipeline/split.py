@@ -1,11 +1,14 @@
-"""Stage ``split``: K-shot manifests (CoOp/Dassl sampling) for every (shots, seed) the protocols need."""
+"""Stage ``split``: K-shot manifests (CoOp/Dassl sampling) for every (shots, seed) the protocols need, and the
+dataset's full validation list when the suite selects on it (``selection: full_val``, :mod:`clipbench.selection`)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from clipbench import selection
 from clipbench.config import SuiteConfig
+from clipbench.data.fullval import write_full_val
 from clipbench.data.index import load_index
 from clipbench.data.kshot import make_kshot, short_classes, write_manifest
 from clipbench.io import atomic_directory
@@ -26,6 +29,8 @@ def run(*, dataset: str, cfg: SuiteConfig, layout: Layout) -> list[Path]:
         for shots, seed in needs:
             split = make_kshot(dataset, index.splits.train, index.splits.val, shots, seed)
             written.append(write_manifest(split, tmp).name)
+        if selection.needs_full_val(cfg, dataset) and index.splits.val:  # no own val split: few-shot fallback
+            written.append(str(write_full_val(dataset, index.splits.val, tmp).relative_to(tmp)))
     return [layout.splits(dataset) / name for name in written]
 
 

@@ -1,8 +1,9 @@
 """Stage ``train``: fit one method on every training cell whose source is one dataset.
 
 Only the few-shot manifests, the ``fit`` feature cache, the text classifier and, for methods that use the
-encoders, the backbone and the few-shot train/val image files are read here; test features and test images are
-not an input of this stage (the test-label firewall is structural).
+encoders, the backbone and the few-shot train/val image files are read here (under ``selection: full_val``,
+methods that select get the dataset's own validation split instead: :mod:`clipbench.selection`); test features
+and test images are not an input of this stage (the test-label firewall is structural).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from clipbench import selection
 from clipbench.backbones import Backbone, get_backbone, load_backbone, verify_checkpoint
 from clipbench.cells import CellStore, TrainCell, cell_dict, shared_store
 from clipbench.data import LabelSpace, Record, metadata
@@ -54,6 +56,9 @@ class TrainInputs:
     requires: Inputs = Inputs.FEATURES
     backbone: Backbone | None = None  # only for methods that use the encoders
     image_dir: Path | None = None  # only for methods that train on images
+    # the dataset's own validation split, for a method that selects under ``selection: full_val``; empty: each
+    # manifest's few-shot validation set (also the fallback of a dataset without a validation split)
+    selection_val: tuple[Record, ...] = ()
 
 
 def cell_labels(cell: TrainCell, split: KShotSplit) -> tuple[int, ...]:
@@ -85,7 +90,7 @@ def build_task(cell: TrainCell, split: KShotSplit, inputs: TrainInputs) -> FitTa
     """The :class:`FitTask` of one cell: relabelled few-shot train/val features (pre-projection ones for methods
     that need them), the matching text rows and, for encoder-level methods, the backbone and image files."""
     labels = cell_labels(cell, split)
-    train, val = relabel(split.train, labels), relabel(split.val, labels)
+    train, val = relabel(split.train, labels), relabel(inputs.selection_val or split.val, labels)
     pre = inputs.requires is Inputs.PRE_PROJ_FEATURES
     return FitTask(
         space=inputs.space.subset(labels),
@@ -126,7 +131,8 @@ def feature_inputs(
     space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
     requires = method.requires if method else Inputs.FEATURES
     image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
-    return TrainInputs(fit, text, scale, space, requires, None, image_dir)
+    val = selection.full_val_records(cfg, method.name, dataset, index.splits.val) if method else ()
+    return TrainInputs(fit, text, scale, space, requires, None, image_dir, val)
 
 
 @dataclass(frozen=True)
@@ -196,12 +202,20 @@ class TrainJob(CellJob):
             "backbone": sha,
         }
 
+    def selection_split(self) -> dict | None:
+        """The cells' selection split (key and lineage); None under the default or for a method that selects
+        nothing (their keys are unchanged)."""
+        part = partial(selection.key_part, self.cfg, self.method, self.dataset)
+        return self._once("selection", lambda: part(self.features().selection_val))
+
     def key(self, cell: TrainCell) -> str:
-        return stable_hash({**self.base_key(), "split": self.split(cell).hash, "cell": cell_dict(cell)})
+        chosen = {"selection": self.selection_split()} if self.selection_split() else {}
+        return stable_hash({**self.base_key(), **chosen, "split": self.split(cell).hash, "cell": cell_dict(cell)})
 
     def __call__(self, cell: TrainCell, key: str) -> None:
-        runtime = self.cfg.runtime
-        _train_cell(self.method_cls, self.config, cell, self.split(cell), self.inputs(), self.store, key, runtime)
+        runtime, split = self.cfg.runtime, self.split(cell)
+        inputs, chosen = self.inputs(), self.selection_split()
+        _train_cell(self.method_cls, self.config, cell, split, inputs, self.store, key, runtime, chosen)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
@@ -222,6 +236,7 @@ def _train_cell(
     store: CellStore,
     key: str,
     runtime: RuntimeConfig,
+    chosen: dict | None = None,
 ) -> None:
     device = torch.device("cpu") if method_cls.host_fit else runtime.torch_device()
     task = replace(build_task(cell, split, inputs), runtime=runtime).to(device)
@@ -250,6 +265,7 @@ def _train_cell(
             "train_class_ids": list(task.space.class_ids),
             "config_hash": stable_hash({"method": method_cls.name, "config": config}),
             "runtime": runtime.lineage(),
+            **({"selection": chosen} if chosen else {}),  # absent under the default selection
         }
 
     store.put(cell.name, key, write)

@@ -1,0 +1,91 @@
+"""The selection split: which validation set the methods that select something (``Method.selects``) select on.
+
+``params.yaml: selection`` is a suite-level choice:
+
+* ``fewshot_val`` (default; spec §5.6, the firewall decision): the few-shot validation set of each K-shot
+  manifest, ``min(K, 4)`` images per class drawn by the K-shot sampler (:mod:`clipbench.data.kshot`);
+* ``full_val``: the source dataset's whole own validation split (the CoOp split file's ``val``), encoded once per
+  (backbone, dataset) beside the fit pool. Never test images.
+
+A dataset without a validation split of its own (ImageNet, whose CoOp ``val`` is the test set; a custom dataset
+without ``val``) falls back to ``fewshot_val`` for that dataset, whose validation images the sampler draws from
+the unused training images. A fallback rather than an error: the paper suite mixes ImageNet with ten datasets
+that have a validation split, and refusing ``full_val`` for the whole suite, or dropping ImageNet, would serve
+no researcher; the fallback is recorded in each such cell's lineage and named in the report line.
+
+Only the cell keys of methods that select depend on ``selection``, and only when it is not the default, so the
+default leaves every key, manifest and feature cache as it was.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clipbench.data.base import Record
+from clipbench.methods import METHODS, resolve_config
+from clipbench.typed import stable_hash
+
+if TYPE_CHECKING:
+    from clipbench.config import SuiteConfig
+
+FEWSHOT_VAL = "fewshot_val"
+FULL_VAL = "full_val"
+SELECTIONS = (FEWSHOT_VAL, FULL_VAL)
+DEFAULT = FEWSHOT_VAL
+FALLBACK = "no validation split of its own"
+
+DESCRIPTIONS = {
+    FEWSHOT_VAL: "few-shot validation set, min(K, 4) images per class",
+    FULL_VAL: "the source dataset's whole validation split (never test images)",
+}
+
+
+def selects(cfg: SuiteConfig, method: str, dataset: str) -> str:
+    """What ``method`` selects on validation data for cells whose source is ``dataset`` ("" nothing)."""
+    where = f"params.yaml: method_params.{method}"
+    return METHODS.get(method).selects(resolve_config(cfg.method_config(method), dataset, where))
+
+
+def selecting_methods(cfg: SuiteConfig) -> dict[str, str]:
+    """Every method of the suite that selects on some source dataset -> what it selects."""
+    out = {}
+    for method in cfg.methods:
+        labels = dict.fromkeys(s for d in cfg.datasets if (s := selects(cfg, method, d)))
+        if labels:
+            out[method] = " or ".join(labels)
+    return out
+
+
+def needs_full_val(cfg: SuiteConfig, dataset: str) -> bool:
+    """Whether ``dataset``'s whole validation split must be encoded: ``full_val`` and some method selects on it."""
+    return cfg.selection == FULL_VAL and any(selects(cfg, m, dataset) for m in cfg.methods)
+
+
+def full_val_records(cfg: SuiteConfig, method: str, dataset: str, val: tuple[Record, ...]) -> tuple[Record, ...]:
+    """The validation records ``method`` selects on instead of each manifest's few-shot ``val``: the dataset's
+    whole validation split ``val`` under ``full_val`` (empty: use the manifests', also on fallback)."""
+    return val if cfg.selection == FULL_VAL and selects(cfg, method, dataset) else ()
+
+
+def key_part(cfg: SuiteConfig, method: str, dataset: str, val: tuple[Record, ...]) -> dict | None:
+    """What the selection adds to a training cell's key and lineage; None (nothing) under the default or for a
+    method that selects nothing, so those keys are unchanged."""
+    if cfg.selection == DEFAULT or not selects(cfg, method, dataset):
+        return None
+    if not val:
+        return {"requested": cfg.selection, "used": FEWSHOT_VAL, "reason": FALLBACK}
+    rows = [[r.path, r.label, r.classname] for r in val]
+    return {"requested": cfg.selection, "used": cfg.selection, "images": len(val), "val_hash": stable_hash(rows)}
+
+
+def summary_line(cfg: SuiteConfig, without_val: tuple[str, ...] = ()) -> str:
+    """The report line naming the selection split, the selecting methods and any fallback dataset; "" when no
+    method of the suite selects. ``without_val``: source datasets with no validation split of their own."""
+    methods = selecting_methods(cfg)
+    if not methods:
+        return ""
+    what = ", ".join(f"{m} {label}" for m, label in methods.items())
+    line = f"Selection ({what}): {DESCRIPTIONS[cfg.selection]}"
+    if cfg.selection == FULL_VAL and without_val:
+        line += f"; {', '.join(without_val)}: {FALLBACK}, so {DESCRIPTIONS[FEWSHOT_VAL]} (from unused training images)"
+    return line + ".\n"
