@@ -57,8 +57,10 @@ def selecting_methods(cfg: SuiteConfig) -> dict[str, str]:
 
 
 def needs_full_val(cfg: SuiteConfig, dataset: str) -> bool:
-    """Whether ``dataset``'s whole validation split must be encoded: ``full_val`` and some method selects on it."""
-    return cfg.selection == FULL_VAL and any(selects(cfg, m, dataset) for m in cfg.methods)
+    """Whether ``dataset``'s whole validation split is listed and encoded: under ``full_val``, whichever methods
+    the suite lists. Deliberately not "and some method selects": the split stage would then depend on every
+    method's parameters, and changing one method's hyper-parameter would re-run every split stage."""
+    return cfg.selection == FULL_VAL
 
 
 def full_val_records(cfg: SuiteConfig, method: str, dataset: str, val: tuple[Record, ...]) -> tuple[Record, ...]:

@@ -150,13 +150,15 @@ def test_default_selection_writes_no_full_val_list_and_encodes_only_few_shot_val
     assert len(fit.index["val"]) < len(load_index(layout.dataset_index(SOURCE)).splits.val)
 
 
-def test_full_val_without_selecting_methods_encodes_nothing_more(tmp_path, small_toy):
+def test_the_full_val_list_does_not_depend_on_the_methods(tmp_path, small_toy):
+    """The split stage's output depends on ``selection``, not on which methods select: changing a method's
+    parameters must never re-run every split stage (its DVC params are ``protocols`` and ``selection``)."""
     _, layout, data_root = make_project(tmp_path)
     params = tiny_params(data_root=str(data_root), selection="full_val", methods=["zeroshot"], method_params={})
     cfg = parse(SuiteConfig, params, "t")
-    assert not selection.needs_full_val(cfg, SOURCE) and selection.summary_line(cfg) == ""
+    assert selection.needs_full_val(cfg, SOURCE) and selection.summary_line(cfg) == ""
     _run_data(cfg, layout, data_root, (SOURCE,))
-    assert not (layout.splits(SOURCE) / FULL_VAL_FILE).exists()
+    assert (layout.splits(SOURCE) / FULL_VAL_FILE).is_file()
 
 
 def write_csv(root: Path, rows_by_split: dict) -> None:

@@ -1,9 +1,9 @@
 """The full validation list of one dataset, written by the split stage beside the K-shot manifests.
 
-Written only when the suite selects on ``full_val`` and some method selects (:mod:`clipbench.selection`), and
-the dataset has a validation split of its own; the extract stage then encodes these images (test transform) into
-the fit cache's ``val`` rows next to the few-shot validation images. It lives in a subfolder of the manifests'
-folder, so readers of ``<splits>/*.json`` never take it for a manifest.
+Written only when the suite selects on ``full_val`` (:mod:`clipbench.selection`) and the dataset has a
+validation split of its own; the extract stage then encodes these images (test transform) into the fit cache's
+``val`` rows next to the few-shot validation images. It lives in a subfolder of the manifests' folder, so readers
+of ``<splits>/*.json`` never take it for a manifest.
 """
 
 from __future__ import annotations
