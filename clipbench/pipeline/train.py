@@ -1,5 +1,8 @@
 """Stage ``train``: fit one method on every training cell whose source is one dataset.
 
+A cell is trained once per distinct config its protocols resolve to (:func:`clipbench.protocols.training_units`):
+without protocol overrides, once.
+
 Only the few-shot manifests, the ``fit`` feature cache, the text classifier and, for methods that use the
 encoders, the backbone and the few-shot train/val image files are read here; test features and test images are
 not an input of this stage (the test-label firewall is structural).
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from clipbench.backbones import Backbone, get_backbone, load_backbone, verify_checkpoint
-from clipbench.cells import CellStore, TrainCell, cell_dict, shared_store
+from clipbench.cells import CellStore, TrainCell, TrainUnit, cell_dict, shared_store
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
@@ -28,10 +31,10 @@ from clipbench.executors import CellJob, run_cells
 from clipbench.features import FeatureDir, check_source, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, MethodConfig, resolve_config
+from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, MethodConfig
 from clipbench.methods.base import fit_counted
 from clipbench.pipeline.code import method_code
-from clipbench.protocols import training_cells
+from clipbench.protocols import training_units
 from clipbench.runtime import RuntimeConfig
 from clipbench.typed import stable_hash, tensor_hash, to_plain
 
@@ -131,8 +134,8 @@ def feature_inputs(
 
 @dataclass(frozen=True)
 class TrainJob(CellJob):
-    """One train stage's work: ``job.key(cell)`` in the stage process, ``job(cell, key)`` wherever the executor
-    runs the cell (it trains the cell and publishes it into the store).
+    """One train stage's work: ``job.key(unit)`` in the stage process, ``job(unit, key)`` wherever the executor
+    runs the unit (it trains the unit's cell under the unit's config and publishes it into the store).
 
     Picklable, for executors that run cells in other processes: inputs load lazily, once per process, and are
     not pickled; the backbone is loaded onto the process's device (``runtime.torch_device()``: a GPU worker's own
@@ -148,11 +151,6 @@ class TrainJob(CellJob):
     @property
     def method_cls(self) -> type[Method]:
         return METHODS.get(self.method)
-
-    @property
-    def config(self) -> MethodConfig:
-        where = f"params.yaml: method_params.{self.method}"
-        return self._once("config", lambda: resolve_config(self.cfg.method_config(self.method), self.dataset, where))
 
     @property
     def store(self) -> CellStore:
@@ -179,61 +177,61 @@ class TrainJob(CellJob):
         name = manifest_name(cell.shots, cell.seed)
         return self._once(("split", name), lambda: read_manifest(self.layout.splits(self.dataset) / name))
 
-    def base_key(self) -> dict:
-        """What every cell key of the stage shares (method, config, code, features, text, backbone checkpoint)."""
-        return self._once("base_key", self._base_key)
+    def base_key(self, unit: TrainUnit) -> dict:
+        """What every cell key of a variant shares (method, config, code, features, text, backbone checkpoint)."""
+        return self._once(("base_key", unit.variant), lambda: self._base_key(unit.config))
 
-    def _base_key(self) -> dict:
+    def _base_key(self, config: MethodConfig) -> dict:
         inputs, method_cls = self.features(), self.method_cls
         spec = get_backbone(self.backbone)
         sha = verify_checkpoint(spec, self.layout.backbone(self.backbone)) if method_cls.needs_backbone() else None
         return {
             "method": self.method,
-            "config": to_plain(self.config),
+            "config": to_plain(config),
             "code": method_code("train", self.method),
             "features": inputs.fit.meta["feature_key"],
             "text": tensor_hash(inputs.text),
             "backbone": sha,
         }
 
-    def key(self, cell: TrainCell) -> str:
-        return stable_hash({**self.base_key(), "split": self.split(cell).hash, "cell": cell_dict(cell)})
+    def key(self, unit: TrainUnit) -> str:
+        """The unit's key; the variant is not part of it (its config is)."""
+        return stable_hash({**self.base_key(unit), "split": self.split(unit.cell).hash, "cell": cell_dict(unit.cell)})
 
-    def __call__(self, cell: TrainCell, key: str) -> None:
-        runtime = self.cfg.runtime
-        _train_cell(self.method_cls, self.config, cell, self.split(cell), self.inputs(), self.store, key, runtime)
+    def __call__(self, unit: TrainUnit, key: str) -> None:
+        _train_cell(self.method_cls, unit, self.split(unit.cell), self.inputs(), self.store, key, self.cfg.runtime)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
-    """Train every planned cell whose key changed; keep the others; drop cells no longer planned."""
+    """Train every planned unit whose key changed; keep the others; drop cells no longer planned."""
     job = TrainJob(backbone, method, dataset, cfg, layout)
     METHODS.get(method)  # an unknown method fails before anything is read
-    plan, label = training_cells(cfg, dataset), f"train {method} {dataset}"
+    plan, label = training_units(cfg, method, dataset), f"train {method} {dataset}"
     summary = run_cells(plan, job.key, job, job.store, cfg.runtime.executor, label=label).summary()
     return {"planned": summary["planned"], "trained": summary["computed"]}
 
 
 def _train_cell(
     method_cls,
-    config,
-    cell: TrainCell,
+    unit: TrainUnit,
     split: KShotSplit,
     inputs: TrainInputs,
     store: CellStore,
     key: str,
     runtime: RuntimeConfig,
 ) -> None:
+    cell, config = unit.cell, unit.config
     device = torch.device("cpu") if method_cls.host_fit else runtime.torch_device()
     task = replace(build_task(cell, split, inputs), runtime=runtime).to(device)
     model = method_cls(config)
     start = time.perf_counter()
     diagnostics = fit_counted(model, task)
     seconds = time.perf_counter() - start
-    log.debug("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
+    log.debug("trained %s %s in %.1fs %s", method_cls.name, unit.name, seconds, diagnostics)
     state = host_state(model.state_dict()) or {"_empty": torch.zeros(0)}
     reason = degenerate(diagnostics, state)
     if reason:
-        log.warning("train %s %s FAILED: %s (stored as failed; no state is kept)", method_cls.name, cell.name, reason)
+        log.warning("train %s %s FAILED: %s (stored as failed; no state is kept)", method_cls.name, unit.name, reason)
 
     def write(tmp: Path) -> dict:
         if not reason:
@@ -250,9 +248,10 @@ def _train_cell(
             "train_class_ids": list(task.space.class_ids),
             "config_hash": stable_hash({"method": method_cls.name, "config": config}),
             "runtime": runtime.lineage(),
+            **({"variant": unit.variant} if unit.variant else {}),
         }
 
-    store.put(cell.name, key, write)
+    store.put(unit.name, key, write)
 
 
 def degenerate(diagnostics: dict, state: dict[str, torch.Tensor]) -> str | None:

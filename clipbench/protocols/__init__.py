@@ -5,8 +5,10 @@ in :data:`REGISTRY`; registration order is the order of report sections and of e
 protocol needs nothing else: ``params.yaml`` accepts ``protocols.<name>``, and the reports, metrics, plots,
 MLflow experiments and ``clipbench compare --protocol`` pick it up from here.
 
-A training cell serves every protocol that needs it: the 16-shot all-class model of a dataset that is both a
-few-shot dataset and the transfer source is trained once.
+A training cell serves every protocol that needs it whose method config is the same: the 16-shot all-class model
+of a dataset that is both a few-shot dataset and the transfer source is trained once, unless a protocol override
+(``method_params.<method>.<protocol>``) gives one of them another config; :func:`training_units` plans one model
+per distinct resolved config and :func:`eval_units` pairs each evaluation with its model.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from clipbench.registry import Registry
 from clipbench.typed import parse
 
 if TYPE_CHECKING:  # clipbench.cells imports torch (through clipbench.io); the CLI imports this module
-    from clipbench.cells import EvalCell, TrainCell
+    from clipbench.cells import EvalCell, TrainCell, TrainUnit
     from clipbench.config import SuiteConfig
+    from clipbench.methods import MethodConfig
 
 REGISTRY: Registry[type[Protocol]] = Registry(
     "protocol",
@@ -107,3 +110,43 @@ def training_cells(cfg: SuiteConfig, dataset: str) -> list[TrainCell]:
 def split_needs(cfg: SuiteConfig, dataset: str) -> list[tuple[int, int]]:
     """The (shots, seed) manifests the split stage must write for ``dataset``."""
     return sorted({(c.shots, c.seed) for c in training_cells(cfg, dataset)})
+
+
+def protocol_configs(cfg: SuiteConfig, method: str, dataset: str) -> dict[str, tuple[str, MethodConfig]]:
+    """Enabled protocol -> (variant, ``method``'s config resolved for cells whose source is ``dataset``).
+
+    The variant is "" where the protocol's config equals the protocol-free one (always, without overrides),
+    else the first protocol, in registry order, that resolves to the same config: protocols resolving alike
+    share one model. Configs are compared resolved for ``dataset`` (an override the dataset's ``by_dataset``
+    entry overrides again changes nothing for that dataset).
+    """
+    from clipbench.methods import resolve_config
+    from clipbench.typed import stable_hash
+
+    where = f"params.yaml: method_params.{method}"
+    base = resolve_config(cfg.method_config(method), dataset, where)
+    if not cfg.overridden(method):
+        return {p: ("", base) for p in cfg.protocols}
+    configs = {p: resolve_config(cfg.method_config(method, p), dataset, f"{where}.{p}") for p in cfg.protocols}
+    ids, first = {p: stable_hash(c) for p, c in configs.items()}, {}
+    for p, config_id in ids.items():
+        first.setdefault(config_id, p)
+    base_id = stable_hash(base)
+    return {p: ("", base) if ids[p] == base_id else (first[ids[p]], configs[p]) for p in configs}
+
+
+def eval_units(cfg: SuiteConfig, method: str) -> dict[EvalCell, TrainUnit]:
+    """Every evaluation cell -> the training unit whose model it scores (its protocol's config)."""
+    from clipbench.cells import TrainUnit
+
+    configs = {d: protocol_configs(cfg, method, d) for d in cfg.datasets}
+    return {c: TrainUnit(c.train, *configs[c.train.dataset][c.protocol]) for c in eval_cells(cfg)}
+
+
+def training_units(cfg: SuiteConfig, method: str, dataset: str) -> list[TrainUnit]:
+    """The models ``method`` trains on ``dataset``: one per training cell and distinct resolved config, sorted.
+
+    Without protocol overrides these are exactly :func:`training_cells`, each with variant "".
+    """
+    units = {u for c, u in eval_units(cfg, method).items() if c.train.dataset == dataset}
+    return sorted(units)
