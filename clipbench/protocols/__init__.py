@@ -112,35 +112,35 @@ def split_needs(cfg: SuiteConfig, dataset: str) -> list[tuple[int, int]]:
     return sorted({(c.shots, c.seed) for c in training_cells(cfg, dataset)})
 
 
-def protocol_configs(cfg: SuiteConfig, method: str, dataset: str) -> dict[str, tuple[str, MethodConfig]]:
-    """Enabled protocol -> (variant, ``method``'s config resolved for cells whose source is ``dataset``).
-
-    The variant is "" where the protocol's config equals the protocol-free one (always, without overrides),
-    else the first protocol, in registry order, that resolves to the same config: protocols resolving alike
-    share one model. Configs are compared resolved for ``dataset`` (an override the dataset's ``by_dataset``
-    entry overrides again changes nothing for that dataset).
-    """
+def protocol_configs(cfg: SuiteConfig, method: str, dataset: str) -> tuple[MethodConfig, dict[str, MethodConfig]]:
+    """``method``'s configs for cells whose source is ``dataset``: (the protocol-free config, enabled protocol -> its
+    config where that differs), all resolved for ``dataset``. Without overrides the mapping is empty; an override
+    that the dataset's ``by_dataset`` entry overrides again changes nothing for that dataset."""
     from clipbench.methods import resolve_config
     from clipbench.typed import stable_hash
 
     where = f"params.yaml: method_params.{method}"
     base = resolve_config(cfg.method_config(method), dataset, where)
-    if not cfg.overridden(method):
-        return {p: ("", base) for p in cfg.protocols}
-    configs = {p: resolve_config(cfg.method_config(method, p), dataset, f"{where}.{p}") for p in cfg.protocols}
-    ids, first = {p: stable_hash(c) for p, c in configs.items()}, {}
-    for p, config_id in ids.items():
-        first.setdefault(config_id, p)
-    base_id = stable_hash(base)
-    return {p: ("", base) if ids[p] == base_id else (first[ids[p]], configs[p]) for p in configs}
+    configs = {p: resolve_config(cfg.method_config(method, p), dataset, f"{where}.{p}") for p in cfg.overridden(method)}
+    return base, {p: c for p, c in configs.items() if p in cfg.protocols and stable_hash(c) != stable_hash(base)}
 
 
 def eval_units(cfg: SuiteConfig, method: str) -> dict[EvalCell, TrainUnit]:
-    """Every evaluation cell -> the training unit whose model it scores (its protocol's config)."""
+    """Every evaluation cell -> the training unit whose model it scores: its training cell under its protocol's
+    config. The variant is "" for the protocol-free config (the cell's own directory and key, as without
+    overrides), else the first protocol in registry order that trains this cell under this config: protocols
+    whose configs resolve alike share one model."""
     from clipbench.cells import TrainUnit
+    from clipbench.typed import stable_hash
 
     configs = {d: protocol_configs(cfg, method, d) for d in cfg.datasets}
-    return {c: TrainUnit(c.train, *configs[c.train.dataset][c.protocol]) for c in eval_cells(cfg)}
+    units, variants = {}, {}
+    for cell in eval_cells(cfg):  # protocols in registry order
+        base, own = configs[cell.train.dataset]
+        config = own.get(cell.protocol)
+        variant = "" if config is None else variants.setdefault((cell.train, stable_hash(config)), cell.protocol)
+        units[cell] = TrainUnit(cell.train, variant, base if config is None else config)
+    return units
 
 
 def training_units(cfg: SuiteConfig, method: str, dataset: str) -> list[TrainUnit]:
@@ -148,5 +148,4 @@ def training_units(cfg: SuiteConfig, method: str, dataset: str) -> list[TrainUni
 
     Without protocol overrides these are exactly :func:`training_cells`, each with variant "".
     """
-    units = {u for c, u in eval_units(cfg, method).items() if c.train.dataset == dataset}
-    return sorted(units)
+    return sorted({u for c, u in eval_units(cfg, method).items() if c.train.dataset == dataset})
