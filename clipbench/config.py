@@ -134,7 +134,7 @@ class SuiteConfig:
     def _check_method_params(self, name: str, where: str) -> None:
         """Parse ``method_params.<name>`` and each of its protocol overrides now, so that a wrong key, value or
         protocol fails before any work (:meth:`method_config` gives the resolution order)."""
-        at = f"{where}.method_params.{name}"
+        at = f"{where}: method_params.{name}"
         _, overrides = split_overrides(METHODS.get(name).Config, self.method_params.get(name), at)
         for protocol in overrides:
             if protocol not in self.protocols:
