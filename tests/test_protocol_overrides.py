@@ -15,6 +15,7 @@ from clipbench import plan
 from clipbench.cells import TrainUnit
 from clipbench.config import SuiteConfig, load_suite
 from clipbench.errors import ConfigError
+from clipbench.invariants import run_invariants
 from clipbench.layout import Layout
 from clipbench.pipeline import download, evaluate, extract, split, train
 from clipbench.protocols import eval_units, protocol_configs, training_cells, training_units
@@ -192,6 +193,12 @@ def test_train_and_evaluate_pair_each_protocol_with_its_own_model(tmp_path, smal
         "few_shot": 1,
     }
     assert shared.train_key.nunique() == 2  # the transfer source's cell, trained twice
+    cell = f"toy_vit/coop/{transfer.source}/all_shot{transfer.shots}_seed{transfer.seeds[0]}"
+    invariants = run_invariants(results)  # each of the two models keeps its own entries, whatever the row order
+    assert run_invariants(results.iloc[::-1]) == invariants
+    assert f"{cell}/steps" in invariants and f"{cell}-cross_dataset/steps" in invariants
+    own_test = f"eval/{transfer.source}/all/n"
+    assert f"{cell}/{own_test}" in invariants and f"{cell}-cross_dataset/{own_test}" in invariants
 
 
 def test_fidelity_lists_a_value_per_protocol_where_the_protocols_differ():
