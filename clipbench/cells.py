@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,25 @@ class TrainCell:
     @property
     def name(self) -> str:
         return f"{self.subset}_shot{self.shots}_seed{self.seed}"
+
+
+@dataclass(frozen=True, order=True)
+class TrainUnit:
+    """A training cell as one method trains it, under the config one or more protocols resolve to for it.
+
+    ``variant`` is "" for the method's protocol-free config, whose directory is ``cell.name`` and whose key is
+    the cell's key as ever; a protocol override that resolves to another config trains the same cell again, in
+    ``<cell.name>-<variant>`` (see :func:`clipbench.protocols.training_units`). The variant enters no key: the
+    config (part of every train key) tells the variants apart.
+    """
+
+    cell: TrainCell
+    variant: str = ""
+    config: Any = field(default=None, compare=False, repr=False)  # the method config resolved for the cell
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell.name}-{self.variant}" if self.variant else self.cell.name
 
 
 @dataclass(frozen=True, order=True)

@@ -84,7 +84,11 @@ def validate(params: Path) -> None:
     if checked:
         click.echo(f"  data rules checked on the indexed datasets: {', '.join(checked)}")
     for name in cfg.methods:
-        click.echo(f"  {name}: {json.dumps(to_plain(cfg.method_config(name)), sort_keys=True)}")
+        config = to_plain(cfg.method_config(name))
+        click.echo(f"  {name}: {json.dumps(config, sort_keys=True)}")
+        for protocol in cfg.overridden(name):  # only the fields the protocol's override changes
+            changed = {k: v for k, v in to_plain(cfg.method_config(name, protocol)).items() if config[k] != v}
+            click.echo(f"    {protocol}: {json.dumps(changed, sort_keys=True)}")
 
 
 @main.command()

@@ -15,7 +15,10 @@ Assumptions (stated in the report):
 * a training step costs 3 forward passes (forward + backward); ClipFit re-encodes the class prompts of all
   training classes every step (its text biases train); CLIP-CITE encodes the in-batch class texts (SCL) and all
   training-class prompts (VLD student) every step, and runs the frozen teacher image encoder once per image;
-* each image-level training cell re-encodes the test sets it is evaluated on (its encoder is its own).
+* each image-level training cell re-encodes the test sets it is evaluated on (its encoder is its own);
+* the transfer protocols reuse the source's 16-shot few-shot cells, unless a protocol override
+  (``method_params.<method>.<protocol>``) gives them another config: such a cell is trained once more per seed
+  and config (:func:`transfer_configs`) and re-encodes the source's test set.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from clipbench.config import SuiteConfig
 from clipbench.data import DATASETS
 from clipbench.errors import ConfigError
 from clipbench.methods import METHODS, Inputs, MethodConfig, resolve_config
+from clipbench.protocols import protocol_configs
 from clipbench.selection import needs_full_val
+from clipbench.typed import stable_hash
 
 
 @dataclass(frozen=True)
@@ -102,21 +107,33 @@ class ImageLevelMethod:
 
     name: str
     config: MethodConfig = field(repr=False)
+    transfer_configs: tuple[MethodConfig, ...] = field(default=(), repr=False)  # extra transfer cells' configs
     text_per_step_all_classes: bool = False  # re-encodes every training-class prompt each step
     text_per_image: int = 0  # class texts encoded per training image (CLIP-CITE's SCL)
     teacher_image_passes: int = 0  # frozen-teacher image forwards per training image (CLIP-CITE's VLD)
 
-    def epochs(self, dataset: str) -> int:
-        return per_dataset(self.config, "epochs", dataset)
+    def epochs(self, dataset: str, config: MethodConfig | None = None) -> int:
+        return per_dataset(config or self.config, "epochs", dataset)
 
-    def batch_size(self, dataset: str) -> int:
-        return per_dataset(self.config, "batch_size", dataset)
+    def batch_size(self, dataset: str, config: MethodConfig | None = None) -> int:
+        return per_dataset(config or self.config, "batch_size", dataset)
+
+
+def transfer_configs(suite: SuiteConfig, method: str) -> tuple[MethodConfig, ...]:
+    """The configs under which ``method`` trains the transfer source's 16-shot cell beside its few-shot one: one
+    per distinct cross-dataset / DG config that differs from the few-shot one (protocol overrides)."""
+    if "cross_dataset" not in suite.protocols:
+        return ()
+    base, own = protocol_configs(suite, method, suite.protocols["cross_dataset"].source)
+    shared = stable_hash(own.get("few_shot", base))
+    transfer = [own.get(n, base) for n in ("cross_dataset", "domain_generalization") if n in suite.protocols]
+    return tuple({stable_hash(c): c for c in transfer if stable_hash(c) != shared}.values())
 
 
 def image_level_methods(suite: SuiteConfig) -> list[ImageLevelMethod]:
     """Every method of ``suite`` that consumes images, with its config as the suite resolves it."""
     return [
-        ImageLevelMethod(m, suite.method_config(m), **TEXT_AND_TEACHER_WORK.get(m, {}))
+        ImageLevelMethod(m, suite.method_config(m), transfer_configs(suite, m), **TEXT_AND_TEACHER_WORK.get(m, {}))
         for m in suite.methods
         if METHODS.get(m).requires is Inputs.IMAGES
     ]
@@ -151,17 +168,20 @@ def training_cells(p: PaperProtocols) -> list[tuple[DatasetSize, int, int]]:
 def image_level_flops(m: ImageLevelMethod, p: PaperProtocols, f_img: float, f_txt: float) -> dict[str, float]:
     """Training and evaluation FLOPs of one image-level method over the suite."""
     train_img = train_txt = 0.0
-    for d, k, classes in training_cells(p):
-        images, epochs = k * classes, m.epochs(d.name)
-        steps = epochs * max(1, images // m.batch_size(d.name))
+    source = [d for d in p.sources if d.name == p.transfer_source]
+    extra = [(d, max(p.shots), d.classes, c) for d in source for c in m.transfer_configs] * p.seeds
+    for d, k, classes, config in [(*cell, None) for cell in training_cells(p)] + extra:
+        images, epochs = k * classes, m.epochs(d.name, config)
+        steps = epochs * max(1, images // m.batch_size(d.name, config))
         train_img += epochs * images * (3 + m.teacher_image_passes) * f_img
         train_txt += epochs * images * m.text_per_image * 3 * f_txt
         train_txt += steps * classes * 3 * f_txt if m.text_per_step_all_classes else 0.0
-    eval_images = sum(d.test for d, _, _ in training_cells(p))
+    eval_images = sum(d.test for d, _, _ in training_cells(p)) + sum(d.test for d, *_ in extra)
     transfer = any(d.name == p.transfer_source for d in p.sources)  # its cells also score the other test sets
     others = [d for d in (*p.sources, *p.targets) if d.name != p.transfer_source] if transfer else []
     eval_images += p.seeds * sum(d.test for d in others)
     eval_prompts = sum(d.classes for d, _, _ in training_cells(p)) + p.seeds * sum(d.classes for d in others)
+    eval_prompts += sum(classes for _, _, classes, _ in extra)
     return {
         "train": train_img + train_txt,
         "train_image": train_img,

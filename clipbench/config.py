@@ -6,6 +6,7 @@ method/dataset/backbone names and inconsistent protocols are rejected here, befo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -121,7 +122,7 @@ class SuiteConfig:
         if self.max_image_pixels <= 0:
             raise ConfigError(f"{where}.max_image_pixels: must be a positive integer, got {self.max_image_pixels}")
         for name in self.methods:
-            self.method_config(name)
+            self._check_method_params(name, where)
             self._check_views(name, where)
         unknown = sorted(set(self.method_params) - set(METHODS.names()))
         if unknown:
@@ -137,29 +138,102 @@ class SuiteConfig:
                 dataset, metadata.templates(dataset, self.text.template_set), f"{where}.text.template_set"
             )
 
+    def _check_method_params(self, name: str, where: str) -> None:
+        """Parse ``method_params.<name>`` and each of its protocol overrides now, so that a wrong key, value or
+        protocol fails before any work (:meth:`method_config` gives the resolution order)."""
+        at = f"{where}: method_params.{name}"
+        _, overrides = split_overrides(METHODS.get(name).Config, self.method_params.get(name), at)
+        for protocol in overrides:
+            if protocol not in self.protocols:
+                raise ConfigError(
+                    f"{at}.{protocol}: set, but protocol {protocol!r} is not enabled in protocols, so it would be "
+                    "ignored; enable the protocol or remove the override"
+                )
+        for protocol in (None, *overrides):
+            self.method_config(name, protocol)
+
     def _check_views(self, name: str, where: str) -> None:
         """A method may not read more cached views per image than extraction provides (``features.views``)."""
-        method, config = METHODS.get(name), self.method_config(name)
-        for dataset in ("", *self.datasets):
-            field_name, needed = method.views_needed(resolve_config(config, dataset) if dataset else config)
-            if needed > self.features.views:
-                at = f" for {dataset}" if dataset else ""
-                raise ConfigError(
-                    f"{where}.method_params.{name}.{field_name}: reads {needed} cached views per image{at} but "
-                    f"features.views is {self.features.views}; raise features.views to {needed} or lower {field_name}"
-                )
+        method = METHODS.get(name)
+        for protocol in (None, *self.protocols):
+            config = self.method_config(name, protocol)
+            for dataset in ("", *self.datasets):
+                field_name, needed = method.views_needed(resolve_config(config, dataset) if dataset else config)
+                if needed > self.features.views:
+                    at = f" for {dataset}" if dataset else ""
+                    key = f"{protocol}.{field_name}" if protocol in self.overridden(name) else field_name
+                    raise ConfigError(
+                        f"{where}.method_params.{name}.{key}: reads {needed} cached views per image{at} but "
+                        f"features.views is {self.features.views}; raise features.views to {needed} or lower "
+                        f"{field_name}"
+                    )
 
-    def method_config(self, name: str) -> MethodConfig:
-        """The method's frozen config: its dataclass defaults overridden by ``method_params.<name>``."""
-        cls = METHODS.get(name).Config
-        overrides = self.method_params.get(name, {})
-        return parse(cls, to_plain(overrides), f"params.yaml: method_params.{name}")
+    def method_config(self, name: str, protocol: str | None = None) -> MethodConfig:
+        """The method's frozen config under ``protocol`` (``None``: its protocol-free config).
 
-    def method_config_hash(self, name: str) -> str:
-        return stable_hash({"method": name, "config": self.method_config(name)})
+        Resolution, each step overriding the one before: the ``Config`` dataclass defaults <- the plain fields of
+        ``method_params.<name>`` <- ``method_params.<name>.<protocol>`` (a mapping of ``Config`` fields, when
+        that protocol has one) <- the config's ``by_dataset[dataset]`` entry, applied per training cell by
+        :func:`~clipbench.methods.resolve_config` (the reference's per-dataset settings stay innermost). A protocol
+        override may not hold ``by_dataset`` (one per-dataset table per method, shared by its protocols) nor
+        another protocol; :func:`clipbench.protocols.training_units` decides which protocols share a model.
+        """
+        cls, where = METHODS.get(name).Config, f"params.yaml: method_params.{name}"
+        fields, overrides = split_overrides(cls, self.method_params.get(name), where)
+        if protocol not in overrides:
+            return parse(cls, fields, where)
+        return parse(cls, {**fields, **overrides[protocol]}, f"{where}.{protocol}")
+
+    def overridden(self, name: str) -> tuple[str, ...]:
+        """The protocols with an override in ``method_params.<name>``, in registry order."""
+        _, overrides = split_overrides(METHODS.get(name).Config, self.method_params.get(name), "")
+        return tuple(overrides)
+
+    def method_config_hash(self, name: str, protocol: str | None = None) -> str:
+        return stable_hash({"method": name, "config": self.method_config(name, protocol)})
 
     def all_datasets(self) -> tuple[str, ...]:
         return self.datasets + self.targets
+
+
+def split_overrides(cls: type, params: Any, where: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``method_params.<m>`` as (plain ``Config`` fields, protocol name -> its override), both plain data, the
+    overrides in registry order. A key that is neither a field nor a registered protocol, a nested protocol key
+    and a ``by_dataset`` inside a protocol override are errors naming the key path."""
+    params = to_plain(params or {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(params).__name__}")
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields, overrides = {}, {}
+    for key, value in params.items():
+        if key in names:
+            fields[key] = value
+        elif key in PROTOCOL_REGISTRY:
+            overrides[key] = _protocol_override(cls, names, value, f"{where}.{key}")
+        else:
+            raise ConfigError(
+                f"{where}.{key}: unknown key for {cls.__name__}; valid keys: {', '.join(names)}, or a protocol "
+                f"({', '.join(PROTOCOL_REGISTRY.in_order())}) holding that protocol's overrides of these fields"
+            )
+    return fields, {p: overrides[p] for p in PROTOCOL_REGISTRY.in_order() if p in overrides}
+
+
+def _protocol_override(cls: type, names: list[str], value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(value).__name__} {value!r}")
+    for key in value:
+        if key in PROTOCOL_REGISTRY:
+            raise ConfigError(f"{where}.{key}: protocol overrides cannot be nested; set {key} beside {where}")
+        if key == "by_dataset":
+            raise ConfigError(
+                f"{where}.by_dataset: per-dataset settings cannot be set per protocol; the method's one by_dataset "
+                "table applies after every protocol override"
+            )
+        if key not in names:
+            raise ConfigError(f"{where}.{key}: unknown key for {cls.__name__}; valid keys: {', '.join(names)}")
+    return value
 
 
 def _check_names(cfg: SuiteConfig, where: str) -> None:

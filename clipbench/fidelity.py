@@ -4,7 +4,9 @@
 the reference's value, its source (the bracketed tags of the specification, methods-and-protocols.md §0), how to
 compute clipbench's value from a loaded suite, and the documented reason where the two differ. clipbench's value
 is always computed from the paper suite (``configs/paper.yaml``) through :func:`clipbench.config.load_suite`:
-method configs with their ``by_dataset`` entries, ``features``, ``text``, ``runtime`` and method class attributes.
+method configs with their per-protocol overrides and ``by_dataset`` entries, ``features``, ``text``, ``runtime``
+and method class attributes. A row is computed under each enabled protocol it describes (``Setting.protocols``,
+default: all); where the protocols' values differ it shows them per protocol (:class:`PerProtocol`).
 
 A row is *same* when the computed value equals the reference's, *differs* when it does not and a reason is
 written, *decided* when the reference leaves the setting unspecified and the reason records clipbench's decision.
@@ -58,12 +60,27 @@ Value = Any  # str | int | float | tuple | Mapping[str, Value] (per dataset; "*"
 
 
 @dataclass(frozen=True)
+class PerProtocol:
+    """A value that differs between protocols (``method_params.<method>.<protocol>`` overrides)."""
+
+    groups: tuple[tuple[tuple[str, ...], Value], ...]  # (protocols, their common value), in registry order
+
+
+@dataclass(frozen=True)
 class Ctx:
-    """A loaded suite seen from one method."""
+    """A loaded suite seen from one method, under one protocol's overrides (``None``: protocol-free)."""
 
     suite: SuiteConfig
     method: str
+    protocol: str | None = None
     _configs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # resolved once per dataset
+    _under: dict[str, Ctx] = field(default_factory=dict, compare=False, repr=False)
+
+    def under(self, protocol: str) -> Ctx:
+        """The same method under ``protocol``'s overrides."""
+        if protocol not in self._under:
+            self._under[protocol] = Ctx(self.suite, self.method, protocol)
+        return self._under[protocol]
 
     @property
     def cls(self) -> type[Method]:
@@ -76,7 +93,7 @@ class Ctx:
         from clipbench.methods import resolve_config
 
         if dataset not in self._configs:
-            config = self.suite.method_config(self.method)
+            config = self.suite.method_config(self.method, self.protocol)
             self._configs[dataset] = resolve_config(config, dataset) if dataset else config
         return self._configs[dataset]
 
@@ -104,6 +121,7 @@ class Setting:
     source: str
     resolve: Callable[[Ctx], Value]
     reason: str = ""
+    protocols: tuple[str, ...] = ()  # the protocols the reference's value is for (empty: every protocol)
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,8 @@ def show(value: Value) -> str:
         return "[" + ", ".join(show(v) for v in value) + "]"
     if isinstance(value, Mapping):
         return show_per_dataset(value)
+    if isinstance(value, PerProtocol):
+        return "; ".join(f"{', '.join(names)}: {show(v)}" for names, v in value.groups)
     return num(value)
 
 
@@ -691,15 +711,14 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "M = 16, random N(0, 0.02^2), generic, class token at end",
             "[CoOp train.py extend_cfg; trainers/coop.py PromptLearner; COOP.md]",
             context,
+            protocols=("few_shot", "domain_generalization"),
         ),
         Setting(
             "context (base-to-new, cross-dataset)",
             "ctx_init `a photo of a`, generic, class token at end",
             "[CoOp scripts/cocoop/base2new_train.sh comments; scripts/cocoop/xd_*.sh comments]",
             context,
-            "one config per method serves every protocol of a suite: the paper suite runs the CoOp paper's "
-            "setting; a second suite with `method_params.coop.ctx_init: a photo of a` reproduces the CoCoOp "
-            "paper's CoOp rows (configs/paper.yaml)",
+            protocols=("base2new", "cross_dataset"),
         ),
         Setting("prompt", PROMPT, "[CoOp trainers/coop.py]", fixed(PROMPT)),
         Setting("loss", "CE", "[CoOp trainers/coop.py CustomCLIP]", fixed("CE")),
@@ -837,15 +856,28 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "[ClipFit trainers/ClipFit.py forward_similarity]",
             fixed("CE + lambda (1 - mean_c cos(t_c, t0_c))"),
         ),
-        Setting("lambda, base-to-new", 8, "[ClipFit README; trainers/ClipFit.py]", clipfit_lambda("base")),
-        Setting("lambda, few-shot", {"*": 2, "dtd": 8, "sun397": 8}, "[ClipFit README]", clipfit_lambda("all")),
+        Setting(
+            "lambda, base-to-new",
+            8,
+            "[ClipFit README; trainers/ClipFit.py]",
+            clipfit_lambda("base"),
+            protocols=("base2new",),
+        ),
+        Setting(
+            "lambda, few-shot",
+            {"*": 2, "dtd": 8, "sun397": 8},
+            "[ClipFit README]",
+            clipfit_lambda("all"),
+            protocols=("few_shot",),
+        ),
         Setting(
             "lambda, cross-dataset / DG",
             Unspecified("code default 8"),
             "[ClipFit README; trainers/ClipFit.py]",
             transfer_lambda,
-            "a training cell serves every protocol: the 16-shot all-class ImageNet cell of the transfer source "
-            "uses ImageNet's few-shot lambda",
+            "the released trainer's hard-coded 8 (`lam: 8` for cross_dataset and domain_generalization in "
+            "configs/paper.yaml; the transfer source's 16-shot cell is trained apart from its few-shot cell)",
+            protocols=("cross_dataset", "domain_generalization"),
         ),
         *dassl_rows(2e-3, "[ClipFit configs/trainers/ClipFit/vit_b16_ep*_ctxv1.yaml]"),
         Setting(
@@ -991,15 +1023,33 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
 
 
 def agree(reference: Value, value: Value, datasets: tuple[str, ...]) -> bool:
-    """Equal values; per-dataset tables over ``datasets``; templates over the datasets the suite lists."""
+    """Equal values; per-dataset tables over ``datasets``; templates over the datasets the suite lists; per-protocol
+    values each."""
+    if isinstance(value, PerProtocol):
+        return all(agree(reference, v, datasets) for _, v in value.groups)
     if isinstance(reference, Templates) and isinstance(value, Templates):
         return not templates_differ(reference, value)
     return expand(reference, datasets) == expand(value, datasets)
 
 
+def resolve_setting(ctx: Ctx, setting: Setting) -> Value:
+    """clipbench's value under each enabled protocol the row describes: one value where they agree."""
+    from clipbench.protocols import REGISTRY
+
+    names = [p for p in (setting.protocols or REGISTRY.in_order()) if p in ctx.suite.protocols]
+    if not names:
+        return setting.resolve(ctx)
+    groups: list[tuple[list[str], Value]] = []
+    for name in names:
+        value = setting.resolve(ctx.under(name))
+        group = next((g for g in groups if g[1] == value), None)
+        group[0].append(name) if group else groups.append(([name], value))
+    return groups[0][1] if len(groups) == 1 else PerProtocol(tuple((tuple(n), v) for n, v in groups))
+
+
 def assess_setting(ctx: Ctx, setting: Setting) -> Verdict:
     """Compare clipbench's computed value with the reference's; name what is missing or stale."""
-    value, ref, reason = setting.resolve(ctx), setting.reference, setting.reason
+    value, ref, reason = resolve_setting(ctx, setting), setting.reference, setting.reason
     if isinstance(ref, Unspecified):
         return Verdict(
             ctx.method, setting, value, "decided", "" if reason else "unspecified reference: write the decision"
@@ -1110,9 +1160,10 @@ def render(suite: SuiteConfig) -> str:
         f"{len(per_method)} methods, {total['same']} are the same as the reference, {total['differs']} differ "
         f"with the documented reason, and {total['decided']} are decisions where the reference leaves the setting "
         f"unspecified ({tally}). The clipbench column is computed from the paper suite as loaded by "
-        "`clipbench.config.load_suite` (method configs with their `by_dataset` entries, `features`, `text`, "
-        '`runtime`, class attributes); values marked "(in code)" are fixed in the method module rather than '
-        "configurable. A difference without a reason fails the test.",
+        "`clipbench.config.load_suite` (method configs with their per-protocol overrides and `by_dataset` entries, "
+        '`features`, `text`, `runtime`, class attributes); values marked "(in code)" are fixed in the method module '
+        "rather than configurable; a value that differs between protocols is listed per protocol. A difference "
+        "without a reason fails the test.",
         "",
         f"The paper suite runs backbone(s) {', '.join(f'`{b}`' for b in suite.backbones)} for every method; "
         "per-dataset values list the most common value first, then the datasets that differ from it. Sources "

@@ -8,6 +8,11 @@
   a miscounted denominator, a slightly different text classifier) stays inside it, but not inside an exact value.
 
 On one machine (one runtime) all of these are bit-deterministic, so any change is a change of behaviour.
+
+Names carry the training cell (``all_shot16_seed1``); where per-protocol settings train one cell under several
+configs (rows of the cell with different ``config_hash``), the model of the first protocol in registry order keeps
+the plain name and each other carries ``-<protocol>``, the first protocol using it, so each model keeps its own
+entries whatever the row order (without overrides: no suffix).
 """
 
 from __future__ import annotations
@@ -33,12 +38,33 @@ def _numbers(diagnostics: str) -> dict[str, int | float]:
     return out
 
 
+def cell_names(results: pd.DataFrame) -> list[str]:
+    """Each row's training-cell name, suffixed where one cell was trained under several configs (module doc)."""
+    names = [
+        TrainCell(r.source, r.train_subset, int(r.shots), int(r.seed)).name
+        for r in results[["source", "train_subset", "shots", "seed"]].itertuples(index=False)
+    ]
+    if not {"config_hash", "protocol"} <= set(results.columns):
+        return names
+    from clipbench.protocols import REGISTRY
+
+    rank = {name: i for i, name in enumerate(REGISTRY.in_order())}
+    rows = list(results[["backbone", "method", "source", "config_hash", "protocol"]].itertuples(index=False))
+    configs: dict[tuple, dict[str, str]] = {}  # (backbone, method, source, cell) -> config hash -> suffix
+    for i in sorted(range(len(rows)), key=lambda i: (rank.get(rows[i].protocol, len(rank)), i)):
+        row = rows[i]
+        seen = configs.setdefault((row.backbone, row.method, row.source, names[i]), {})
+        names[i] += seen.setdefault(row.config_hash, f"-{row.protocol}" if seen else "")
+    return names
+
+
 def training_invariants(results: pd.DataFrame) -> dict[str, int | float]:
     """``backbone/method/source/<train cell>/<diagnostic>`` -> value, one entry per training cell and diagnostic."""
     out: dict[str, int | float] = {}
-    cells = results[CELL_COLUMNS].dropna(subset=["diagnostics"]).drop_duplicates()
+    named = results[CELL_COLUMNS].assign(cell=cell_names(results))
+    cells = named.dropna(subset=["diagnostics"]).drop_duplicates()
     for row in cells.itertuples(index=False):
-        cell = TrainCell(row.source, row.train_subset, int(row.shots), int(row.seed)).name
+        cell = row.cell
         for name, value in _numbers(row.diagnostics).items():
             out[f"{row.backbone}/{row.method}/{row.source}/{cell}/{name}"] = value
     return dict(sorted(out.items()))
@@ -50,11 +76,11 @@ EVAL_COLUMNS = ["backbone", "method", "source", "train_subset", "shots", "seed",
 def evaluation_invariants(results: pd.DataFrame) -> dict[str, int | float]:
     """``backbone/method/source/<train cell>/eval/<dataset>/<subset>/{accuracy,n}`` per scored evaluation cell (a
     cell shared by several protocols appears once)."""
-    scored = results[results["status"] == "ok"][[*EVAL_COLUMNS, "value", "n"]].drop_duplicates(subset=EVAL_COLUMNS)
+    named = results[[*EVAL_COLUMNS, "status", "value", "n"]].assign(cell=cell_names(results))
+    scored = named[named["status"] == "ok"].drop_duplicates(subset=[*EVAL_COLUMNS, "cell"])
     out: dict[str, int | float] = {}
     for row in scored.itertuples(index=False):
-        cell = TrainCell(row.source, row.train_subset, int(row.shots), int(row.seed)).name
-        name = f"{row.backbone}/{row.method}/{row.source}/{cell}/eval/{row.dataset}/{row.subset}"
+        name = f"{row.backbone}/{row.method}/{row.source}/{row.cell}/eval/{row.dataset}/{row.subset}"
         out[f"{name}/accuracy"], out[f"{name}/n"] = float(row.value), int(row.n)
     return dict(sorted(out.items()))
 

@@ -30,9 +30,9 @@ from clipbench.data import DATASETS
 from clipbench.data.metadata import templates
 from clipbench.data.toy.suite import TOY_DATASETS
 from clipbench.errors import ConfigError
-from clipbench.methods import METHODS, resolve_config
+from clipbench.methods import METHODS
 from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, TargetShape
-from clipbench.protocols import eval_cells, split_needs, training_cells
+from clipbench.protocols import eval_units, split_needs, training_units
 from clipbench.selection import needs_full_val
 
 RESULT_CELL_BYTES = 1024  # an evaluation cell: its cell.json and one Parquet row (about 1 KB)
@@ -223,27 +223,25 @@ PEAK_FORMULA = (
 
 
 def method_row(cfg: SuiteConfig, method: str, arches: dict[str, Arch]) -> MethodRow:
-    cls, config = METHODS.get(method), cfg.method_config(method)
-    row = MethodRow(method)
-    evaluations = eval_cells(cfg)
+    cls, row = METHODS.get(method), MethodRow(method)
+    units = eval_units(cfg, method)  # evaluation cell -> the trained unit it scores
+    trained = [u for d in cfg.datasets for u in training_units(cfg, method, d)]  # one per distinct resolved config
     for arch in arches.values():
-        for dataset in cfg.datasets:
-            resolved = resolve_config(config, dataset)
-            for cell in training_cells(cfg, dataset):
-                shape = cell_shape(cell, cfg)
-                work = cls.training_work(resolved, shape, arch)
-                features = FP32 * shape.images * (1 + shape.views) * arch.embed_dim
-                row.train_cells += 1
-                row.work += work
-                row.flops += work.flops(arch)
-                row.state_bytes += cls.state_bytes(resolved, shape, arch)
-                row.peak_bytes = max(row.peak_bytes, peak_bytes(arch, work, features))
-        for cell in evaluations:
-            work = cls.eval_work(resolve_config(config, cell.train.dataset), target_shape(cell), arch)
+        for unit in trained:
+            shape = cell_shape(unit.cell, cfg)
+            work = cls.training_work(unit.config, shape, arch)
+            features = FP32 * shape.images * (1 + shape.views) * arch.embed_dim
+            row.train_cells += 1
+            row.work += work
+            row.flops += work.flops(arch)
+            row.state_bytes += cls.state_bytes(unit.config, shape, arch)
+            row.peak_bytes = max(row.peak_bytes, peak_bytes(arch, work, features))
+        for cell, unit in units.items():
+            work = cls.eval_work(unit.config, target_shape(cell), arch)
             row.eval_cells += 1
             row.work += work
             row.flops += work.flops(arch)
-        row.result_bytes += RESULT_CELL_BYTES * len(evaluations)
+        row.result_bytes += RESULT_CELL_BYTES * len(units)
     return row
 
 

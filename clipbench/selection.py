@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from clipbench.data.base import Record
-from clipbench.methods import METHODS, resolve_config
+from clipbench.methods import METHODS
+from clipbench.protocols import protocol_configs
 from clipbench.typed import stable_hash
 
 if TYPE_CHECKING:
@@ -41,9 +42,11 @@ DESCRIPTIONS = {
 
 
 def selects(cfg: SuiteConfig, method: str, dataset: str) -> str:
-    """What ``method`` selects on validation data for cells whose source is ``dataset`` ("" nothing)."""
-    where = f"params.yaml: method_params.{method}"
-    return METHODS.get(method).selects(resolve_config(cfg.method_config(method), dataset, where))
+    """What ``method`` selects on validation data for cells whose source is ``dataset``, under any protocol's
+    config ("" nothing)."""
+    base, own = protocol_configs(cfg, method, dataset)
+    labels = dict.fromkeys(s for c in (base, *own.values()) if (s := METHODS.get(method).selects(c)))
+    return " or ".join(labels)
 
 
 def selecting_methods(cfg: SuiteConfig) -> dict[str, str]:
@@ -63,16 +66,21 @@ def needs_full_val(cfg: SuiteConfig, dataset: str) -> bool:
     return cfg.selection == FULL_VAL
 
 
-def full_val_records(cfg: SuiteConfig, method: str, dataset: str, val: tuple[Record, ...]) -> tuple[Record, ...]:
-    """The validation records ``method`` selects on instead of each manifest's few-shot ``val``: the dataset's
-    whole validation split ``val`` under ``full_val`` (empty: use the manifests', also on fallback)."""
-    return val if cfg.selection == FULL_VAL and selects(cfg, method, dataset) else ()
+def full_val_records(cfg: SuiteConfig, val: tuple[Record, ...]) -> tuple[Record, ...]:
+    """The dataset's whole validation split ``val`` under ``full_val`` (empty: each manifest's few-shot ``val``,
+    also on fallback). The train stage hands it only to the units whose config selects (``Method.selects``)."""
+    return val if cfg.selection == FULL_VAL else ()
 
 
-def key_part(cfg: SuiteConfig, method: str, dataset: str, val: tuple[Record, ...]) -> dict | None:
-    """What the selection adds to a training cell's key and lineage; None (nothing) under the default or for a
-    method that selects nothing, so those keys are unchanged."""
-    if cfg.selection == DEFAULT or not selects(cfg, method, dataset):
+def applies(cfg: SuiteConfig, selects: str) -> bool:
+    """Whether the selection split is part of a unit's key: a non-default split and a config that selects."""
+    return cfg.selection != DEFAULT and bool(selects)
+
+
+def key_part(cfg: SuiteConfig, selects: str, val: tuple[Record, ...]) -> dict | None:
+    """What the selection adds to a training unit's key and lineage, given what its config ``selects`` ("":
+    nothing); None (nothing) under the default or for a config that selects nothing, so those keys are unchanged."""
+    if not applies(cfg, selects):
         return None
     if not val:
         return {"requested": cfg.selection, "used": FEWSHOT_VAL, "reason": FALLBACK}

@@ -59,7 +59,9 @@ def reduced_params(params: dict, reduction: Reduction = Reduction(), methods: di
 
 
 def fit_views(p: dict, views: int) -> dict:
-    """Cap every method's cached-view need (``Method.views_needed``) at the reduced ``features.views``."""
+    """Cap every method's cached-view need (``Method.views_needed``) at the reduced ``features.views``, in its plain
+    fields and in each of its protocol overrides."""
+    from clipbench.config import split_overrides
     from clipbench.methods import METHODS
     from clipbench.typed import parse
 
@@ -67,10 +69,17 @@ def fit_views(p: dict, views: int) -> dict:
     for name in p.get("methods") or []:
         if name not in METHODS:
             continue  # an unknown name is reported by the suite's own validation
-        overrides = dict(method_params.get(name) or {})
-        field_name, needed = METHODS.get(name).views_needed(parse(METHODS.get(name).Config, overrides, name))
-        if needed > views:
-            method_params[name] = {**overrides, field_name: views}
+        method, overrides = METHODS.get(name), dict(method_params.get(name) or {})
+        fields, per_protocol = split_overrides(method.Config, overrides, name)
+        for scope, own in ((None, fields), *per_protocol.items()):
+            field_name, needed = method.views_needed(parse(method.Config, {**fields, **own}, name))
+            if needed > views:
+                overrides = (
+                    {**overrides, field_name: views}
+                    if scope is None
+                    else {**overrides, scope: {**own, field_name: views}}
+                )
+        method_params[name] = overrides
     p["method_params"] = method_params
     return p
 
@@ -93,13 +102,18 @@ def capped_method_params(params: dict, caps: dict[str, int]) -> dict:
     for name in p["methods"]:
         defaults = {f.name: f.default for f in dataclasses.fields(METHODS.get(name).Config)}
         own = dict(method_params.get(name) or {})
-        own.update(
-            {
-                k: min(own.get(k, defaults[k]), cap)
-                for k, cap in caps.items()
-                if k in defaults and own.get(k, defaults[k]) is not None
-            }
-        )
+        own.update(_capped(own, defaults, caps))
+        for key, value in own.items():  # protocol overrides (method_params.<m>.<protocol>)
+            if isinstance(value, dict) and key not in defaults:
+                own[key] = {k: min(v, caps[k]) if k in caps and v is not None else v for k, v in value.items()}
         method_params[name] = own
     p["method_params"] = method_params
     return p
+
+
+def _capped(own: dict, defaults: dict, caps: dict[str, int]) -> dict:
+    return {
+        k: min(own.get(k, defaults[k]), cap)
+        for k, cap in caps.items()
+        if k in defaults and own.get(k, defaults[k]) is not None
+    }

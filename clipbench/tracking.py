@@ -100,14 +100,16 @@ def log_results(
     *,
     uri: str,
     experiment_prefix: str,
-    configs: dict[str, dict],
+    configs: dict[tuple[str, str], dict],
     lineage: dict[str, str],
     entries: pd.DataFrame | None = None,
     artifacts: dict[str, list[Path]] | None = None,
     timeout_s: float = 5.0,
     retries: int = 2,
 ) -> dict[str, Any]:
-    """Log parents and children for ``results`` (see the module docstring); never raises on store failures."""
+    """Log parents and children for ``results`` (see the module docstring); never raises on store failures.
+
+    ``configs``: (protocol, method) -> the method's plain config under that protocol (its runs' params)."""
     error = probe(uri, timeout_s)
     if error is not None:
         return _unavailable(uri, error)
@@ -122,7 +124,7 @@ def _log(
     results: pd.DataFrame,
     uri: str,
     experiment_prefix: str,
-    configs: dict[str, dict],
+    configs: dict[tuple[str, str], dict],
     lineage: dict[str, str],
     entries: pd.DataFrame | None,
     artifacts: dict[str, list[Path]] | None,
@@ -149,13 +151,13 @@ def _log(
             protocol,
             method,
             backbone,
-            configs.get(method, {}),
+            configs.get((protocol, method), {}),
             lineage,
             metrics.get((protocol, method, backbone), {}),
             (artifacts or {}).get(protocol, []),
         )
         summary[f"parents_{state}"] += 1
-        created, skipped = _children(client, exp_id, parent, g, configs.get(method, {}), lineage)
+        created, skipped = _children(client, exp_id, parent, g, configs.get((protocol, method), {}), lineage)
         summary["created"] += created
         summary["already_logged"] += skipped
     return summary

@@ -20,9 +20,8 @@ from clipbench import tracking
 from clipbench.config import load_suite
 from clipbench.methods import METHODS
 from clipbench.pipeline import aggregate
-from clipbench.pipeline.track import lineage, report_artifacts, report_entries
+from clipbench.pipeline.track import lineage, method_configs, report_artifacts, report_entries
 from clipbench.screenshot import screenshot_experiment
-from clipbench.typed import to_plain
 
 
 def synthetic_results(cfg, seed: int = 0):
@@ -58,7 +57,7 @@ def demo_store(cfg, root: Path) -> str:
         results, aggregate.expected_rows(cfg), reports, suite=cfg.suite, template_set=cfg.text.template_set
     )
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    configs = {m: to_plain(cfg.method_config(m)) for m in cfg.methods}
+    configs = method_configs(cfg)
     summary = tracking.log_results(
         results,
         uri=uri,

@@ -36,7 +36,7 @@ def test_project_params_are_valid():
         ({"bogus": 1}, "unknown key(s) 'bogus'"),
         ({"features": {"views": "ten"}}, "features.views: expected int"),
         ({"method_params": {"clip_adapter": {"lr": "fast"}}}, "method_params.clip_adapter.lr"),
-        ({"method_params": {"clip_adapter": {"alpah": 0.3}}}, "unknown key(s) 'alpah'"),
+        ({"method_params": {"clip_adapter": {"alpah": 0.3}}}, "method_params.clip_adapter.alpah: unknown key"),
         ({"method_params": {"no_such_method": {}}}, "unknown method 'no_such_method'"),
         ({"targets": ["toy_objects"]}, "both datasets and targets"),
         ({"datasets": ["toy_objects", "toy_objects_noisy"]}, "no training split"),

@@ -21,7 +21,7 @@ import yaml
 from click.testing import CliRunner
 from test_bad_input import DTD_SPLIT, Project, _image_of, _params, coop_root, fails_cleanly, proj  # noqa: F401
 
-from clipbench.cells import CellStore, TrainCell
+from clipbench.cells import CellStore, TrainCell, TrainUnit
 from clipbench.cli import main as cli
 from clipbench.config import SuiteConfig, load_suite
 from clipbench.data.base import DatasetSplits, Record
@@ -451,7 +451,7 @@ def test_a_failed_training_cell_is_stored_failed_without_state(tmp_path, monkeyp
     monkeypatch.setattr(train, "replace", lambda task, **k: task)
     cell, store = TrainCell("toy_objects", "all", 1, 1), CellStore(tmp_path / "models")
     split_stub = type("Split", (), {"hash": "h"})()
-    train._train_cell(Diverges, {}, cell, split_stub, None, store, "k", RuntimeConfig())
+    train._train_cell(Diverges, TrainUnit(cell, "", {}), split_stub, None, store, "k", RuntimeConfig())
     record = store.read(cell.name)
     assert record["status"] == "failed" and "non-finite final_loss" in record["reason"]
     assert not (store.path(cell.name) / train.STATE_FILE).exists(), "no degenerate state is kept"

@@ -25,7 +25,7 @@ from clipbench.features import read_feature_dir
 from clipbench.methods import METHODS
 from clipbench.methods.work import Arch
 from clipbench.pipeline import aggregate, download, extract, split, train
-from clipbench.protocols import split_needs, training_cells
+from clipbench.protocols import split_needs, training_cells, training_units
 from clipbench.typed import parse
 
 from conftest import make_project, synthetic_task, tiny_params
@@ -126,10 +126,10 @@ def test_full_val_gives_a_selecting_method_exactly_the_datasets_val_images(full_
 def test_full_val_changes_only_selecting_methods_keys_and_records_the_lineage(full_val):
     cfg, default, layout = full_val
     for method in cfg.methods:
-        cells = training_cells(cfg, SOURCE)
+        units = training_units(cfg, method, SOURCE)
         full = train.TrainJob("toy_vit", method, SOURCE, cfg, layout)
         few = train.TrainJob("toy_vit", method, SOURCE, default, layout)
-        changed = [full.key(c) != few.key(c) for c in cells]
+        changed = [full.key(u) != few.key(u) for u in units]
         assert all(changed) if method == "linear_probe" else not any(changed), method
         few_inputs = few.features()
         assert not few_inputs.selection_val
@@ -195,10 +195,11 @@ def test_a_dataset_without_val_split_falls_back_to_fewshot_val(tmp_path, small_t
     assert not load_index(layout.dataset_index("parts")).splits.val
     assert not (layout.splits("parts") / FULL_VAL_FILE).exists()
     job = train.TrainJob("toy_vit", "linear_probe", "parts", cfg, layout)
-    assert job.selection_split() == {"requested": "full_val", "used": "fewshot_val", "reason": selection.FALLBACK}
+    unit = training_units(cfg, "linear_probe", "parts")[0]
+    cell = unit.cell
+    assert job.selection_split(unit) == {"requested": "full_val", "used": "fewshot_val", "reason": selection.FALLBACK}
     few = train.TrainJob("toy_vit", "linear_probe", "parts", dataclasses.replace(cfg, selection="fewshot_val"), layout)
-    cell = training_cells(cfg, "parts")[0]
-    assert job.key(cell) != few.key(cell)  # the lineage differs, so the key does
+    assert job.key(unit) != few.key(unit)  # the lineage differs, so the key does
     split_ = job.split(cell)
     few_val = relabel(split_.val, train.cell_labels(cell, split_))
     assert torch.equal(
@@ -242,3 +243,19 @@ def test_plan_counts_the_whole_validation_split_under_full_val(small_toy, monkey
     big = DatasetSize("d", 100, 10_000, 5_000, 2_000)
     p = PaperProtocols((big,), (), (1, 16), 3, 16, "d", 10)
     assert pool_bound(big, p)[1] == 100 * (1 + 4) * 3 and pool_bound(big, replace(p, full_val=True))[1] == 5_000
+
+
+def test_selection_follows_each_protocols_config(full_val):
+    """A protocol override that turns CLIP-Adapter's α grid on (base2new only) puts the selection split into the
+    keys of base2new's models and no other; the summary names the method."""
+    cfg, _, layout = full_val
+    params = tiny_params(data_root=cfg.data_root, selection="full_val")
+    params["methods"] = ["clip_adapter"]
+    params["method_params"] = {"clip_adapter": {"epochs": 1, "base2new": {"select_alpha": True}}}
+    over = parse(SuiteConfig, params, "test")
+    job = train.TrainJob("toy_vit", "clip_adapter", SOURCE, over, layout)
+    units = training_units(over, "clip_adapter", SOURCE)
+    chosen = {u.variant: job.selection_split(u) for u in units}
+    assert chosen.pop("base2new")["used"] == "full_val"
+    assert set(chosen) == {""} and chosen[""] is None
+    assert "clip_adapter α" in selection.summary_line(over)

@@ -24,7 +24,7 @@ def _log(results, tmp_path, uri):
         results,
         uri=uri,
         experiment_prefix="cb",
-        configs={"zeroshot": {}, "clip_adapter": {"alpha": 0.2}},
+        configs={("base2new", "clip_adapter"): {"alpha": 0.2}, ("few_shot", "clip_adapter"): {"alpha": 0.5}},
         lineage=LINEAGE,
         entries=report_entries(reports),
         artifacts=report_artifacts(reports),
@@ -69,6 +69,9 @@ def test_parents_group_children_with_comparable_metrics_and_lineage(tmp_path, ml
     config = client.download_artifacts(ca.info.run_id, "config.json", str(tmp_path))
     assert json.loads(open(config).read())["config"] == {"alpha": 0.2}
     few = [r for r in _runs(client, "cb/few_shot") if r.data.tags.get("clipbench.role") == "parent"]
+    few_ca = next(p for p in few if p.data.tags["method"] == "clip_adapter")  # its protocol's config
+    config = client.download_artifacts(few_ca.info.run_id, "config.json", str(tmp_path / "few"))
+    assert json.loads(open(config).read())["config"] == {"alpha": 0.5}
     assert all({"average/acc_1shot", "average/acc_16shot", "toy_scenes/acc_16shot"} <= set(p.data.metrics) for p in few)
 
 

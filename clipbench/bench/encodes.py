@@ -125,6 +125,6 @@ def _recorded_counts(cfg, layout, bb: str) -> int:
 
 
 def _cell_count(cfg, methods: list[str]) -> int:
-    from clipbench.protocols import training_cells
+    from clipbench.protocols import training_units
 
-    return len(methods) * sum(len(training_cells(cfg, d)) for d in cfg.datasets)
+    return sum(len(training_units(cfg, m, d)) for m in methods for d in cfg.datasets)

@@ -14,10 +14,10 @@ prompts (computed once; cosine eps 1e-7).
 
 lambda (README; the released trainer hard-codes 8): base-to-new 8 for all datasets; few-shot 8 for DTD and
 SUN397, 2 otherwise (``lambda_few_shot`` with ``by_dataset`` entries); cross-dataset / domain generalization
-UNSPECIFIED. A training cell is shared across protocols, so the method reads which classes it trains on from
-``FitTask.subset``: ``"base"`` -> ``lambda_base2new``; ``"all"`` -> ``lambda_few_shot``. The 16-shot all-class
-cell of a transfer source therefore serves cross-dataset and DG with the few-shot lambda of its dataset.
-``lam`` overrides the rule for every cell.
+UNSPECIFIED. The method reads which classes it trains on from ``FitTask.subset``: ``"base"`` ->
+``lambda_base2new``; ``"all"`` -> ``lambda_few_shot``. ``lam`` overrides the rule for every cell; the paper suite
+sets ``lam: 8`` (the trainer's value) for cross_dataset and domain_generalization only, so the transfer source's
+16-shot all-class cell is trained apart from its few-shot cell (``method_params.<method>.<protocol>``).
 
 Optimisation (Dassl, spec §2.6/2.7): SGD lr 2e-3, momentum 0.9, weight decay 5e-4 on every trainable tensor,
 batch 32, one constant warm-up epoch at 1e-5 then cosine stepped per epoch; 10 epochs for ImageNet and

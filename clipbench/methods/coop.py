@@ -17,8 +17,8 @@ epoch at 1e-5, cosine stepped per epoch; epochs by shots (1 -> 50, 2/4 -> 100, 8
 shots). The last-epoch context is kept: no validation-based selection.
 
 Settings for the paper suite: the few-shot/DG tables of the CoOp paper use the defaults (M = 16, random init,
-end, generic); the base-to-new and cross-dataset runs of the CoCoOp paper use ``ctx_init: "a photo of a"`` —
-set ``method_params.coop.ctx_init`` for such a suite (one config per method and suite).
+end, generic); the base-to-new and cross-dataset runs of the CoCoOp paper use ``ctx_init: "a photo of a"``, set
+per protocol in ``configs/paper.yaml`` (``method_params.coop.base2new``, ``method_params.coop.cross_dataset``).
 
 Unseen classes (base-to-new "new", other datasets): the generic context is class-agnostic, so the prompts are
 rebuilt for the target's class names. Class-specific contexts (``csc``) are mapped by class id; unseen classes

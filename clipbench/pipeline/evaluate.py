@@ -1,7 +1,9 @@
 """Stage ``evaluate``: score every trained cell of one method on the test splits its protocols name.
 
 This is the only stage that reads test labels. Each evaluation is a cell of its own, keyed by the trained
-cell's key and the test/text feature keys, so re-running after adding a seed scores only the new cells.
+cell's key and the test/text feature keys, so re-running after adding a seed scores only the new cells. It scores
+the model its protocol's config trained (:func:`clipbench.protocols.eval_units`: the shared one unless a protocol
+override gives the protocol a config of its own).
 Methods with no answer for a target (class-specific weights on unseen classes) yield status ``n/a``.
 What a method scores depends on what it consumes: cached projected or pre-projection test features, or (for
 methods that fine-tune the encoders) the test images, streamed in batches through its ``predictor``.
@@ -21,7 +23,7 @@ import pandas as pd
 import torch
 
 from clipbench.backbones import load_backbone
-from clipbench.cells import CellStore, EvalCell, shared_store
+from clipbench.cells import CellStore, EvalCell, TrainUnit, shared_store
 from clipbench.data import LabelSpace, metadata
 from clipbench.data.images import open_rgb
 from clipbench.data.index import DatasetIndex, load_index
@@ -33,10 +35,10 @@ from clipbench.executors import CellJob, run_cells
 from clipbench.features import check_source, load_text, read_feature_dir
 from clipbench.io import load_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, EvalTarget, Inputs, Method, resolve_config
+from clipbench.methods import METHODS, EvalTarget, Inputs, Method
 from clipbench.pipeline.code import method_code
 from clipbench.pipeline.train import STATE_FILE, cell_labels
-from clipbench.protocols import eval_cells
+from clipbench.protocols import eval_cells, eval_units
 from clipbench.results import RESULT_FILE, write_results
 from clipbench.typed import stable_hash
 
@@ -65,13 +67,9 @@ class _Inputs:
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
         precision = cfg.runtime.precision
-        self.train_records: dict = {}  # TrainCell -> its cell.json, read once per run
+        self.train_records: dict = {}  # TrainUnit -> its cell.json, read once per run
         self.models = cache(lambda device: load_backbone(backbone, layout.backbone(backbone), device, precision))
-        self.config = cache(
-            lambda source: resolve_config(
-                cfg.method_config(method.name), source, f"params.yaml: method_params.{method.name}"
-            )
-        )
+        self.units = cache(lambda: eval_units(cfg, method.name))  # EvalCell -> the TrainUnit it scores
 
     @property
     def device(self) -> torch.device:
@@ -207,7 +205,7 @@ class EvaluateJob(CellJob):
         inputs = self.inputs
         return stable_hash(
             {
-                "train": _train_record(cell, inputs)["key"],
+                "train": _train_record(inputs.units()[cell], inputs)["key"],
                 "test": inputs.test(cell.dataset).meta,
                 "code": self.code,
                 "text": inputs.text(cell.dataset)[2],
@@ -217,7 +215,7 @@ class EvaluateJob(CellJob):
 
     def __call__(self, cell: EvalCell, key: str) -> None:
         inputs = self.inputs
-        _evaluate_cell(inputs.method, inputs.config(cell.train.dataset), cell, inputs, self.store, key)
+        _evaluate_cell(inputs.method, inputs.units()[cell], cell, inputs, self.store, key)
 
 
 def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path:
@@ -225,41 +223,42 @@ def run(*, backbone: str, method: str, cfg: SuiteConfig, layout: Layout) -> Path
     METHODS.get(method)  # an unknown method fails before anything is read
     job, plan = EvaluateJob(backbone, method, cfg, layout), eval_cells(cfg)
     run_cells(plan, job.key, job, job.store, cfg.runtime.executor, label=f"evaluate {method}")
+    hashes = {p: cfg.method_config_hash(method, p) for p in cfg.protocols}  # its config under each protocol
     frame = pd.DataFrame([job.store.read(c.name)["row"] for c in plan]).assign(
-        method=method, backbone=backbone, config_hash=cfg.method_config_hash(method)
+        method=method, backbone=backbone, config_hash=[hashes[c.protocol] for c in plan]
     )
     return write_results(frame, layout.results(backbone, method) / RESULT_FILE)
 
 
-def _train_record(cell: EvalCell, inputs: _Inputs) -> dict:
-    """The trained cell's ``cell.json`` (checked and read once per run: several evaluations share it)."""
-    if cell.train not in inputs.train_records:
-        inputs.train_records[cell.train] = _read_train_record(cell, inputs)
-    return inputs.train_records[cell.train]
+def _train_dir(unit: TrainUnit, inputs: _Inputs) -> Path:
+    return inputs.layout.models(inputs.backbone, inputs.method.name, unit.cell.dataset) / unit.name
 
 
-def _read_train_record(cell: EvalCell, inputs: _Inputs) -> dict:
-    """The trained cell's ``cell.json``; a damaged or missing one names the stage to re-run."""
-    train_dir = inputs.layout.models(inputs.backbone, inputs.method.name, cell.train.dataset) / cell.train.name
-    store = CellStore(train_dir.parent)
-    problem = store.damage(cell.train.name) if train_dir.is_dir() else None
+def _train_record(unit: TrainUnit, inputs: _Inputs) -> dict:
+    """The trained unit's ``cell.json`` (checked and read once per run: several evaluations share it)."""
+    if unit not in inputs.train_records:
+        inputs.train_records[unit] = _read_train_record(unit, inputs)
+    return inputs.train_records[unit]
+
+
+def _read_train_record(unit: TrainUnit, inputs: _Inputs) -> dict:
+    """The trained unit's ``cell.json``; a damaged or missing one names the stage to re-run."""
+    train_dir = _train_dir(unit, inputs)
+    store, stage = CellStore(train_dir.parent), f"train@{inputs.backbone}-{inputs.method.name}-{unit.cell.dataset}"
+    problem = store.damage(unit.name) if train_dir.is_dir() else None
     if problem:
         raise DataError(
-            f"trained cell {train_dir} is not as written: {problem}; run `dvc repro train@{inputs.backbone}-"
-            f"{inputs.method.name}-{cell.train.dataset}` (the cell is recomputed)"
+            f"trained cell {train_dir} is not as written: {problem}; run `dvc repro {stage}` (the cell is recomputed)"
         )
-    record = store.read(cell.train.name)
+    record = store.read(unit.name)
     if record is None:
-        raise DataError(
-            f"trained cell {train_dir} is missing; run `dvc repro train@{inputs.backbone}-"
-            f"{inputs.method.name}-{cell.train.dataset}`"
-        )
+        raise DataError(f"trained cell {train_dir} is missing; run `dvc repro {stage}`")
     return record
 
 
-def _evaluate_cell(method_cls, config, cell: EvalCell, inputs: _Inputs, store: CellStore, key: str) -> None:
-    train_dir = inputs.layout.models(inputs.backbone, method_cls.name, cell.train.dataset) / cell.train.name
-    train_record = _train_record(cell, inputs)
+def _evaluate_cell(method_cls, unit: TrainUnit, cell: EvalCell, inputs: _Inputs, store: CellStore, key: str) -> None:
+    train_dir, config = _train_dir(unit, inputs), unit.config
+    train_record = _train_record(unit, inputs)
     test_meta = inputs.test(cell.dataset).meta
     start = time.perf_counter()
     if train_record.get("status") == "failed":

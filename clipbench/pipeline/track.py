@@ -77,12 +77,17 @@ def report_artifacts(reports: Path) -> dict[str, list[Path]]:
     return out
 
 
+def method_configs(cfg: SuiteConfig) -> dict[tuple[str, str], dict]:
+    """(protocol, method) -> the method's plain config under that protocol (protocol overrides applied)."""
+    return {(p, m): to_plain(cfg.method_config(m, p)) for p in cfg.protocols for m in cfg.methods}
+
+
 def run(*, cfg: SuiteConfig, layout: Layout) -> dict:
     summary: dict = {"status": "disabled"}
     if cfg.tracking.enabled:
         reports = layout.reports()
         results = read_results([reports / "results.parquet"])
-        configs = {m: to_plain(cfg.method_config(m)) for m in cfg.methods}
+        configs = method_configs(cfg)
         summary = tracking.log_results(
             results,
             uri=cfg.tracking.uri,

@@ -1,5 +1,8 @@
 """Stage ``train``: fit one method on every training cell whose source is one dataset.
 
+A cell is trained once per distinct config its protocols resolve to (:func:`clipbench.protocols.training_units`):
+without protocol overrides, once.
+
 Only the few-shot manifests, the ``fit`` feature cache, the text classifier and, for methods that use the
 encoders, the backbone and the few-shot train/val image files are read here (under ``selection: full_val``,
 methods that select get the dataset's own validation split instead: :mod:`clipbench.selection`); test features
@@ -20,7 +23,7 @@ import torch
 
 from clipbench import selection
 from clipbench.backbones import Backbone, get_backbone, load_backbone, verify_checkpoint
-from clipbench.cells import CellStore, TrainCell, cell_dict, shared_store
+from clipbench.cells import CellStore, TrainCell, TrainUnit, cell_dict, shared_store
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
 from clipbench.data.index import load_index
@@ -30,10 +33,10 @@ from clipbench.executors import CellJob, run_cells
 from clipbench.features import FeatureDir, check_source, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
-from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, MethodConfig, resolve_config
+from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, MethodConfig
 from clipbench.methods.base import fit_counted
 from clipbench.pipeline.code import method_code
-from clipbench.protocols import training_cells
+from clipbench.protocols import training_units
 from clipbench.runtime import RuntimeConfig
 from clipbench.typed import stable_hash, tensor_hash, to_plain
 
@@ -131,14 +134,14 @@ def feature_inputs(
     space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
     requires = method.requires if method else Inputs.FEATURES
     image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
-    val = selection.full_val_records(cfg, method.name, dataset, index.splits.val) if method else ()
+    val = selection.full_val_records(cfg, index.splits.val)
     return TrainInputs(fit, text, scale, space, requires, None, image_dir, val)
 
 
 @dataclass(frozen=True)
 class TrainJob(CellJob):
-    """One train stage's work: ``job.key(cell)`` in the stage process, ``job(cell, key)`` wherever the executor
-    runs the cell (it trains the cell and publishes it into the store).
+    """One train stage's work: ``job.key(unit)`` in the stage process, ``job(unit, key)`` wherever the executor
+    runs the unit (it trains the unit's cell under the unit's config and publishes it into the store).
 
     Picklable, for executors that run cells in other processes: inputs load lazily, once per process, and are
     not pickled; the backbone is loaded onto the process's device (``runtime.torch_device()``: a GPU worker's own
@@ -154,11 +157,6 @@ class TrainJob(CellJob):
     @property
     def method_cls(self) -> type[Method]:
         return METHODS.get(self.method)
-
-    @property
-    def config(self) -> MethodConfig:
-        where = f"params.yaml: method_params.{self.method}"
-        return self._once("config", lambda: resolve_config(self.cfg.method_config(self.method), self.dataset, where))
 
     @property
     def store(self) -> CellStore:
@@ -185,52 +183,56 @@ class TrainJob(CellJob):
         name = manifest_name(cell.shots, cell.seed)
         return self._once(("split", name), lambda: read_manifest(self.layout.splits(self.dataset) / name))
 
-    def base_key(self) -> dict:
-        """What every cell key of the stage shares (method, config, code, features, text, backbone checkpoint)."""
-        return self._once("base_key", self._base_key)
+    def base_key(self, unit: TrainUnit) -> dict:
+        """What every cell key of a variant shares (method, config, code, features, text, backbone checkpoint)."""
+        return self._once(("base_key", unit.variant), lambda: self._base_key(unit.config))
 
-    def _base_key(self) -> dict:
+    def _base_key(self, config: MethodConfig) -> dict:
         inputs, method_cls = self.features(), self.method_cls
         spec = get_backbone(self.backbone)
         sha = verify_checkpoint(spec, self.layout.backbone(self.backbone)) if method_cls.needs_backbone() else None
         return {
             "method": self.method,
-            "config": to_plain(self.config),
+            "config": to_plain(config),
             "code": method_code("train", self.method),
             "features": inputs.fit.meta["feature_key"],
             "text": tensor_hash(inputs.text),
             "backbone": sha,
         }
 
-    def selection_split(self) -> dict | None:
-        """The cells' selection split (key and lineage); None under the default or for a method that selects
-        nothing (their keys are unchanged)."""
-        part = partial(selection.key_part, self.cfg, self.method, self.dataset)
-        return self._once("selection", lambda: part(self.features().selection_val))
+    def selection_split(self, unit: TrainUnit) -> dict | None:
+        """The unit's selection split (key and lineage); None under the default or when its config selects
+        nothing (those keys are unchanged)."""
+        selects = self.method_cls.selects(unit.config)
+        if not selection.applies(self.cfg, selects):
+            return None  # the inputs are not even read
+        return selection.key_part(self.cfg, selects, self.features().selection_val)
 
-    def key(self, cell: TrainCell) -> str:
-        chosen = {"selection": self.selection_split()} if self.selection_split() else {}
-        return stable_hash({**self.base_key(), **chosen, "split": self.split(cell).hash, "cell": cell_dict(cell)})
+    def key(self, unit: TrainUnit) -> str:
+        """The unit's key; the variant is not part of it (its config is)."""
+        chosen = {"selection": part} if (part := self.selection_split(unit)) else {}
+        split = self.split(unit.cell).hash
+        return stable_hash({**self.base_key(unit), **chosen, "split": split, "cell": cell_dict(unit.cell)})
 
-    def __call__(self, cell: TrainCell, key: str) -> None:
-        runtime, split = self.cfg.runtime, self.split(cell)
-        inputs, chosen = self.inputs(), self.selection_split()
-        _train_cell(self.method_cls, self.config, cell, split, inputs, self.store, key, runtime, chosen)
+    def __call__(self, unit: TrainUnit, key: str) -> None:
+        inputs, chosen = self.inputs(), self.selection_split(unit)
+        if not self.method_cls.selects(unit.config):
+            inputs = replace(inputs, selection_val=())  # it selects nothing: each manifest's own val set
+        _train_cell(self.method_cls, unit, self.split(unit.cell), inputs, self.store, key, self.cfg.runtime, chosen)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
-    """Train every planned cell whose key changed; keep the others; drop cells no longer planned."""
+    """Train every planned unit whose key changed; keep the others; drop cells no longer planned."""
     job = TrainJob(backbone, method, dataset, cfg, layout)
     METHODS.get(method)  # an unknown method fails before anything is read
-    plan, label = training_cells(cfg, dataset), f"train {method} {dataset}"
+    plan, label = training_units(cfg, method, dataset), f"train {method} {dataset}"
     summary = run_cells(plan, job.key, job, job.store, cfg.runtime.executor, label=label).summary()
     return {"planned": summary["planned"], "trained": summary["computed"]}
 
 
 def _train_cell(
     method_cls,
-    config,
-    cell: TrainCell,
+    unit: TrainUnit,
     split: KShotSplit,
     inputs: TrainInputs,
     store: CellStore,
@@ -238,17 +240,18 @@ def _train_cell(
     runtime: RuntimeConfig,
     chosen: dict | None = None,
 ) -> None:
+    cell, config = unit.cell, unit.config
     device = torch.device("cpu") if method_cls.host_fit else runtime.torch_device()
     task = replace(build_task(cell, split, inputs), runtime=runtime).to(device)
     model = method_cls(config)
     start = time.perf_counter()
     diagnostics = fit_counted(model, task)
     seconds = time.perf_counter() - start
-    log.debug("trained %s %s in %.1fs %s", method_cls.name, cell.name, seconds, diagnostics)
+    log.debug("trained %s %s in %.1fs %s", method_cls.name, unit.name, seconds, diagnostics)
     state = host_state(model.state_dict()) or {"_empty": torch.zeros(0)}
     reason = degenerate(diagnostics, state)
     if reason:
-        log.warning("train %s %s FAILED: %s (stored as failed; no state is kept)", method_cls.name, cell.name, reason)
+        log.warning("train %s %s FAILED: %s (stored as failed; no state is kept)", method_cls.name, unit.name, reason)
 
     def write(tmp: Path) -> dict:
         if not reason:
@@ -266,9 +269,10 @@ def _train_cell(
             "config_hash": stable_hash({"method": method_cls.name, "config": config}),
             "runtime": runtime.lineage(),
             **({"selection": chosen} if chosen else {}),  # absent under the default selection
+            **({"variant": unit.variant} if unit.variant else {}),
         }
 
-    store.put(cell.name, key, write)
+    store.put(unit.name, key, write)
 
 
 def degenerate(diagnostics: dict, state: dict[str, torch.Tensor]) -> str | None:

@@ -5,8 +5,10 @@ in :data:`REGISTRY`; registration order is the order of report sections and of e
 protocol needs nothing else: ``params.yaml`` accepts ``protocols.<name>``, and the reports, metrics, plots,
 MLflow experiments and ``clipbench compare --protocol`` pick it up from here.
 
-A training cell serves every protocol that needs it: the 16-shot all-class model of a dataset that is both a
-few-shot dataset and the transfer source is trained once.
+A training cell serves every protocol that needs it whose method config is the same: the 16-shot all-class model
+of a dataset that is both a few-shot dataset and the transfer source is trained once, unless a protocol override
+(``method_params.<method>.<protocol>``) gives one of them another config; :func:`training_units` plans one model
+per distinct resolved config and :func:`eval_units` pairs each evaluation with its model.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from clipbench.registry import Registry
 from clipbench.typed import parse
 
 if TYPE_CHECKING:  # clipbench.cells imports torch (through clipbench.io); the CLI imports this module
-    from clipbench.cells import EvalCell, TrainCell
+    from clipbench.cells import EvalCell, TrainCell, TrainUnit
     from clipbench.config import SuiteConfig
+    from clipbench.methods import MethodConfig
 
 REGISTRY: Registry[type[Protocol]] = Registry(
     "protocol",
@@ -107,3 +110,42 @@ def training_cells(cfg: SuiteConfig, dataset: str) -> list[TrainCell]:
 def split_needs(cfg: SuiteConfig, dataset: str) -> list[tuple[int, int]]:
     """The (shots, seed) manifests the split stage must write for ``dataset``."""
     return sorted({(c.shots, c.seed) for c in training_cells(cfg, dataset)})
+
+
+def protocol_configs(cfg: SuiteConfig, method: str, dataset: str) -> tuple[MethodConfig, dict[str, MethodConfig]]:
+    """``method``'s configs for cells whose source is ``dataset``: (the protocol-free config, enabled protocol -> its
+    config where that differs), all resolved for ``dataset``. Without overrides the mapping is empty; an override
+    that the dataset's ``by_dataset`` entry overrides again changes nothing for that dataset."""
+    from clipbench.methods import resolve_config
+    from clipbench.typed import stable_hash
+
+    where = f"params.yaml: method_params.{method}"
+    base = resolve_config(cfg.method_config(method), dataset, where)
+    configs = {p: resolve_config(cfg.method_config(method, p), dataset, f"{where}.{p}") for p in cfg.overridden(method)}
+    return base, {p: c for p, c in configs.items() if p in cfg.protocols and stable_hash(c) != stable_hash(base)}
+
+
+def eval_units(cfg: SuiteConfig, method: str) -> dict[EvalCell, TrainUnit]:
+    """Every evaluation cell -> the training unit whose model it scores: its training cell under its protocol's
+    config. The variant is "" for the protocol-free config (the cell's own directory and key, as without
+    overrides), else the first protocol in registry order that trains this cell under this config: protocols
+    whose configs resolve alike share one model."""
+    from clipbench.cells import TrainUnit
+    from clipbench.typed import stable_hash
+
+    configs = {d: protocol_configs(cfg, method, d) for d in cfg.datasets}
+    units, variants = {}, {}
+    for cell in eval_cells(cfg):  # protocols in registry order
+        base, own = configs[cell.train.dataset]
+        config = own.get(cell.protocol)
+        variant = "" if config is None else variants.setdefault((cell.train, stable_hash(config)), cell.protocol)
+        units[cell] = TrainUnit(cell.train, variant, base if config is None else config)
+    return units
+
+
+def training_units(cfg: SuiteConfig, method: str, dataset: str) -> list[TrainUnit]:
+    """The models ``method`` trains on ``dataset``: one per training cell and distinct resolved config, sorted.
+
+    Without protocol overrides these are exactly :func:`training_cells`, each with variant "".
+    """
+    return sorted({u for c, u in eval_units(cfg, method).items() if c.train.dataset == dataset})
