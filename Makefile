@@ -25,10 +25,12 @@ repro: setup
 test: setup
 	ruff check clipbench stages tests scripts
 	ruff format --check clipbench stages tests scripts
-	python -m pytest -m "not slow"
+	python -m pytest -m "not slow" --durations=10
 
-test-slow: setup    # end-to-end `dvc repro` tests (minutes); CI runs them after `make test`
-	python -m pytest -m slow
+# End-to-end tests (minutes); CI runs them after `make test`. Two workers, a test file each at a time: the files
+# are independent workspaces and services, and each spends much of its time waiting (DVC, SLURM, subprocesses).
+test-slow: setup
+	python -m pytest -m slow -n 2 --dist loadfile --durations=15
 
 clean-outputs:
 	rm -rf data features models results mlflow.db .cells
