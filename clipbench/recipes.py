@@ -96,3 +96,22 @@ def check(cfg: SuiteConfig, where: str) -> None:
                         f"{where}: {at}.templates: unknown template set {name!r} (method {method!r}, dataset "
                         f"{dataset!r}); known sets: {', '.join(known)}"
                     )
+
+
+def differing(cfg: SuiteConfig) -> dict[str, dict[str, tuple[str, ...]]]:
+    """method -> set -> the datasets where its classifier is not the suite's (empty without per-method recipes)."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for (method, _, dataset), name in used_sets(cfg).items():
+        if classifier_set(dataset, name, cfg.text.template_set) is not None:
+            out.setdefault(method, {}).setdefault(name, set()).add(dataset)
+    return {m: {s: tuple(sorted(ds)) for s, ds in sets.items()} for m, sets in out.items()}
+
+
+def summary_line(cfg: SuiteConfig) -> str:
+    """The report's sentence on the recipes that differ from the suite's set ("" when none does)."""
+    parts = [
+        f"{method} `{name}` on {', '.join(datasets)}"
+        for method, sets in differing(cfg).items()
+        for name, datasets in sorted(sets.items())
+    ]
+    return f"Per-method text recipes (elsewhere the suite's set): {'; '.join(parts)}.\n" if parts else ""

@@ -4,6 +4,8 @@ set) where it differs from the suite's, and read by train and evaluate for every
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipbench import recipes
+from clipbench import plan, recipes, reference
+from clipbench.backbones.registry import BACKBONES
 from clipbench.config import SuiteConfig, load_suite
 from clipbench.data import imagenet_family_datasets, metadata
 from clipbench.errors import ConfigError
@@ -183,3 +186,43 @@ def test_a_method_with_another_recipe_trains_and_evaluates_with_its_classifier(
     keys = {n: r["key"] for n, r in cell_records(plain, "linear_probe").items()}
     assert keys == {n: r["key"] for n, r in alt["linear_probe"].items()}  # the suite-set method is unchanged
     assert torch.equal(*(load_text(p.text_features("toy_vit", "toy_objects"))[0] for p in (layout, plain)))
+
+
+def test_the_plan_counts_the_prompts_of_the_extra_classifiers():
+    paper = load_suite(ROOT / "configs/paper.yaml")
+    one = replace(paper, methods=("coop",))  # no method with another recipe: the suite's classifiers only
+    row, base = (plan.suite_plan(cfg).shared[0] for cfg in (paper, one))
+    extra = sum(
+        plan.dataset_size(d).classes * len(metadata.templates(d, s))
+        for d in paper.all_datasets()
+        for s in recipes.extra_sets(paper, d)
+    )
+    assert extra > 0 and row.prompt_passes - base.prompt_passes == extra
+
+
+def test_published_numbers_and_the_summary_follow_each_methods_recipe():
+    paper = load_suite(ROOT / "configs/paper.yaml")
+    line = recipes.summary_line(paper)
+    assert "tip_adapter `imagenet7` on imagenet," in line and "clipfit `clipfit` on dtd" in line
+    assert "coop" not in line and recipes.summary_line(load_suite(ROOT / "params.yaml")) == ""
+    rn50 = next(
+        k for k in BACKBONES.names() if BACKBONES.get(k).model == "RN50" and BACKBONES.get(k).pretrained == "openai"
+    )
+    entry = {
+        "protocol": "few_shot",
+        "method": "tip_adapter",
+        "backbone": rn50,
+        "source": "imagenet",
+        "shots": 16,
+        "column": "imagenet",
+        "metric": "acc",
+        "mean": 60.0,
+        "status": "ok",
+        "datasets": "",
+    }
+    entries = pd.DataFrame([entry, {**entry, "source": "dtd", "column": "dtd"}])
+    ran = reference.match(
+        entries, lambda method, protocol, dataset: recipes.method_set(paper, method, protocol, dataset)
+    )
+    assert list(ran.published) == [62.01, 60.93]  # ImageNet: the 7-template number; DTD: the custom template
+    assert math.isnan(reference.match(entries, "custom").published[0])  # the suite's one set misses ImageNet's
