@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from clipbench import plan, recipes, reference
 from clipbench.backbones.registry import BACKBONES
@@ -21,7 +22,7 @@ from clipbench.errors import ConfigError
 from clipbench.features import load_text, read_feature_dir
 from clipbench.layout import Layout
 from clipbench.methods import METHODS
-from clipbench.pipeline import download, evaluate, extract, split, train
+from clipbench.pipeline import code, download, evaluate, extract, split, train
 from clipbench.results import RESULT_FILE
 from clipbench.suites import smoke_params
 from clipbench.typed import parse, to_plain
@@ -226,3 +227,18 @@ def test_published_numbers_and_the_summary_follow_each_methods_recipe():
     )
     assert list(ran.published) == [62.01, 60.93]  # ImageNet: the 7-template number; DTD: the custom template
     assert math.isnan(reference.match(entries, "custom").published[0])  # the suite's one set misses ImageNet's
+
+
+def test_the_code_stage_lists_the_extra_classifiers_extract_depends_on(tmp_path):
+    paper = load_suite(ROOT / "configs/paper.yaml")
+    assert code.text_sets(paper, "dtd") == {"clipfit": ["a photo of a {}, a type of texture."]}
+    assert code.text_sets(paper, "caltech101") == {}
+    toy = load_suite(ROOT / "params.yaml")
+    layout = Layout(tmp_path)
+    code.run(cfg=toy, layout=layout)
+    assert all(json.loads(layout.code("text", d).read_text()) == {"sets": {}} for d in toy.all_datasets())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("extract", "extract_target"):
+        assert "code/text/${item.dataset}.json" in stages[name]["deps"]
+        assert "features/${item.backbone}/${item.dataset}/text" in stages[name]["outs"]
+    assert "features/${item.backbone}/${item.dataset}/text" in stages["train"]["deps"]
