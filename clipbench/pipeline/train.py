@@ -253,7 +253,8 @@ class TrainJob(CellJob):
         inputs, chosen = self.inputs(self.template_set(unit)), self.selection_split(unit)
         if not self.method_cls.selects(unit.config):
             inputs = replace(inputs, selection_val=())  # it selects nothing: each manifest's own val set
-        _train_cell(self.method_cls, unit, self.split(unit.cell), inputs, self.store, key, self.cfg.runtime, chosen)
+        split, text = self.split(unit.cell), text_lineage(inputs)
+        _train_cell(self.method_cls, unit, split, inputs, self.store, key, self.cfg.runtime, chosen, text)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
@@ -274,6 +275,7 @@ def _train_cell(
     key: str,
     runtime: RuntimeConfig,
     chosen: dict | None = None,
+    text: dict | None = None,
 ) -> None:
     cell, config = unit.cell, unit.config
     device = torch.device("cpu") if method_cls.host_fit else runtime.torch_device()
@@ -303,7 +305,7 @@ def _train_cell(
             "train_class_ids": list(task.space.class_ids),
             "config_hash": stable_hash({"method": method_cls.name, "config": config}),
             "runtime": runtime.lineage(),
-            "text": text_lineage(inputs),
+            **({"text": text} if text else {}),  # the classifier of the unit's text recipe (text_lineage)
             **({"selection": chosen} if chosen else {}),  # absent under the default selection
             **({"variant": unit.variant} if unit.variant else {}),
         }
