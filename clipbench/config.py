@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from clipbench import safeyaml
+from clipbench import recipes, safeyaml
 from clipbench.backbones.registry import BACKBONES
 from clipbench.backbones.toy_pretrain import ToyPretrainConfig
 from clipbench.data import DATASETS, metadata
@@ -137,6 +137,7 @@ class SuiteConfig:
             metadata.check_templates(
                 dataset, metadata.templates(dataset, self.text.template_set), f"{where}.text.template_set"
             )
+        recipes.check(self, where)
 
     def _check_method_params(self, name: str, where: str) -> None:
         """Parse ``method_params.<name>`` and each of its protocol overrides now, so that a wrong key, value or

@@ -257,19 +257,33 @@ def collapse(table: dict[str, Value]) -> Value:
     return values[0] if all(v == values[0] for v in values) else table
 
 
-def suite_templates(c: Ctx) -> Templates:
+def recipe_templates(c: Ctx) -> Templates:
+    """The templates of the method's text recipe on every dataset of the suite (:mod:`clipbench.recipes`)."""
+    from clipbench import recipes
     from clipbench.data import metadata
 
-    name = c.suite.text.template_set
-    table = {d: metadata.templates(d, name) for d in c.suite.all_datasets()}
-    return Templates(f"`text.template_set: {name}`", tuple(sorted(table.items())))
+    suite_set, config = c.suite.text.template_set, c.config()
+    sets = {d: recipes.template_set(config, d, suite_set) for d in c.suite.all_datasets()}
+    table = {d: metadata.templates(d, name) for d, name in sets.items()}
+    names = sorted(set(sets.values()))
+    label = f"`text.template_set: {suite_set}`" if names == [suite_set] else f"`templates: {', '.join(names)}`"
+    return Templates(label, tuple(sorted(table.items())))
+
+
+def cite_templates(c: Ctx) -> Templates:
+    """CLIP-CITE's text route: ``prompt_template`` for every class, else the text recipe's templates."""
+    template = c.config().prompt_template
+    if template is None:
+        return recipe_templates(c)
+    table = {d: (template,) for d in c.suite.all_datasets()}
+    return Templates(f"`prompt_template: {template}`", tuple(sorted(table.items())))
 
 
 def ensemble_templates(c: Ctx) -> Templates:
     from clipbench.data.base import LabelSpace
     from clipbench.methods.zeroshot_ensemble import ensemble_templates as templates_of
 
-    base = dict(suite_templates(c).table)
+    base = dict(recipe_templates(c).table)
     table = {d: templates_of(LabelSpace(d, (), (), t), c.config()) for d, t in base.items()}
     return Templates(
         f"the 7 ImageNet templates + `text.template_set: {c.suite.text.template_set}`", tuple(sorted(table.items()))
@@ -440,10 +454,6 @@ WHY_VIEWS = (
     "instead of re-encoding a fresh crop every step; the shared view bank uses `features.view_scale` "
     "(Tip-Adapter's RRC(0.5-1)) rather than Dassl's RRC(0.08-1), and its views are reused across epochs and seeds"
 )
-WHY_ONE_TEMPLATE_SET = (
-    "one `text.template_set` serves every method of a suite, so all rows of a table share the text classifier "
-    "(spec §8 item 2)"
-)
 WHY_SHARED_SUBSETS = (
     "every method trains on the same CoOp/Dassl subsets per (dataset, K, seed) so that rows are comparable "
     "(spec §4.2 recommendation, §8 item 1)"
@@ -521,7 +531,7 @@ def tip_rows() -> tuple[Setting, ...]:
 def tip_data_rows(precision_of: Callable[[Ctx], str]) -> tuple[Setting, ...]:
     """Templates, subsets and precision of Tip-Adapter and Tip-Adapter-F."""
     return (
-        Setting("templates", TIP_TEMPLATES, "[Tip datasets/*.py `template`]", suite_templates, WHY_ONE_TEMPLATE_SET),
+        Setting("templates", TIP_TEMPLATES, "[Tip datasets/*.py `template`]", recipe_templates),
         Setting(
             "few-shot subsets",
             "seed 1 only, repeat=True; search on the full val split",
@@ -542,7 +552,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "[CoOp zsclip.py; Tip utils.py]",
             fixed("s cos(f, t_c), s = the backbone's logit scale (100), normalise-average-normalise text"),
         ),
-        Setting("templates", CUSTOM, "[CoOp trainers/zsclip.py CUSTOM_TEMPLATES]", suite_templates),
+        Setting("templates", CUSTOM, "[CoOp trainers/zsclip.py CUSTOM_TEMPLATES]", recipe_templates),
         Setting("selection", "none", "[CoOp zsclip.py]", selection),
         Setting("precision", FP16_FEATURES, COOP_PREC, frozen_precision, WHY_AMP),
     ),
@@ -624,7 +634,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "templates",
             CUSTOM,
             "[CLIP-Adapter clip_adapter.py CUSTOM_TEMPLATES] (Tip-paper §4.4: ImageNet 7-template ensemble)",
-            suite_templates,
+            recipe_templates,
         ),
         Setting(
             "precision",
@@ -813,7 +823,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "when V < 300; `features.views: 300` matches the reference at ~30x the view-encoding cost",
         ),
         Setting("augmentation", "RRC(0.5-1) + flip", "[ProLIP main.py, datasets/imagenet.py]", view_crop),
-        Setting("templates", TIP_TEMPLATES, "[ProLIP datasets/*.py `template`]", suite_templates, WHY_ONE_TEMPLATE_SET),
+        Setting("templates", TIP_TEMPLATES, "[ProLIP datasets/*.py `template`]", recipe_templates),
         Setting("selection", "validation-free (lr 1e-5, lambda = 1/N)", "[ProLIP README]", prolip_selection),
         Setting(
             "few-shot-val grid: lr",
@@ -892,8 +902,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "templates",
             CLIPFIT_TEMPLATES,
             "[ClipFit trainers/ClipFit.py CUSTOM_TEMPLATES]",
-            suite_templates,
-            WHY_ONE_TEMPLATE_SET + "; `text.template_set: clipfit` reproduces ClipFit's own",
+            recipe_templates,
         ),
         Setting(
             "precision",
@@ -918,7 +927,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "training prompts, W init",
             "a photo of a {}",
             "[CITE-paper §3, Eq. 2]",
-            lambda c: c.config().prompt_template or "`text.template_set`",
+            lambda c: c.config().prompt_template or "the `templates` recipe",
         ),
         Setting(
             "loss weights (lambda SCL, eta VLD)",
@@ -995,9 +1004,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "inference templates (text route)",
             CITE_TEMPLATES,
             "[CITE-paper §3, Eq. 2]",
-            suite_templates,
-            "new classes and other datasets are scored with the suite's `text.template_set`, as every other "
-            "method's new-class scores",
+            cite_templates,
         ),
         Setting("selection", Unspecified("not stated"), "[CITE-paper §4.1]", selection, "the last epoch is kept"),
         Setting(

@@ -32,8 +32,15 @@ class Layout:
     def test_features(self, backbone: str, dataset: str) -> Path:
         return self.features(backbone, dataset) / "test"
 
-    def text_features(self, backbone: str, dataset: str) -> Path:
-        return self.features(backbone, dataset) / "text.safetensors"
+    def text_features(self, backbone: str, dataset: str, template_set: str | None = None) -> Path:
+        """The suite's text classifier, or (``template_set``) an extra one of a method's text recipe."""
+        if template_set is None:
+            return self.features(backbone, dataset) / "text.safetensors"
+        return self.text_sets(backbone, dataset) / f"{template_set}.safetensors"
+
+    def text_sets(self, backbone: str, dataset: str) -> Path:
+        """The folder of the extra text classifiers (:mod:`clipbench.recipes`; empty without per-method recipes)."""
+        return self.features(backbone, dataset) / "text"
 
     def models(self, backbone: str, method: str, dataset: str) -> Path:
         return self.root / "models" / backbone / method / dataset

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from clipbench import recipes
 from clipbench.backbones.registry import get_backbone, import_open_clip, quiet_random_init
 from clipbench.bench.dvc_overhead import stage_table
 from clipbench.bench.gpu_hours import GpuAssumption
@@ -187,7 +188,8 @@ def target_shape(cell: EvalCell) -> TargetShape:
 
 def shared_row(cfg: SuiteConfig, backbone: str, arch: Arch) -> SharedRow:
     """Extraction: the few-shot pools (test transform + views), validation pools (the whole validation split under
-    ``selection: full_val``) and test sets, and the prompts."""
+    ``selection: full_val``) and test sets, and the prompts of every text classifier (the suite's template set and
+    the extra sets of the methods' text recipes)."""
     images = prompts = 0.0
     for name in cfg.all_datasets():
         size = dataset_size(name)
@@ -199,7 +201,8 @@ def shared_row(cfg: SuiteConfig, backbone: str, arch: Arch) -> SharedRow:
                 val = size.val
             images += train * (1 + cfg.features.views) + val
         images += size.test
-        prompts += size.classes * len(templates(name, cfg.text.template_set))
+        sets = (cfg.text.template_set, *recipes.extra_sets(cfg, name))  # the suite's and the recipes' classifiers
+        prompts += size.classes * sum(len(templates(name, s)) for s in sets)
     return SharedRow(
         backbone,
         images,

@@ -64,7 +64,7 @@ def test_frozen_pattern_keeps_those_parameters_out_of_the_state(data):
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"base_classifier": "text"},
+        {"base_classifier": "text", "prompt_template": None},
         {"base_classifier": "W", "prompt_template": "a photo of a {}."},
         {"base_classifier": "W", "prompt_template": None},
     ],
@@ -74,6 +74,18 @@ def test_wise_alpha_zero_gives_the_zero_shot_logits(data, overrides):
     method.fit(data["tasks"]["images"])
     logits = method.predictor(target(data))(data["x"]["images"])
     assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], target(data)), atol=1e-4)
+
+
+def test_the_text_route_scores_the_prompt_template_as_in_training(data):
+    """The text recipe of the paper: the text route encodes ``prompt_template``, not the target's templates."""
+    method = make(wise_alpha=0.0, lr=1e-3, base_classifier="text", prompt_template="a drawing of a {}.")
+    method.fit(data["tasks"]["images"])
+    tgt = target(data)
+    prompts = [[f"a drawing of a {name.replace('_', ' ')}."] for name in tgt.space.classnames]
+    own = replace(tgt, text_weights=data["backbone"].text_classifier(prompts))
+    logits = method.predictor(tgt)(data["x"]["images"])
+    assert torch.allclose(logits, zero_shot_logits(data["x"]["features"], own), atol=1e-4)
+    assert not torch.allclose(logits, zero_shot_logits(data["x"]["features"], tgt), atol=1e-4)
 
 
 def test_training_lowers_the_loss_and_fits_the_training_images(data):

@@ -105,7 +105,7 @@ def test_an_override_equal_to_the_base_config_changes_no_cell_and_no_key(monkeyp
 def stub_keys(cfg: SuiteConfig, monkeypatch, tmp_path) -> dict[str, str]:
     """Every coop train key of ``cfg`` with stand-ins for the stage inputs (features, splits, checkpoint)."""
     fake = SimpleNamespace(fit=SimpleNamespace(meta={"feature_key": "f"}), text=torch.zeros(2))
-    monkeypatch.setattr(train.TrainJob, "features", lambda self: fake)
+    monkeypatch.setattr(train.TrainJob, "features", lambda self, template_set=None: fake)
     monkeypatch.setattr(train.TrainJob, "split", lambda self, cell: SimpleNamespace(hash=f"{cell.shots}-{cell.seed}"))
     monkeypatch.setattr(train, "verify_checkpoint", lambda spec, path: "sha")
     layout = Layout(tmp_path)

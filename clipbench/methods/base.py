@@ -26,7 +26,7 @@ import abc
 import enum
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,7 +39,7 @@ from clipbench.data.imageset import ImageSet
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.work import Arch, CellShape, EncoderWork, TargetShape
 from clipbench.runtime import DEFAULT_RUNTIME, RuntimeConfig
-from clipbench.typed import parse, to_plain
+from clipbench.typed import OMIT_AT_DEFAULT, parse, to_plain
 
 if TYPE_CHECKING:
     from clipbench.backbones import Backbone
@@ -124,9 +124,19 @@ class EvalTarget:
         return replace(self, text_weights=self.text_weights.to(device))
 
 
+def text_recipe(default: str | None = None) -> Any:
+    """The ``templates`` field of a method config: the template set (``templates.json``) of the method's text
+    classifier and prompts on every dataset it touches; ``None``: the suite's ``text.template_set``. A dataset
+    that does not define the set uses the suite's set (:mod:`clipbench.recipes`). Left out of the config's plain
+    form (and keys) while at the method's default: the classifier it selects enters every key itself."""
+    return field(default=default, metadata={OMIT_AT_DEFAULT: True})
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Base of method configs; subclasses add typed fields with documented defaults."""
+
+    templates: str | None = text_recipe()  # the text recipe (:func:`text_recipe`); methods override the default
 
 
 def resolve_config(config: MethodConfig, dataset: str, where: str = "method_params") -> MethodConfig:

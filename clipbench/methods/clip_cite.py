@@ -39,10 +39,14 @@ cell (1,000 classes) instead of 599 MB of fp32 weights. A row's step is ``max|de
 ``theta_zs + alpha * delta`` are within ``alpha * step / 2`` of the unquantised ones. ``runtime.keep_checkpoints``
 also keeps the full fp32 fine-tuned parameters per cell (``checkpoint.safetensors``; never read by evaluation).
 
+Text recipe: ``prompt_template`` ("a photo of a {}", paper Eq. 2, for every class of every dataset; no template
+set of ``templates.json`` holds it) builds the training prompts, W's initialisation and the text route at
+inference, as in the paper; ``prompt_template: null`` uses the label space's templates for all three, i.e. the
+set of ``templates`` (the shared recipe field, default the suite's ``text.template_set``;
+:mod:`clipbench.recipes`). The frozen text classifier of the recipe's set is read but not scored with.
+
 Deviations: fp32 master weights with bf16 autocast on CUDA (``runtime.precision: amp``); CPU runs fp32. Encoders
-stay in eval mode while training (ResNet BatchNorm statistics frozen). Text prompts come from ``prompt_template``
-for training (as the paper) and from the target's templates (the suite's ``text.template_set``) for the text
-route at inference, so that new-class scores use the same prompts as every other method.
+stay in eval mode while training (ResNet BatchNorm statistics frozen).
 """
 
 from __future__ import annotations
@@ -81,8 +85,8 @@ from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, steps
 
 @dataclass(frozen=True)
 class ClipCiteConfig(MethodConfig):
-    prompt_template: str | None = "a photo of a {}"  # training prompts and W init (paper Eq. 2); None: the
-    # task's templates (the suite's ``text.template_set``, ensembled)
+    prompt_template: str | None = "a photo of a {}"  # training prompts, W init and inference text route (paper
+    # Eq. 2); None: the label space's templates (the ``templates`` recipe, default the suite's set, ensembled)
     frozen_pattern: str = ""  # anchored regex of parameters kept frozen; "" = full fine-tuning (paper)
     lambda_scl: float = 0.7
     eta_vld: float = 0.1
@@ -338,7 +342,8 @@ class ClipCite(ImageFineTuning):
         classifier = self._classifier(target)
         if classifier is not None:
             return image_scorer(model, classifier, target.logit_scale, amp)
-        return text_scorer(model, target.backbone.tokenizer, target.space.prompts(), target.logit_scale, amp)
+        prompts = training_prompts(self.target_config(target), target.space)  # the same text recipe as training
+        return text_scorer(model, target.backbone.tokenizer, prompts, target.logit_scale, amp)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = {"W", "W0"} - set(state)

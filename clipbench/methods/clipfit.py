@@ -25,10 +25,11 @@ Food101, 100 otherwise (``epochs`` with ``by_dataset`` entries, keyed by registr
 nothing selected. Augmentation: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip, drawn from a generator
 seeded by the task seed. Images run through the encoders at every step (no feature cache).
 
-Prompts: ``FitTask.space`` / ``EvalTarget.space`` templates, i.e. the suite's ``text.template_set``. ClipFit's
-own CUSTOM templates equal CoOp's except DTD (``a photo of a {}, a type of texture.`` instead of
-``{} texture.``); use the ``clipfit`` template set to reproduce that. At transfer time the target's templates
-build the target classifier, as in the reference.
+Prompts: ``FitTask.space`` / ``EvalTarget.space`` templates of the method's text recipe, ``templates: clipfit``
+by default: ClipFit's own CUSTOM templates, equal to CoOp's except DTD (``a photo of a {}, a type of texture.``
+instead of ``{} texture.``); a dataset without that set (the toy datasets) uses the suite's set
+(:mod:`clipbench.recipes`). At transfer time the target's templates build the target classifier, as in the
+reference.
 
 Deviations: fp32 master weights with bf16 autocast on CUDA (``runtime.precision: amp``; fp16 + loss scaling where
 bf16 is unsupported) instead of the reference's fp16 weights; CPU runs fp32. The encoders stay in eval mode while
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 
 from clipbench.devices import host_floats, to_host
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
+from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset, text_recipe
 from clipbench.methods.training import (
     ImageFineTuning,
     MixedPrecision,
@@ -84,6 +85,7 @@ class ClipFitConfig(MethodConfig):
     epochs: int = 100  # Dassl configs (ImageNet, Food101: 10, in by_dataset)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # Dassl RandomResizedCrop scale
     flip: bool = True
+    templates: str | None = text_recipe("clipfit")  # ClipFit's CUSTOM templates (spec §2.4; differ on DTD)
     by_dataset: dict[str, dict[str, Any]] = field(
         default_factory=lambda: frozen_by_dataset(
             {

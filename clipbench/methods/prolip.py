@@ -25,6 +25,11 @@ clipbench uses step ``t`` -> view ``t mod V`` of the ``V`` views the suite cache
 V < 300 views are reused cyclically; set ``features.views: 300`` for a faithful paper run. The few-shot
 validation set is clipbench's min(K, 4) per class, not the reference's K per class (``selection: full_val``: the
 source dataset's whole validation split; :mod:`clipbench.selection`).
+
+Text recipe (spec §2.4): ``templates: imagenet7``, the reference's frozen classifier (the 7-template ImageNet
+ensemble on ImageNet and its variants, the CoOp custom template elsewhere); a dataset without that set (the toy
+datasets) uses the suite's set (:mod:`clipbench.recipes`). The README's better "a photo of a {}." variant is not
+the default.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from torch import nn
 
 from clipbench.devices import host_float
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FeatureSet, FitTask, Inputs, Method, MethodConfig
+from clipbench.methods.base import EvalTarget, FeatureSet, FitTask, Inputs, Method, MethodConfig, text_recipe
 from clipbench.methods.work import FP32, Arch, CellShape
 
 LR_GRID = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)  # reference search_lr grid
@@ -56,6 +61,7 @@ class ProlipConfig(MethodConfig):
     select_on_val: bool = False  # few-shot-validation variant: grid-search (lr, lambda) on the val set
     lr_grid: tuple[float, ...] = LR_GRID
     lambda_grid: tuple[float, ...] = LAMBDA_GRID
+    templates: str | None = text_recipe("imagenet7")  # reference text classifier (spec §2.4; ProLIP datasets/*.py)
 
     def validate(self, where: str) -> None:
         if self.steps <= 0:

@@ -19,6 +19,10 @@ initial values are the reference's per-dataset RN50 settings (``configs/<dataset
 Config defaults, the other datasets' differences are ``by_dataset`` entries; unknown datasets use ImageNet's.
 The cache is class-specific: classes absent from training are "n/a"; subsets of the training classes
 (ImageNet-A/R) select cache columns by class id.
+
+Text recipe (spec §2.4): ``templates: imagenet7``, the reference's text classifier (the 7-template ImageNet
+ensemble on ImageNet and its variants, the CoOp custom template elsewhere), shared with Tip-Adapter-F; a dataset
+without that set (the toy datasets) uses the suite's set (:mod:`clipbench.recipes`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from clipbench.methods.base import (
     MethodConfig,
     check_by_dataset,
     frozen_by_dataset,
+    text_recipe,
     train_class_index,
 )
 from clipbench.methods.work import FP32, Arch, CellShape
@@ -71,6 +76,7 @@ class TipCacheConfig(MethodConfig):
     search_scale: tuple[float, float] = (7.0, 3.0)  # (S_beta, S_alpha)
     init_alpha: float = 1.17
     init_beta: float = 1.0
+    templates: str | None = text_recipe("imagenet7")  # reference text classifier (spec §2.4; Tip datasets/*.py)
     by_dataset: dict[str, dict[str, Any]] = field(default_factory=reference_by_dataset)  # per-dataset overrides
 
     def validate(self, where: str) -> None:

@@ -2,12 +2,13 @@
 
 The text classifier of each target is re-encoded through the backbone from the seven "IMAGENET_TEMPLATES_SELECT"
 templates of the CLIP prompt-engineering notebook plus, for datasets outside the ImageNet family, the target's own
-templates (the suite's ``text.template_set``, normally the per-dataset custom template): 8 templates there,
+templates (its ``templates`` recipe, by default the suite's ``text.template_set``, normally the per-dataset custom
+template; :mod:`clipbench.recipes`): 8 templates there,
 7 on ImageNet and its variants (spec §2.4). Templates are ensembled by normalise-average-normalise; logits
 ``s * cos(f(x), t_c)``. Nothing is trained; no selection.
 
 This is a separate registry key rather than an option of ``zeroshot`` so that both rows appear in one table
-(``zeroshot`` uses the suite's classifier cached by the extract stage). The template list lives here, not in
+(``zeroshot`` uses the classifier of its recipe cached by the extract stage). The template list lives here, not in
 ``templates.json``.
 
 Deviations: none (CoOp's class-level template list that grows with every instantiation is not replicated;

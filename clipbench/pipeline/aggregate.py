@@ -18,11 +18,12 @@ Outputs (all under ``reports/``, all recomputable from ``results.parquet`` and t
 from __future__ import annotations
 
 import logging
+from functools import cache, partial
 from pathlib import Path
 
 import pandas as pd
 
-from clipbench import compare, plots, reference, report, selection
+from clipbench import compare, plots, recipes, reference, report, selection
 from clipbench.config import SuiteConfig
 from clipbench.data.fullval import FILE as FULL_VAL_FILE
 from clipbench.invariants import run_invariants
@@ -110,18 +111,23 @@ def write_tables(
     template_set: str,
     method_notes: str = "",
     selection_line: str = "",
+    recipe: reference.Recipe | None = None,
+    recipe_line: str = "",
 ) -> dict:
-    """Write every table of ``reports/`` for ``results``; return the metrics tree (pure of the inputs)."""
+    """Write every table of ``reports/`` for ``results``; return the metrics tree (pure of the inputs). ``recipe``
+    gives the template set each method ran per dataset (default: ``template_set`` everywhere); ``recipe_line``
+    names those that differ from it."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.parquet", lambda tmp: results.to_parquet(tmp, index=False))
     completed = report.complete(results, expected)
     stats = report.cell_stats(completed)
     atomic_write(out / "cells.csv", lambda tmp: stats.to_csv(tmp, index=False))
-    matched = reference.match(report.entries(stats), template_set)
+    matched = reference.match(report.entries(stats), recipe or template_set)
     sections = [
         f"# clipbench results: suite `{suite}`\n",
         f"Text classifier: template set `{template_set}` (published numbers are shown only for the same "
         "template setting).\n",
+        *([recipe_line] if recipe_line else []),
         *([selection_line] if selection_line else []),
         LEGEND,
         *_write_protocol_tables(matched, out / TABLES_DIR),
@@ -162,6 +168,8 @@ def run(*, cfg: SuiteConfig, layout: Layout) -> Path:
         template_set=cfg.text.template_set,
         method_notes=_method_notes(cfg),
         selection_line=_selection_line(cfg, layout),
+        recipe=cache(partial(recipes.method_set, cfg)),
+        recipe_line=recipes.summary_line(cfg),
     )
     return out
 

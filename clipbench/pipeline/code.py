@@ -4,6 +4,10 @@ Every other stage depends on its fingerprint file instead of a hand-kept list of
 exactly the stages whose code closure changed (:mod:`clipbench.codegraph`). The train and evaluate stages put
 the same fingerprint into every cell key, so a forced or partial run never reuses a cell computed by other code.
 The roots of each fingerprint are defined here and nowhere else.
+
+Beside the fingerprints, ``code/text/<dataset>.json`` lists the extra text classifiers (template set ->
+templates) the methods' text recipes need on each dataset (:mod:`clipbench.recipes`): the extract stage depends
+on it, so a recipe change re-runs extraction only where the needed classifiers change.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clipbench import recipes
 from clipbench.codegraph import fingerprint
-from clipbench.data import DATASETS
+from clipbench.data import DATASETS, metadata
 from clipbench.io import atomic_directory
 from clipbench.layout import Layout
 from clipbench.methods import METHODS
@@ -52,13 +57,20 @@ def planned_files(cfg: SuiteConfig, layout: Layout) -> dict[Path, tuple[str, ...
     return files
 
 
+def text_sets(cfg: SuiteConfig, dataset: str) -> dict[str, list[str]]:
+    """The extra text classifiers of ``dataset`` (template set -> its templates), as ``code/text/<d>.json``."""
+    return {name: list(metadata.templates(dataset, name)) for name in recipes.extra_sets(cfg, dataset)}
+
+
 def run(*, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
-    """Write ``code/`` afresh (atomically): one JSON file per planned fingerprint."""
+    """Write ``code/`` afresh (atomically): one JSON file per planned fingerprint, one text-set file per dataset."""
     files = planned_files(cfg, layout)
+    contents = {path: fingerprint(*roots) for path, roots in files.items()}
+    contents |= {layout.code("text", d): {"sets": text_sets(cfg, d)} for d in cfg.all_datasets()}
     target = layout.code("x").parent
     with atomic_directory(target) as tmp:
-        for path, roots in files.items():
+        for path, content in contents.items():
             out = tmp / path.relative_to(target)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(fingerprint(*roots), indent=1, sort_keys=True) + "\n")
+            out.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
     return {"fingerprints": len(files)}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from clipbench import recipes
 from clipbench.backbones import load_backbone
 from clipbench.cells import CellStore, EvalCell, TrainUnit, shared_store
 from clipbench.data import LabelSpace, metadata
@@ -52,17 +53,17 @@ class _Inputs:
 
     def __init__(self, backbone: str, cfg: SuiteConfig, layout: Layout, method: type[Method]) -> None:
         self.backbone, self.cfg, self.layout, self.method = backbone, cfg, layout, method
-        self.test = cache(lambda d: checked(read_feature_dir(layout.test_features(backbone, d)), d, "test"))
-        self.text = cache(lambda d: checked(load_text(layout.text_features(backbone, d)), d, "text"))
+        self.text = cache(lambda d, name: checked(load_text(self.text_path(d, name)), d, self.text_path(d, name)))
         self.index = cache(lambda d: load_index(layout.dataset_index(d)))
 
-        def checked(features, dataset: str, kind: str):
-            meta = features.meta if kind == "test" else features[2]
-            path = (
-                layout.test_features(backbone, dataset) if kind == "test" else layout.text_features(backbone, dataset)
-            )
-            check_source(meta, "index_hash", self.index(dataset).hash, path)
+        def checked(features, dataset: str, path: Path | None = None):
+            meta = features.meta if path is None else features[2]
+            check_source(meta, "index_hash", self.index(dataset).hash, path or layout.test_features(backbone, dataset))
             return features
+
+        self.test = cache(lambda d: checked(read_feature_dir(layout.test_features(backbone, d)), d))
+        # the set of the method's text recipe on a dataset under a protocol (:mod:`clipbench.recipes`)
+        self.recipe = cache(lambda protocol, d: recipes.method_set(cfg, method.name, protocol, d))
 
         self.space = cache(self._space)
         self.manifest = cache(lambda d, shots, seed: read_manifest(layout.splits(d) / manifest_name(shots, seed)))
@@ -80,8 +81,17 @@ class _Inputs:
         """The backbone on this process's device (loaded once per device)."""
         return self.models(self.device)
 
-    def _space(self, dataset: str) -> LabelSpace:
-        return self.index(dataset).label_space(metadata.templates(dataset, self.cfg.text.template_set))
+    def _space(self, dataset: str, name: str) -> LabelSpace:
+        return self.index(dataset).label_space(metadata.templates(dataset, name))
+
+    def text_path(self, dataset: str, name: str) -> Path:
+        """The text classifier of template set ``name`` on ``dataset`` (the suite's file or an extra one)."""
+        extra = recipes.classifier_set(dataset, name, self.cfg.text.template_set)
+        return self.layout.text_features(self.backbone, dataset, extra)
+
+    def cell_text(self, cell: EvalCell) -> tuple[torch.Tensor, float, dict]:
+        """The classifier of the evaluated dataset under the method's recipe for the cell's protocol."""
+        return self.text(cell.dataset, self.recipe(cell.protocol, cell.dataset))
 
     def backbone_model(self):
         return self.model() if self.method.needs_backbone() else None
@@ -146,8 +156,10 @@ def _labels_for(cell: EvalCell, inputs: _Inputs) -> tuple[tuple[int, ...] | None
 def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> dict:
     target_labels, train_labels = _labels_for(cell, inputs)
     feats, labels = _test_inputs(cell, inputs)
-    text, scale, _ = inputs.text(cell.dataset)
-    space = inputs.space(cell.dataset)
+    text, scale, _ = inputs.cell_text(cell)
+    space = inputs.space(cell.dataset, inputs.recipe(cell.protocol, cell.dataset))
+    source = cell.train.dataset  # the training space as the unit was trained: its config's recipe on the source
+    train_space = inputs.space(source, recipes.template_set(config, source, inputs.cfg.text.template_set))
     if target_labels is not None:
         keep = torch.isin(labels, torch.tensor(target_labels))
         remap = {old: new for new, old in enumerate(target_labels)}
@@ -157,7 +169,7 @@ def _score(method_cls, config, state: dict, cell: EvalCell, inputs: _Inputs) -> 
         space,
         text,
         scale,
-        inputs.space(cell.train.dataset).subset(train_labels),
+        train_space.subset(train_labels),
         backbone=inputs.backbone_model(),
         runtime=inputs.cfg.runtime,
     ).to(inputs.device)
@@ -208,7 +220,7 @@ class EvaluateJob(CellJob):
                 "train": _train_record(inputs.units()[cell], inputs)["key"],
                 "test": inputs.test(cell.dataset).meta,
                 "code": self.code,
-                "text": inputs.text(cell.dataset)[2],
+                "text": inputs.cell_text(cell)[2],
                 "cell": cell.as_row(),
             }
         )

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from clipbench import features
+from clipbench import features, recipes
 from clipbench.backbones import load_backbone
 from clipbench.codegraph import fingerprint
 from clipbench.data import metadata
 from clipbench.data.fullval import read_full_val
 from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import read_manifest
+from clipbench.io import atomic_directory
 from clipbench.layout import Layout
 from clipbench.pipeline.code import stage_roots
 from clipbench.rules import check_prompts
@@ -33,14 +34,18 @@ def feature_key(backbone_sha: str, cfg: SuiteConfig) -> str:
 def run(
     *, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, data_root: Path, test_only: bool = False
 ) -> dict:
-    """Write text, test and (unless ``test_only``) fit features; return the encode/decode counts."""
+    """Write text (the suite's classifier and the extra ones of the methods' text recipes), test and (unless
+    ``test_only``) fit features; return the encode/decode counts."""
     bb = load_backbone(backbone, layout.backbone(backbone), cfg.runtime.torch_device(), cfg.runtime.precision)
     index = load_index(layout.dataset_index(dataset))
     image_dir = Path(data_root) / index.image_root
     key = feature_key(bb.sha256, cfg)
-    space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
-    check_prompts(dataset, space.classnames, space.prompts(), bb.tokenizer)  # before any encoder work
-    _write_text(bb, index, cfg, layout)
+    sets = (cfg.text.template_set, *recipes.extra_sets(cfg, dataset))
+    for name in sets:
+        space = index.label_space(metadata.templates(dataset, name))
+        check_prompts(dataset, space.classnames, space.prompts(), bb.tokenizer)  # before any encoder work
+    _write_text(bb, index, cfg.text.template_set, layout.text_features(bb.spec.key, dataset))
+    _write_text_sets(bb, index, sets[1:], layout)
     start = time.perf_counter()
     counts = [_write_test(bb, index, image_dir, cfg, layout, key)]
     if not test_only:
@@ -57,18 +62,25 @@ def _counts(counter: features.EncodeCounter) -> dict[str, int]:
     return {"decoded": counter.decoded, "encoded": counter.encoded}
 
 
-def _write_text(bb, index: DatasetIndex, cfg: SuiteConfig, layout: Layout) -> None:
-    templates = metadata.templates(index.dataset, cfg.text.template_set)
+def _write_text(bb, index: DatasetIndex, template_set: str, path: Path) -> None:
+    templates = metadata.templates(index.dataset, template_set)
     space = index.label_space(templates)
     weights = bb.text_classifier(space.prompts())
     meta = {
         "templates": list(templates),
-        "template_set": cfg.text.template_set,
+        "template_set": template_set,
         "class_ids": list(space.class_ids),
         "index_hash": index.hash,
         "backbone_sha256": bb.sha256,
     }
-    features.save_text(layout.text_features(bb.spec.key, index.dataset), weights, bb.logit_scale, meta)
+    features.save_text(path, weights, bb.logit_scale, meta)
+
+
+def _write_text_sets(bb, index: DatasetIndex, sets: tuple[str, ...], layout: Layout) -> None:
+    """The extra classifiers of the methods' text recipes, as one directory (empty when none is needed)."""
+    with atomic_directory(layout.text_sets(bb.spec.key, index.dataset)) as tmp:
+        for name in sets:
+            _write_text(bb, index, name, tmp / f"{name}.safetensors")
 
 
 def _write_test(

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from clipbench import selection
+from clipbench import recipes, selection
 from clipbench.backbones import Backbone, get_backbone, load_backbone, verify_checkpoint
 from clipbench.cells import CellStore, TrainCell, TrainUnit, cell_dict, shared_store
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
-from clipbench.data.index import load_index
+from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
 from clipbench.devices import host_state
 from clipbench.executors import CellJob, run_cells
@@ -62,6 +62,7 @@ class TrainInputs:
     # the dataset's own validation split, for a method that selects under ``selection: full_val``; empty: each
     # manifest's few-shot validation set (also the fallback of a dataset without a validation split)
     selection_val: tuple[Record, ...] = ()
+    template_set: str = ""  # the text recipe's set of ``text`` and ``space`` (:mod:`clipbench.recipes`)
 
 
 def cell_labels(cell: TrainCell, split: KShotSplit) -> tuple[int, ...]:
@@ -124,18 +125,43 @@ def load_inputs(
 
 
 def feature_inputs(
-    backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, method: type[Method] | None = None
+    backbone: str,
+    dataset: str,
+    cfg: SuiteConfig,
+    layout: Layout,
+    method: type[Method] | None = None,
+    template_set: str | None = None,
 ) -> TrainInputs:
-    """:func:`load_inputs` without the backbone (nothing is placed on a device)."""
-    text, scale, text_meta = load_text(layout.text_features(backbone, dataset))
+    """:func:`load_inputs` without the backbone (nothing is placed on a device); the text classifier and label
+    space of ``template_set`` (a text recipe's set; ``None``: the suite's ``text.template_set``)."""
     index = load_index(layout.dataset_index(dataset))
     fit = read_feature_dir(layout.fit_features(backbone, dataset))  # rows are found by path (another dataset's fail)
-    check_source(text_meta, "class_ids", list(index.splits.class_ids), layout.text_features(backbone, dataset))
-    space = index.label_space(metadata.templates(dataset, cfg.text.template_set))
+    name = template_set or cfg.text.template_set
+    text, scale, space = _text(backbone, index, cfg, layout, name)
     requires = method.requires if method else Inputs.FEATURES
     image_dir = Path(cfg.data_root) / index.image_root if requires is Inputs.IMAGES else None
     val = selection.full_val_records(cfg, index.splits.val)
-    return TrainInputs(fit, text, scale, space, requires, None, image_dir, val)
+    return TrainInputs(fit, text, scale, space, requires, None, image_dir, val, name)
+
+
+def with_text(
+    inputs: TrainInputs, backbone: str, dataset: str, cfg: SuiteConfig, layout: Layout, name: str
+) -> TrainInputs:
+    """``inputs`` with the text classifier and label space of template set ``name`` on ``dataset``."""
+    index = load_index(layout.dataset_index(dataset))
+    text, scale, space = _text(backbone, index, cfg, layout, name)
+    return replace(inputs, text=text, logit_scale=scale, space=space, template_set=name)
+
+
+def _text(
+    backbone: str, index: DatasetIndex, cfg: SuiteConfig, layout: Layout, name: str
+) -> tuple[torch.Tensor, float, LabelSpace]:
+    """The text classifier (the suite's file or a recipe's extra one), logit scale and label space of set ``name``."""
+    dataset = index.dataset
+    path = layout.text_features(backbone, dataset, recipes.classifier_set(dataset, name, cfg.text.template_set))
+    text, scale, text_meta = load_text(path)
+    check_source(text_meta, "class_ids", list(index.splits.class_ids), path)
+    return text, scale, index.label_space(metadata.templates(dataset, name))
 
 
 @dataclass(frozen=True)
@@ -164,14 +190,23 @@ class TrainJob(CellJob):
             self.layout.models(self.backbone, self.method, self.dataset), shared_store(self.layout.root, "train")
         )
 
-    def features(self) -> TrainInputs:
-        """The stage's inputs without the backbone."""
+    def features(self, template_set: str | None = None) -> TrainInputs:
+        """The stage's inputs without the backbone, with the text of ``template_set`` (``None``: the suite's)."""
         load = partial(feature_inputs, self.backbone, self.dataset, self.cfg, self.layout, self.method_cls)
-        return self._once("features", load)
+        base = self._once("features", load)
+        name = template_set or self.cfg.text.template_set
+        if name == base.template_set:
+            return base
+        text = partial(with_text, base, self.backbone, self.dataset, self.cfg, self.layout, name)
+        return self._once(("features", name), text)
 
-    def inputs(self) -> TrainInputs:
+    def template_set(self, unit: TrainUnit) -> str:
+        """The set of the unit's text recipe on its source (its config, resolved for the source, decides)."""
+        return recipes.template_set(unit.config, self.dataset, self.cfg.text.template_set)
+
+    def inputs(self, template_set: str | None = None) -> TrainInputs:
         """The stage's inputs with, for methods that use the encoders, the backbone on this process's device."""
-        inputs = self.features()
+        inputs = self.features(template_set)
         if not self.method_cls.needs_backbone():
             return inputs
         device, runtime = self.cfg.runtime.torch_device(), self.cfg.runtime
@@ -185,10 +220,10 @@ class TrainJob(CellJob):
 
     def base_key(self, unit: TrainUnit) -> dict:
         """What every cell key of a variant shares (method, config, code, features, text, backbone checkpoint)."""
-        return self._once(("base_key", unit.variant), lambda: self._base_key(unit.config))
+        return self._once(("base_key", unit.variant), lambda: self._base_key(unit.config, self.template_set(unit)))
 
-    def _base_key(self, config: MethodConfig) -> dict:
-        inputs, method_cls = self.features(), self.method_cls
+    def _base_key(self, config: MethodConfig, template_set: str) -> dict:
+        inputs, method_cls = self.features(template_set), self.method_cls
         spec = get_backbone(self.backbone)
         sha = verify_checkpoint(spec, self.layout.backbone(self.backbone)) if method_cls.needs_backbone() else None
         return {
@@ -215,10 +250,11 @@ class TrainJob(CellJob):
         return stable_hash({**self.base_key(unit), **chosen, "split": split, "cell": cell_dict(unit.cell)})
 
     def __call__(self, unit: TrainUnit, key: str) -> None:
-        inputs, chosen = self.inputs(), self.selection_split(unit)
+        inputs, chosen = self.inputs(self.template_set(unit)), self.selection_split(unit)
         if not self.method_cls.selects(unit.config):
             inputs = replace(inputs, selection_val=())  # it selects nothing: each manifest's own val set
-        _train_cell(self.method_cls, unit, self.split(unit.cell), inputs, self.store, key, self.cfg.runtime, chosen)
+        split, text = self.split(unit.cell), text_lineage(inputs)
+        _train_cell(self.method_cls, unit, split, inputs, self.store, key, self.cfg.runtime, chosen, text)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
@@ -239,6 +275,7 @@ def _train_cell(
     key: str,
     runtime: RuntimeConfig,
     chosen: dict | None = None,
+    text: dict | None = None,
 ) -> None:
     cell, config = unit.cell, unit.config
     device = torch.device("cpu") if method_cls.host_fit else runtime.torch_device()
@@ -268,11 +305,21 @@ def _train_cell(
             "train_class_ids": list(task.space.class_ids),
             "config_hash": stable_hash({"method": method_cls.name, "config": config}),
             "runtime": runtime.lineage(),
+            **({"text": text} if text else {}),  # the classifier of the unit's text recipe (text_lineage)
             **({"selection": chosen} if chosen else {}),  # absent under the default selection
             **({"variant": unit.variant} if unit.variant else {}),
         }
 
     store.put(unit.name, key, write)
+
+
+def text_lineage(inputs: TrainInputs) -> dict:
+    """The text classifier a cell read (its recipe's set, templates and content hash), for ``cell.json``."""
+    return {
+        "template_set": inputs.template_set,
+        "templates": list(inputs.space.templates),
+        "hash": tensor_hash(inputs.text),
+    }
 
 
 def degenerate(diagnostics: dict, state: dict[str, torch.Tensor]) -> str | None:

@@ -19,7 +19,9 @@ metric and template setting all match:
   ``custom+imagenet7`` the same but the 7-template ensemble on ImageNet and its variants (Tip-Adapter, ProLIP),
   ``clipfit`` the same as ``custom`` except DTD, ``photo`` and ``ensemble`` stand alone and ``any`` marks a
   method whose number does not depend on hand-crafted templates (learned prompts, linear probe). The clipbench
-  side's setting is the suite's ``text.template_set`` name.
+  side's setting is the template set each method ran on each dataset (its text recipe, :mod:`clipbench.recipes`;
+  the set ``imagenet7`` is the setting ``custom+imagenet7``); an average matches only where every averaged
+  dataset matches.
 
 Duplicate published rows are never averaged: the lowest rank wins, then file order.
 """
@@ -27,6 +29,7 @@ Duplicate published rows are never averaged: the lowest rank wins, then file ord
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -54,6 +57,9 @@ CLASSIFICATION = (
     "ucf101",
 )
 IMAGENET_FAMILY = imagenet_family_datasets()
+SET_SETTINGS = {"imagenet7": "custom+imagenet7"}  # clipbench template sets under their published setting's name
+# the clipbench side's template set: one for every entry, or (method, protocol, dataset) -> the set it ran
+Recipe = str | Callable[[str, str, str], str]
 TRANSFER_SOURCE = "imagenet"  # the source of every published transfer number
 TRAINING_FREE = frozenset({"zeroshot"})
 METRIC_NAMES = {"acc": "acc", "base": "base", "new": "new", "H": "hm"}
@@ -99,13 +105,24 @@ def effective_templates(setting: str, dataset: str) -> str:
     return setting
 
 
-def _candidates(ref: pd.DataFrame, entry: dict, template_set: str) -> pd.DataFrame:
+def _templates_ok(ref: pd.DataFrame, entry: dict, recipe: Recipe) -> pd.Series:
+    """Rows whose template setting equals what the entry ran on its dataset (every averaged dataset)."""
+    dataset = entry["column"]
+    datasets = [d for d in str(entry.get("datasets") or "").split(";") if d] if dataset == "average" else [dataset]
+    mine = {}  # dataset -> the effective setting the entry ran there
+    for d in datasets or [dataset]:
+        name = recipe if isinstance(recipe, str) else recipe(entry["method"], entry["protocol"], d)
+        mine[d] = effective_templates(SET_SETTINGS.get(name, name), d)
+    same = ref.templates.map(lambda t: all(effective_templates(t, d) == m for d, m in mine.items()))
+    return (ref.templates == "any") | same
+
+
+def _candidates(ref: pd.DataFrame, entry: dict, recipe: Recipe) -> pd.DataFrame:
     protocol, dataset, shots = entry["protocol"], entry["column"], int(entry["shots"])
     if not get_protocol(protocol).published_comparable(entry):
         return ref.iloc[:0]
     shot_ok = (ref.shots == shots) | (entry["method"] in TRAINING_FREE)  # zero-shot: no shot dependence
-    mine = effective_templates(template_set, dataset)
-    templ_ok = (ref.templates == "any") | ref.templates.map(lambda t: effective_templates(t, dataset) == mine)
+    templ_ok = _templates_ok(ref, entry, recipe)
     return ref[
         (ref.use == "yes")
         & (ref.clipbench_method == entry["method"])
@@ -117,18 +134,19 @@ def _candidates(ref: pd.DataFrame, entry: dict, template_set: str) -> pd.DataFra
     ]
 
 
-def match(entries: pd.DataFrame, template_set: str, ref: pd.DataFrame | None = None) -> pd.DataFrame:
+def match(entries: pd.DataFrame, recipe: Recipe, ref: pd.DataFrame | None = None) -> pd.DataFrame:
     """``entries`` with ``published``, ``delta`` (reproduced − published), ``published_paper``/``_source``/``_note``.
 
     ``entries`` needs columns protocol, method, backbone, source, shots, column (dataset or ``average``),
     metric, mean, status and, for averages, ``datasets`` (the averaged dataset keys, ``;``-separated).
-    ``delta`` is given only for complete (``ok``) entries.
+    ``delta`` is given only for complete (``ok``) entries. ``recipe``: the template set (or published setting)
+    of every entry, or a function (method, protocol, dataset) -> the set that method ran there.
     """
     ref = published() if ref is None else ref
     found = []
     for entry in entries.to_dict("records"):
         name = published_backbone(entry["backbone"])
-        rows = _candidates(ref[ref.backbone == name], entry, template_set) if name else ref.iloc[:0]
+        rows = _candidates(ref[ref.backbone == name], entry, recipe) if name else ref.iloc[:0]
         if len(rows):
             best = rows.sort_values(["rank", "order"]).iloc[0]
             ok = entry.get("status", "ok") == "ok"

@@ -28,6 +28,11 @@ def _templates() -> dict:
     return json.loads((_DIR / "templates.json").read_text())
 
 
+def template_table() -> dict:
+    """``templates.json`` as data: dataset -> template set -> items (``@name`` items expand in :func:`templates`)."""
+    return _templates()
+
+
 def template_sets(dataset: str) -> tuple[str, ...]:
     """The template sets defined for ``dataset`` (sorted); a registered custom dataset accepts any set."""
     if dataset in _REGISTERED:
