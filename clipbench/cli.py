@@ -74,6 +74,7 @@ def validate(params: Path) -> None:
     from clipbench.layout import Layout
     from clipbench.protocols import eval_cells
     from clipbench.rules import check_prepared
+    from clipbench.typed import to_plain
 
     try:
         cfg = load_suite(params)
@@ -84,20 +85,13 @@ def validate(params: Path) -> None:
     if checked:
         click.echo(f"  data rules checked on the indexed datasets: {', '.join(checked)}")
     for name in cfg.methods:
-        config = _shown(cfg.method_config(name))
+        config = to_plain(cfg.method_config(name))
         click.echo(f"  {name}: {json.dumps(config, sort_keys=True)}")
         for protocol in cfg.overridden(name):  # only the fields the protocol's override changes
-            changed = {k: v for k, v in _shown(cfg.method_config(name, protocol)).items() if config.get(k) != v}
+            changed = {k: v for k, v in to_plain(cfg.method_config(name, protocol)).items() if config.get(k) != v}
             click.echo(f"    {protocol}: {json.dumps(changed, sort_keys=True)}")
     if line := recipes.summary_line(cfg):
         click.echo(f"  {line.strip()}")
-
-
-def _shown(config) -> dict:
-    """A method config as ``validate`` prints it: every field, the text recipe included (keys omit its default)."""
-    from clipbench.typed import to_plain
-
-    return {"templates": config.templates, **to_plain(config)}
 
 
 @main.command()

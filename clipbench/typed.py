@@ -20,9 +20,6 @@ from clipbench.errors import ConfigError
 
 T = TypeVar("T")
 ALLOW_NON_FINITE = "allow_non_finite"  # dataclass field metadata: this float field may be NaN or +-inf
-# dataclass field metadata: the field is left out of the plain form (and so of every hash) while it holds its
-# default, so adding such a field to a config changes no existing key
-OMIT_AT_DEFAULT = "omit_at_default"
 
 
 def frozen_mapping(items: dict) -> types.MappingProxyType:
@@ -149,19 +146,14 @@ def _type_name(tp: Any) -> str:
 
 
 def to_plain(obj: Any) -> Any:
-    """Dataclasses / mapping proxies / tuples -> JSON-compatible plain data (for hashing and logging); a field
-    marked ``OMIT_AT_DEFAULT`` is left out while it holds its default."""
+    """Dataclasses / mapping proxies / tuples -> JSON-compatible plain data (for hashing and logging)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not _omitted(obj, f)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
-
-
-def _omitted(obj: Any, f: dataclasses.Field) -> bool:
-    return bool(f.metadata.get(OMIT_AT_DEFAULT)) and getattr(obj, f.name) == f.default
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

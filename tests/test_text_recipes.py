@@ -53,11 +53,10 @@ def test_the_paper_suite_runs_each_reference_recipe():
     assert all(extra[d] == ("imagenet7",) for d in family) and extra["dtd"] == ("clipfit",)
 
 
-def test_a_recipe_at_its_default_is_left_out_of_the_config_keys():
+def test_the_recipe_is_part_of_the_config_keys_and_params():
     tip = METHODS.get("tip_adapter").Config
-    assert "templates" not in to_plain(tip()) and tip().templates == "imagenet7"
-    assert to_plain(tip(templates="custom"))["templates"] == "custom"
-    assert "templates" not in to_plain(METHODS.get("coop").Config())
+    assert to_plain(tip())["templates"] == "imagenet7" and to_plain(tip(templates="custom"))["templates"] == "custom"
+    assert to_plain(METHODS.get("coop").Config())["templates"] is None
 
 
 def test_a_set_the_dataset_lacks_resolves_to_the_suite_set():

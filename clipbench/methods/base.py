@@ -39,7 +39,7 @@ from clipbench.data.imageset import ImageSet
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.work import Arch, CellShape, EncoderWork, TargetShape
 from clipbench.runtime import DEFAULT_RUNTIME, RuntimeConfig
-from clipbench.typed import OMIT_AT_DEFAULT, parse, to_plain
+from clipbench.typed import parse, to_plain
 
 if TYPE_CHECKING:
     from clipbench.backbones import Backbone
@@ -127,9 +127,9 @@ class EvalTarget:
 def text_recipe(default: str | None = None) -> Any:
     """The ``templates`` field of a method config: the template set (``templates.json``) of the method's text
     classifier and prompts on every dataset it touches; ``None``: the suite's ``text.template_set``. A dataset
-    that does not define the set uses the suite's set (:mod:`clipbench.recipes`). Left out of the config's plain
-    form (and keys) while at the method's default: the classifier it selects enters every key itself."""
-    return field(default=default, metadata={OMIT_AT_DEFAULT: True})
+    that does not define the set uses the suite's set (:mod:`clipbench.recipes`). Part of the config like any
+    field (so of its keys and its MLflow params); the classifier it selects enters every key as well."""
+    return field(default=default)
 
 
 @dataclass(frozen=True)
