@@ -31,7 +31,7 @@ def workspace(tmp_path_factory) -> Path:
         "tip_adapter": {"augment_views": 2},
         "tip_adapter_f": {"epochs": 2, "augment_views": 2},
     }
-    return make_workspace(tmp_path_factory.mktemp("repo"), reduced_params(methods=methods))
+    return make_workspace(tmp_path_factory.mktemp("repo"), reduced_params(sources=1, methods=methods))
 
 
 def test_repro_then_noop_then_only_changed_method(workspace):
