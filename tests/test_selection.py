@@ -259,3 +259,15 @@ def test_selection_follows_each_protocols_config(full_val):
     assert chosen.pop("base2new")["used"] == "full_val"
     assert set(chosen) == {""} and chosen[""] is None
     assert "clip_adapter α" in selection.summary_line(over)
+
+
+def test_the_method_table_names_the_full_split_where_the_suite_selects_on_it():
+    """The declared policies say "few-shot validation set"; under ``full_val`` the table must not leave it there."""
+    from clipbench.pipeline.aggregate import _method_notes
+
+    cfg = parse(SuiteConfig, tiny_params(methods=["zeroshot", "linear_probe"], method_params={}), "test")
+    default = _method_notes(cfg)
+    assert "this suite selects on" not in default
+    full = _method_notes(dataclasses.replace(cfg, selection="full_val")).splitlines()
+    probe, zero = (next(line for line in full if line.startswith(f"| {m} ")) for m in ("linear_probe", "zeroshot"))
+    assert selection.DESCRIPTIONS["full_val"] in probe and "this suite selects on" not in zero

@@ -66,8 +66,16 @@ def _method_notes(cfg: SuiteConfig) -> str:
     lines = ["| method | inputs | class-specific | validation policy |", "|---|---|---|---|"]
     for name in cfg.methods:
         m = METHODS.get(name)
-        lines.append(f"| {name} | {m.requires.value} | {'yes' if m.class_specific else 'no'} | {m.selection} |")
+        lines.append(f"| {name} | {m.requires.value} | {'yes' if m.class_specific else 'no'} | {_policy(cfg, name)} |")
     return "\n".join(lines) + "\n"
+
+
+def _policy(cfg: SuiteConfig, method: str) -> str:
+    """The method's declared validation policy, and the suite's split where it is not the default one."""
+    policy = METHODS.get(method).selection
+    if cfg.selection != selection.DEFAULT and any(selection.selects(cfg, method, d) for d in cfg.datasets):
+        policy += f"; this suite selects on {selection.DESCRIPTIONS[cfg.selection]} (`selection: {cfg.selection}`)"
+    return policy
 
 
 def _protocol_section(protocol: Protocol, matched: pd.DataFrame) -> str:
