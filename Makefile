@@ -27,11 +27,10 @@ test: setup
 	ruff format --check clipbench stages tests scripts
 	python -m pytest -m "not slow" --durations=10
 
-# End-to-end tests (minutes); CI runs them after `make test`. Two workers, one per xdist_group of about equal
-# length (measured: `pipeline` = test_dvc_repro + test_miniature, `services` = test_launch + test_gate_power); the
-# groups use independent workspaces and services.
+# End-to-end tests (minutes); CI runs them after `make test`. Two workers, a test file each at a time: the files
+# are independent workspaces and services, and each spends much of its time waiting (DVC, SLURM, subprocesses).
 test-slow: setup
-	python -m pytest -m slow -n 2 --dist loadgroup --durations=15
+	python -m pytest -m slow -n 2 --dist loadfile --durations=15
 
 clean-outputs:
 	rm -rf data features models results mlflow.db .cells

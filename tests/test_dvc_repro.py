@@ -19,7 +19,7 @@ from dvc_workspace import killed_when, make_workspace, reduced_params
 from dvc_workspace import ran_stages as _ran
 from dvc_workspace import run as _run
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # the xdist worker beside "services"
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

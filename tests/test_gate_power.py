@@ -55,7 +55,6 @@ def test_section_is_replaced_in_place():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("services")
 def test_gate_power_catches_a_planted_bug_and_not_a_clean_rerun(tmp_path):
     """A tiny reduced suite (zero-shot and CLIP-Adapter, one shot count and seed) and one planted bug."""
     from clipbench.suites import Reduction

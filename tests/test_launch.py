@@ -23,8 +23,6 @@ from clipbench.launch import dag
 from clipbench.launch.launcher import _clean_commit
 from clipbench.launch.task import TaskSpec, link_data_root
 
-pytestmark = pytest.mark.xdist_group("services")  # one xdist worker: the SLURM cluster and PostgreSQL
-
 METHODS = {"zeroshot": {}, "linear_probe": {}}  # the smallest suite with train and evaluate stages
 TIMING = ["train_seconds", "eval_seconds"]
 

@@ -16,7 +16,6 @@ from coop_fixtures import write_coop_root
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("pipeline")
 def test_miniature_suite_runs_every_method_on_vitb16(tmp_path):
     data_root = write_coop_root(tmp_path / "coop")
     out = miniature.run(tmp_path / "work", data_root, ["eurosat"], [], device="cpu", log=lambda _: None)
