@@ -296,12 +296,17 @@ def fidelity(check: bool) -> None:
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--gate", is_flag=True, help="Only the gate-power section: plant bugs in a reduced suite, check each.")
 @click.option(
+    "--passes",
+    is_flag=True,
+    help="Only the encoder-pass section: configs/paper.yaml's plan against the reference harnesses (no run).",
+)
+@click.option(
     "--device",
     default=None,
     help="Measure on this device only (e.g. cuda): extraction, training-step rates, the paper plan re-timed; "
     "writes reports/bench-device.md unless --out is given.",
 )
-def bench(out: Path, quick: bool, params: Path, gate: bool, device: str | None) -> None:
+def bench(out: Path, quick: bool, params: Path, gate: bool, passes: bool, device: str | None) -> None:
     """Benchmark (not a test): encoder work vs the floor, throughput, caching speed-up, DVC overhead, memory,
     GPU-hours; writes a Markdown report. Run from the project root (it copies the project for `dvc repro`)."""
     import tempfile
@@ -314,6 +319,8 @@ def bench(out: Path, quick: bool, params: Path, gate: bool, device: str | None) 
 
     if gate:
         return _bench_gate(out, params)
+    if passes:
+        return _bench_passes(out)
     if device is not None:
         _device_bench(out if out != Path("reports/bench.md") else Path("reports/bench-device.md"), device, quick)
         return
@@ -334,6 +341,21 @@ def bench(out: Path, quick: bool, params: Path, gate: bool, device: str | None) 
     click.echo(f"{out} written ({result['total_s']:.0f} s)")
 
 
+def _bench_passes(out: Path) -> None:
+    """``clipbench bench --passes``: replace (or add) the encoder-pass section of ``out`` (paper suite's plan)."""
+    from clipbench.bench.passes import encoder_passes, render
+    from clipbench.bench.report import replace_section
+    from clipbench.config import load_suite
+    from clipbench.io import atomic_write_text
+
+    try:
+        section = render(encoder_passes(load_suite(Path("configs/paper.yaml"))))
+    except ClipbenchError as exc:
+        _fail(exc)
+    atomic_write_text(out, replace_section(out.read_text() if out.is_file() else "", section))
+    click.echo(section)
+
+
 def _bench_gate(out: Path, params: Path) -> None:
     """``clipbench bench --gate``: replace (or add) the gate-power section of ``out``."""
     import tempfile
@@ -341,6 +363,7 @@ def _bench_gate(out: Path, params: Path) -> None:
     import yaml
 
     from clipbench.bench import gate_power as g
+    from clipbench.bench.report import replace_section
     from clipbench.config import load_suite
     from clipbench.io import atomic_write_text
 
@@ -352,7 +375,7 @@ def _bench_gate(out: Path, params: Path) -> None:
     except ClipbenchError as exc:
         _fail(exc)
     section = g.render(result)
-    atomic_write_text(out, g.replace_section(out.read_text() if out.is_file() else "", section))
+    atomic_write_text(out, replace_section(out.read_text() if out.is_file() else "", section))
     click.echo(section)
 
 

@@ -34,6 +34,7 @@ from clipbench.methods import METHODS, Inputs, MethodConfig, resolve_config
 from clipbench.protocols import protocol_configs
 from clipbench.selection import needs_full_val
 from clipbench.typed import stable_hash
+from clipbench.views import estimated_pairs, view_groups
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class PaperProtocols:
     seeds: int
     base2new_shots: int
     transfer_source: str
-    views: int  # cached augmented views per few-shot training image
+    view_pairs: int  # cached (image, augmented view) pairs of the methods' view recipes (upper bound)
     full_val: bool = False  # the whole validation split is encoded (selection: full_val and a method selects)
 
 
@@ -83,7 +84,11 @@ def suite_protocols(suite: SuiteConfig) -> PaperProtocols:
         len(p["few_shot"].seeds),
         p["base2new"].shots,
         p["cross_dataset"].source,
-        suite.features.views,
+        sum(
+            estimated_pairs(g, DatasetSize.published(d).classes, DatasetSize.published(d).train)
+            for d in suite.datasets
+            for g in view_groups(suite, d)
+        ),
         any(needs_full_val(suite, d) for d in suite.datasets),
     )
 
@@ -152,7 +157,7 @@ def extraction_images(p: PaperProtocols) -> dict[str, int]:
     pools = [pool_bound(d, p) for d in p.sources]
     return {
         "train_pool": sum(t for t, _ in pools),
-        "views": sum(t for t, _ in pools) * p.views,
+        "views": p.view_pairs,
         "val_pool": sum(v for _, v in pools),
         "test": sum(d.test for d in (*p.sources, *p.targets)),
     }

@@ -21,7 +21,7 @@ from clipbench.data.custom import CustomDataset, register_custom_datasets
 from clipbench.data.images import DEFAULT_MAX_PIXELS
 from clipbench.data.integrity import IMAGE_CHECKS, OVERLAP_MODES
 from clipbench.errors import ConfigError
-from clipbench.methods import METHODS, MethodConfig, resolve_config
+from clipbench.methods import METHODS, MethodConfig
 from clipbench.protocols import REGISTRY as PROTOCOL_REGISTRY
 from clipbench.protocols import Protocols, get_protocol
 from clipbench.runtime import RuntimeConfig
@@ -34,17 +34,18 @@ from clipbench.typed import parse, stable_hash, to_plain
 class FeatureConfig:
     """How cached image embeddings are computed (the extract stage)."""
 
-    views: int = 10  # augmented views per few-shot training image
-    view_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop scale range of the views
+    # Each method's augmentation recipe and view count come from its own config (``Method.view_need``); this caps
+    # the distinct views per image any cell reads (then epoch/step t reads view t mod cap); null: no cap, every
+    # epoch or step reads a fresh view, as the references do
+    max_views: int | None = None
     batch_size: int = 256  # images per encoder forward pass
     seed: int = 0  # base seed of the per-(image, view) augmentation streams
 
     def validate(self, where: str) -> None:
-        if self.views < 0 or self.batch_size <= 0:
-            raise ConfigError(f"{where}: views must be >= 0 and batch_size > 0")
-        lo, hi = self.view_scale
-        if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"{where}.view_scale: need 0 < low <= high <= 1, got {list(self.view_scale)}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"{where}.batch_size: must be positive, got {self.batch_size}")
+        if self.max_views is not None and self.max_views <= 0:
+            raise ConfigError(f"{where}.max_views: must be positive or null, got {self.max_views}")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,6 @@ class SuiteConfig:
             raise ConfigError(f"{where}.max_image_pixels: must be a positive integer, got {self.max_image_pixels}")
         for name in self.methods:
             self._check_method_params(name, where)
-            self._check_views(name, where)
         unknown = sorted(set(self.method_params) - set(METHODS.names()))
         if unknown:
             raise ConfigError(f"{where}.method_params: {METHODS.unknown_message(unknown[0])}")
@@ -152,22 +152,6 @@ class SuiteConfig:
                 )
         for protocol in (None, *overrides):
             self.method_config(name, protocol)
-
-    def _check_views(self, name: str, where: str) -> None:
-        """A method may not read more cached views per image than extraction provides (``features.views``)."""
-        method = METHODS.get(name)
-        for protocol in (None, *self.protocols):
-            config = self.method_config(name, protocol)
-            for dataset in ("", *self.datasets):
-                field_name, needed = method.views_needed(resolve_config(config, dataset) if dataset else config)
-                if needed > self.features.views:
-                    at = f" for {dataset}" if dataset else ""
-                    key = f"{protocol}.{field_name}" if protocol in self.overridden(name) else field_name
-                    raise ConfigError(
-                        f"{where}.method_params.{name}.{key}: reads {needed} cached views per image{at} but "
-                        f"features.views is {self.features.views}; raise features.views to {needed} or lower "
-                        f"{field_name}"
-                    )
 
     def method_config(self, name: str, protocol: str | None = None) -> MethodConfig:
         """The method's frozen config under ``protocol`` (``None``: its protocol-free config).

@@ -45,9 +45,14 @@ class EncodeCounter:
 
 @dataclass(frozen=True)
 class ViewSpec:
+    """``views`` augmented views per image: RRC(``scale``) + (if ``flip``) a flip, drawn from the per-(image, view)
+    stream of :func:`clipbench.data.images.view_rng` with base ``seed`` and extra ``stream``."""
+
     views: int
     scale: tuple[float, float]
     seed: int
+    flip: bool = True
+    stream: tuple[int, ...] = ()
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
@@ -95,16 +100,19 @@ class _ChunkPixels:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     views: ViewSpec | None
+    plain: bool = True  # the test-transform batch first
 
     def __call__(self, i: int) -> tuple[int, list[torch.Tensor]]:
         chunk = self.chunks[i]
         images = [open_rgb(self.image_dir / p) for p in chunk]
         split = pil_stage(self.preprocess) if self.uint8 else None
-        plain = [to_uint8(split[0](im)) if split else self.preprocess(im) for im in images]
-        stacks = [torch.stack(plain)]
-        for v in range(self.views.views if self.views else 0):
+        stacks = []
+        if self.plain:
+            stacks.append(torch.stack([to_uint8(split[0](im)) if split else self.preprocess(im) for im in images]))
+        v_spec = self.views
+        for v in range(v_spec.views if v_spec else 0):
             seen = [
-                augmented_view(im, self.size, self.views.scale, view_rng(p, v, self.views.seed))
+                augmented_view(im, self.size, v_spec.scale, view_rng(p, v, v_spec.seed, v_spec.stream), v_spec.flip)
                 for p, im in zip(chunk, images, strict=True)
             ]
             stacks.append(
@@ -118,10 +126,12 @@ class _ChunkPixels:
         return split is not None and tuple(split[1]) == self.mean and tuple(split[2]) == self.std
 
 
-def _chunk_pixels(backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int, views: ViewSpec | None):
+def _chunk_pixels(
+    backbone: Backbone, image_dir: Path, paths: list[str], batch_size: int, views: ViewSpec | None, plain: bool = True
+):
     chunks = tuple(tuple(c) for c in _batches(paths, batch_size))
     return _ChunkPixels(
-        image_dir, chunks, backbone.preprocess, backbone.image_size, *pixel_stats(backbone.model), views
+        image_dir, chunks, backbone.preprocess, backbone.image_size, *pixel_stats(backbone.model), views, plain
     )
 
 
@@ -134,8 +144,10 @@ def encode_paths(
     counter: EncodeCounter | None = None,
     overlap: bool | None = None,
     workers: int = 0,
+    with_plain: bool = True,
 ) -> Encoded:
-    """Test-transform embeddings and, if ``views``, augmented-view embeddings, each with and without projection.
+    """Test-transform embeddings (unless not ``with_plain``: then empty) and, if ``views``, augmented-view embeddings,
+    each with and without projection.
 
     ``workers`` decode and transform batches in worker processes (``runtime.decode_workers``) while the encoder
     runs. With none, ``overlap`` (default: when the model is on a GPU) lets a background thread prepare the next
@@ -145,12 +157,12 @@ def encode_paths(
     n_views = views.views if views else 0
     pre, plain = [], []
     pre_views, viewed = [[] for _ in range(n_views)], [[] for _ in range(n_views)]
-    make = _chunk_pixels(backbone, image_dir, paths, batch_size, views)
+    make = _chunk_pixels(backbone, image_dir, paths, batch_size, views, with_plain)
     on_gpu = _on_gpu(backbone)
     batches = load_batches(make, len(make.chunks), workers, pin=on_gpu, overlap=on_gpu if overlap is None else overlap)
     for decoded, stacks in batches:
         counter.decoded += decoded
-        for view, pixels in enumerate(stacks, start=-1):
+        for view, pixels in enumerate(stacks, start=-1 if with_plain else 0):
             out_pre, out_proj = _encode(backbone, pixels, counter)
             (pre if view < 0 else pre_views[view]).append(out_pre)
             (plain if view < 0 else viewed[view]).append(out_proj)
@@ -216,6 +228,25 @@ class FeatureDir:
                 "re-run the extract stage (`dvc repro extract`)"
             )
         return torch.tensor([where[p] for p in paths], dtype=torch.long)
+
+    def views(self, group: str, count: int, paths: list[str], pre: bool = False) -> torch.Tensor:
+        """Views ``0 .. count - 1`` of ``paths`` in view group ``group`` (:mod:`clipbench.views`): ``[count, N, D]``
+        (pre-projection embeddings with ``pre``); an error if any image has fewer cached views."""
+        listing = self.index.get(f"views/{group}")
+        name = f"{'pre_views' if pre else 'views'}/{group}"
+        if listing is None or name not in self.tensors:
+            raise DataError(f"the feature cache has no {name} views; re-run the extract stage (`dvc repro extract`)")
+        counts = torch.tensor(listing["counts"], dtype=torch.long)
+        starts = torch.cumsum(counts, 0) - counts
+        where = {p: i for i, p in enumerate(listing["paths"])}
+        rows = torch.tensor([where.get(p, -1) for p in paths], dtype=torch.long)
+        short = [p for p, r in zip(paths, rows.tolist(), strict=True) if r < 0 or listing["counts"][r] < count]
+        if short:
+            raise DataError(
+                f"{len(short)} images (e.g. {short[0]!r}) have fewer than {count} cached {name} views; "
+                "re-run the extract stage (`dvc repro extract`)"
+            )
+        return self.tensors[name][starts[rows][None, :] + torch.arange(count)[:, None]]
 
 
 def read_feature_dir(path: Path) -> FeatureDir:

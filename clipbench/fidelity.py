@@ -296,14 +296,24 @@ def sampling(c: Ctx) -> str:
 
 
 def view_bank(c: Ctx) -> str:
-    f = c.suite.features
-    lo, hi = f.view_scale
-    return f"{f.views} cached views per image, RRC({num(lo)}-{num(hi)}) + flip, drawn once (all seeds share them)"
+    """The views a Dassl-trained frozen-encoder method reads: one fresh cached view per epoch and seed, unless
+    ``features.max_views`` caps them (then a bank cycled over the epochs)."""
+    lo, hi = c.config().crop_scale
+    cap = c.suite.features.max_views
+    if cap is None:
+        return f"fresh RRC({num(lo)}-{num(hi)}) + flip every epoch"
+    return f"{cap} cached views per image and seed, RRC({num(lo)}-{num(hi)}) + flip, epoch e reads view e mod {cap}"
 
 
 def view_crop(c: Ctx) -> str:
-    lo, hi = c.suite.features.view_scale
+    lo, hi = c.config().crop_scale
     return f"RRC({num(lo)}-{num(hi)}) + flip"
+
+
+def prolip_views(c: Ctx) -> int:
+    """ProLIP's distinct cached views per image: one per iteration, unless ``features.max_views`` caps them."""
+    cap = c.suite.features.max_views
+    return c.config().steps if cap is None else min(cap, c.config().steps)
 
 
 def crop(c: Ctx) -> str:
@@ -449,11 +459,6 @@ WHY_AMP_TRAIN = (
     "open_clip loads fp32; clipbench keeps fp32 master weights and trains under bf16 autocast "
     "(`runtime.precision: amp`, fp16 + loss scaling where bf16 is unsupported) instead of fp16 weights (spec §8 item 8)"
 )
-WHY_VIEWS = (
-    "the image encoder is frozen, so training reads cached embeddings of augmented views (epoch e: view e mod V) "
-    "instead of re-encoding a fresh crop every step; the shared view bank uses `features.view_scale` "
-    "(Tip-Adapter's RRC(0.5-1)) rather than Dassl's RRC(0.08-1), and its views are reused across epochs and seeds"
-)
 WHY_SHARED_SUBSETS = (
     "every method trains on the same CoOp/Dassl subsets per (dataset, K, seed) so that rows are comparable "
     "(spec §4.2 recommendation, §8 item 1)"
@@ -529,8 +534,15 @@ def tip_rows() -> tuple[Setting, ...]:
 
 
 def tip_data_rows(precision_of: Callable[[Ctx], str]) -> tuple[Setting, ...]:
-    """Templates, subsets and precision of Tip-Adapter and Tip-Adapter-F."""
+    """Selection split, templates, subsets and precision of Tip-Adapter and Tip-Adapter-F."""
     return (
+        Setting(
+            "selection split",
+            "full val split (ImageNet: test)",
+            "[Tip main.py, main_imagenet.py]",
+            selection_split,
+            WHY_SELECTION_SPLIT,
+        ),
         Setting("templates", TIP_TEMPLATES, "[Tip datasets/*.py `template`]", recipe_templates),
         Setting(
             "few-shot subsets",
@@ -629,7 +641,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
         *dassl_rows(2e-3, "[CLIP-Adapter README] (CoOp's config; the paper states 1e-5 [CA-summary], spec §8 item 4)"),
         Setting("epochs", 200, '[CLIP-Adapter README; Tip-paper §4.2 "Efficiency Comparison"]', attr("epochs")),
         Setting("batch", 32, "[CA-summary]", attr("batch_size")),
-        Setting("augmentation", FRESH_DASSL, DASSL_AUG, view_bank, WHY_VIEWS),
+        Setting("augmentation", FRESH_DASSL, DASSL_AUG, view_bank),
         Setting(
             "templates",
             CUSTOM,
@@ -653,13 +665,6 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "[Tip main.py, main_imagenet.py; Tip utils.py search_hp]",
             selection,
             WHY_FIREWALL,
-        ),
-        Setting(
-            "selection split",
-            "full val split (ImageNet: test)",
-            "[Tip main.py, main_imagenet.py]",
-            selection_split,
-            WHY_SELECTION_SPLIT,
         ),
         *tip_data_rows(frozen_precision),
     ),
@@ -706,13 +711,6 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             selection,
             WHY_FIREWALL,
         ),
-        Setting(
-            "selection split",
-            "full val split (ImageNet: test)",
-            "[Tip main.py, main_imagenet.py]",
-            selection_split,
-            WHY_SELECTION_SPLIT,
-        ),
         *tip_data_rows(precision),
     ),
     "coop": (
@@ -740,7 +738,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             coop_epochs,
         ),
         Setting("batch", 32, "[CoOp configs/trainers/CoOp/*.yaml]", attr("batch_size")),
-        Setting("augmentation", FRESH_DASSL, DASSL_AUG, view_bank, WHY_VIEWS),
+        Setting("augmentation", FRESH_DASSL, DASSL_AUG, view_bank),
         Setting(
             "precision", "fp16 weights and context", COOP_PREC, precision, WHY_AMP + "; the context trains in fp32"
         ),
@@ -771,7 +769,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
         *dassl_rows(2e-3, "[configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml]"),
         Setting("epochs", 10, "[configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml]", attr("epochs")),
         Setting("batch", 1, "[configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml]", attr("batch_size")),
-        Setting("augmentation", FRESH_DASSL, DASSL_AUG, view_bank, WHY_VIEWS),
+        Setting("augmentation", FRESH_DASSL, DASSL_AUG, view_bank),
         Setting(
             "precision",
             "fp16 weights, context and Meta-Net",
@@ -818,9 +816,7 @@ REFERENCES: dict[str, tuple[Setting, ...]] = {
             "cached views",
             300,
             "[ProLIP configs/experiments/base.yaml (aug_views 300); main.py save_features]",
-            lambda c: c.suite.features.views,
-            "the suite's shared view bank (`features.views`); iteration t reads view t mod V, so views repeat "
-            "when V < 300; `features.views: 300` matches the reference at ~30x the view-encoding cost",
+            prolip_views,
         ),
         Setting("augmentation", "RRC(0.5-1) + flip", "[ProLIP main.py, datasets/imagenet.py]", view_crop),
         Setting("templates", TIP_TEMPLATES, "[ProLIP datasets/*.py `template`]", recipe_templates),

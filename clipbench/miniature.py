@@ -21,7 +21,7 @@ from clipbench.config import SuiteConfig
 from clipbench.layout import Layout
 from clipbench.methods import METHODS
 from clipbench.pipeline import aggregate, download, evaluate, extract, split, train
-from clipbench.suites import capped_method_params, fit_views, smoke_params
+from clipbench.suites import capped_method_params, smoke_params
 from clipbench.typed import parse
 
 BACKBONE = "vitb16_openai"
@@ -53,11 +53,11 @@ def miniature_params(data_root: Path, sources: list[str], targets: list[str], de
         "data_root": str(data_root),
         "data_counts": "classes",
         "image_check": "off",
-        "features": {"views": 1, "batch_size": 64},
+        "features": {"max_views": 1, "batch_size": 64},
         "tracking": {"enabled": False},
         "runtime": {"device": device, "batch_size": 64},
     }
-    return fit_views(capped_method_params(params, CAPS), params["features"]["views"])
+    return capped_method_params(params, CAPS)
 
 
 def save_random_vitb16(layout: Layout) -> Path:

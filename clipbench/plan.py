@@ -35,6 +35,7 @@ from clipbench.methods import METHODS
 from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, TargetShape
 from clipbench.protocols import eval_units, split_needs, training_units
 from clipbench.selection import needs_full_val
+from clipbench.views import estimated_pairs, unit_need, view_groups
 
 RESULT_CELL_BYTES = 1024  # an evaluation cell: its cell.json and one Parquet row (about 1 KB)
 OPTIMISER_BYTES = 3 * FP32  # per trained encoder parameter: its gradient and AdamW's two moments
@@ -174,10 +175,11 @@ def _subset_classes(classes: int, subset: str) -> int:
     return {"base": base, "new": classes - base}.get(subset, classes)
 
 
-def cell_shape(cell: TrainCell, cfg: SuiteConfig) -> CellShape:
+def cell_shape(cell: TrainCell, views: int = 0) -> CellShape:
+    """The cost shape of ``cell`` whose method reads ``views`` augmented views per image."""
     size = dataset_size(cell.dataset)
     classes = _subset_classes(size.classes, cell.subset)
-    return CellShape(cell.dataset, cell.shots, classes, min(size.train, cell.shots * classes), cfg.features.views)
+    return CellShape(cell.dataset, cell.shots, classes, min(size.train, cell.shots * classes), views)
 
 
 def target_shape(cell: EvalCell) -> TargetShape:
@@ -186,23 +188,32 @@ def target_shape(cell: EvalCell) -> TargetShape:
     return TargetShape(round(size.test * classes / size.classes), classes)
 
 
-def shared_row(cfg: SuiteConfig, backbone: str, arch: Arch) -> SharedRow:
-    """Extraction: the few-shot pools (test transform + views), validation pools (the whole validation split under
-    ``selection: full_val``) and test sets, and the prompts of every text classifier (the suite's template set and
-    the extra sets of the methods' text recipes)."""
-    images = prompts = 0.0
+def extraction_images(cfg: SuiteConfig) -> dict[str, int]:
+    """Image-encoder inputs of one backbone's extraction, by kind: the few-shot train pools (test transform), the
+    augmented views of the methods' view recipes (upper bound: :func:`clipbench.views.estimated_pairs`), the
+    validation pools (the whole validation split under ``selection: full_val``) and the test sets."""
+    counts = {"train": 0, "views": 0, "val": 0, "test": 0}
     for name in cfg.all_datasets():
         size = dataset_size(name)
-        if name in cfg.datasets:
-            needs = split_needs(cfg, name)
-            train = min(size.train, size.classes * sum(k for k, _ in needs))
-            val = min(size.val or size.test, size.classes * sum(min(k, 4) for k, _ in needs))
-            if size.val and needs_full_val(cfg, name):  # selection: full_val encodes the whole validation split
-                val = size.val
-            images += train * (1 + cfg.features.views) + val
-        images += size.test
+        counts["test"] += size.test
+        if name not in cfg.datasets:
+            continue
+        needs = split_needs(cfg, name)
+        counts["train"] += min(size.train, size.classes * sum(k for k, _ in needs))
+        val = min(size.val or size.test, size.classes * sum(min(k, 4) for k, _ in needs))
+        counts["val"] += size.val if size.val and needs_full_val(cfg, name) else val  # full_val: the whole split
+        counts["views"] += sum(estimated_pairs(g, size.classes, size.train) for g in view_groups(cfg, name))
+    return counts
+
+
+def shared_row(cfg: SuiteConfig, backbone: str, arch: Arch) -> SharedRow:
+    """Extraction (:func:`extraction_images`) and the prompts of every text classifier (the suite's template set
+    and the extra sets of the methods' text recipes)."""
+    images = float(sum(extraction_images(cfg).values()))
+    prompts = 0.0
+    for name in cfg.all_datasets():
         sets = (cfg.text.template_set, *recipes.extra_sets(cfg, name))  # the suite's and the recipes' classifiers
-        prompts += size.classes * sum(len(templates(name, s)) for s in sets)
+        prompts += dataset_size(name).classes * sum(len(templates(name, s)) for s in sets)
     return SharedRow(
         backbone,
         images,
@@ -231,7 +242,8 @@ def method_row(cfg: SuiteConfig, method: str, arches: dict[str, Arch]) -> Method
     trained = [u for d in cfg.datasets for u in training_units(cfg, method, d)]  # one per distinct resolved config
     for arch in arches.values():
         for unit in trained:
-            shape = cell_shape(unit.cell, cfg)
+            need = unit_need(cfg, method, unit)
+            shape = cell_shape(unit.cell, need.count if need else 0)
             work = cls.training_work(unit.config, shape, arch)
             features = FP32 * shape.images * (1 + shape.views) * arch.embed_dim
             row.train_cells += 1

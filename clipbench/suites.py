@@ -1,8 +1,9 @@
 """Reduced suites: a suite's parameters cut down to a few datasets, shots and seeds (tests, ``clipbench bench``).
 
 One place says what "a smaller suite" means: the first sources and targets, few shots and seeds (transfer and
-base-to-new protocols at the largest shot count and the first seed), two cached views and a few-step toy
-backbone. Method settings for tiny runs live with each method (``Method.smoke``), see :func:`smoke_params`.
+base-to-new protocols at the largest shot count and the first seed), at most two augmented views per image
+and a few-step toy backbone. Method settings for tiny runs live with each method (``Method.smoke``), see
+:func:`smoke_params`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Reduction:
     shots: tuple[int, ...] = (1, 4)  # few-shot K; the other protocols use max(shots)
     seeds: tuple[int, ...] = (1, 2)  # few-shot seeds; the other protocols use the first
     few_shot_sources: int | None = None  # few-shot protocol on the first n sources only (None: every source)
-    views: int = 2  # cached augmented views per training image
+    views: int = 2  # distinct augmented views a cell reads per training image (``features.max_views``)
     toy_pretrain: dict[str, Any] = field(
         default_factory=lambda: MappingProxyType({"images": 128, "steps": 3, "batch_size": 32})
     )
@@ -51,36 +52,10 @@ def reduced_params(params: dict, reduction: Reduction = Reduction(), methods: di
         "cross_dataset": {"source": src[0], "targets": src[1:] or tgt, "shots": one, "seeds": first},
         "domain_generalization": {"source": src[0], "targets": tgt, "shots": one, "seeds": first},
     }
-    p["features"] = {**(p.get("features") or {}), "views": r.views}
+    p["features"] = {**(p.get("features") or {}), "max_views": r.views}
     p["toy_pretrain"] = {**(p.get("toy_pretrain") or {}), **r.toy_pretrain}
     if methods is not None:
         p["methods"], p["method_params"] = list(methods), {k: dict(v) for k, v in methods.items()}
-    return fit_views(p, r.views)
-
-
-def fit_views(p: dict, views: int) -> dict:
-    """Cap every method's cached-view need (``Method.views_needed``) at the reduced ``features.views``, in its plain
-    fields and in each of its protocol overrides."""
-    from clipbench.config import split_overrides
-    from clipbench.methods import METHODS
-    from clipbench.typed import parse
-
-    method_params = dict(p.get("method_params") or {})
-    for name in p.get("methods") or []:
-        if name not in METHODS:
-            continue  # an unknown name is reported by the suite's own validation
-        method, overrides = METHODS.get(name), dict(method_params.get(name) or {})
-        fields, per_protocol = split_overrides(method.Config, overrides, name)
-        for scope, own in ((None, fields), *per_protocol.items()):
-            field_name, needed = method.views_needed(parse(method.Config, {**fields, **own}, name))
-            if needed > views:
-                overrides = (
-                    {**overrides, field_name: views}
-                    if scope is None
-                    else {**overrides, scope: {**own, field_name: views}}
-                )
-        method_params[name] = overrides
-    p["method_params"] = method_params
     return p
 
 

@@ -233,7 +233,12 @@ CASES = [
         ConfigError,
         ("epochs", "ten"),
     ),
-    Case("mistyped-features", lambda p: _load(p, **{"features.views": 2.5}), ConfigError, ("features.views", "2.5")),
+    Case(
+        "mistyped-features",
+        lambda p: _load(p, **{"features.max_views": 2.5}),
+        ConfigError,
+        ("features.max_views", "2.5"),
+    ),
     Case(
         "zero-shots",
         lambda p: _load(p, **{"protocols.few_shot.shots": [0, 1]}),

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_needed_encodes_is_each_image_once_plus_views():
-    pools = [encodes.PoolSize("src", train=10, val=4, test=20), encodes.PoolSize("target", 0, 0, 7)]
-    assert encodes.needed_encodes(pools, views=3) == 10 * 4 + 4 + 20 + 7
-    assert encodes.needed_encodes(pools, views=0) == 10 + 4 + 20 + 7
+    pools = [encodes.PoolSize("src", train=10, val=4, test=20, views=33), encodes.PoolSize("target", 0, 0, 7)]
+    assert encodes.needed_encodes(pools) == 10 + 33 + 4 + 20 + 7
+    assert encodes.needed_encodes(pools[1:]) == 7
 
 
 def test_tally_counts_image_tower_inputs_and_file_decodes(tmp_path):
@@ -45,7 +45,7 @@ def test_reduced_suite_is_valid_smaller_and_capped():
     small = parse(SuiteConfig, runner.reduced_suite(params), "reduced")
     assert small.datasets == full.datasets[:1] and small.targets == full.targets[:1]
     assert len(eval_cells(small)) < len(eval_cells(full))
-    assert small.features.views == 2
+    assert small.features.max_views == 2
     if "clip_adapter" in small.methods:
         assert small.method_config("clip_adapter").epochs <= CAPS["epochs"]
 
@@ -160,8 +160,7 @@ def _fake_result(share: float) -> dict:
         "machine": machine,
         "a": {
             "methods": ["zeroshot"],
-            "views": 2,
-            "pools": [{"dataset": "d", "train": 5, "val": 2, "test": 9}],
+            "pools": [{"dataset": "d", "train": 5, "val": 2, "test": 9, "views": 10}],
             "needed": 26,
             "extract_encoded": 26,
             "extract_decoded": 16,
@@ -281,3 +280,22 @@ def test_fanout_section_reports_the_share_outside_stage_commands(stage_s, verdic
     assert "## (i) `clipbench launch` fan-out overhead" in text
     assert f"**{100 * (100.0 - stage_s) / stage_s:.1f}%**" in text
     assert f"Goal on this reduced run: {verdict}" in text.split("## (i)")[1]
+
+
+def test_encoder_passes_share_views_of_one_recipe_and_count_each_reference_run():
+    from clipbench.bench.passes import encoder_passes, reference_passes, render
+    from clipbench.plan import cell_shape
+    from clipbench.protocols import training_units
+
+    from conftest import tiny_params
+
+    methods = {"clip_adapter": {"epochs": 6, "crop_scale": [0.5, 1.0]}, "tip_adapter": {"augment_views": 4}}
+    params = tiny_params(methods=list(methods), method_params=methods)
+    params["features"] = {**params["features"], "max_views": None}
+    cfg = parse(SuiteConfig, params, "test")
+    result = encoder_passes(cfg)
+    alone, shared = result["per_method"], result["shared"]
+    assert shared["views"] == alone["clip_adapter"]["views"] > alone["tip_adapter"]["views"]  # 6 >= 4: shared
+    units = [u for d in cfg.datasets for u in training_units(cfg, "clip_adapter", d)]
+    assert reference_passes(cfg, "clip_adapter")["views"] == sum(6 * cell_shape(u.cell).images for u in units)
+    assert "| clip_adapter | " in render(result) and "goal ≤ 1.0" in render(result)

@@ -28,9 +28,10 @@ from clipbench.data.kshot import manifest_name, read_manifest
 from clipbench.features import read_feature_dir, write_feature_dir
 from clipbench.methods import METHODS
 from clipbench.pipeline import download, extract, split, train
-from clipbench.protocols import training_cells
+from clipbench.protocols import training_cells, training_units
 from clipbench.suites import smoke_params
 from clipbench.typed import parse
+from clipbench.views import unit_need
 
 from conftest import make_project, tiny_params
 
@@ -147,12 +148,14 @@ def test_fit_tasks_hold_only_few_shot_train_and_val_images(project):
         fit = read_feature_dir(layout.fit_features("toy_vit", d))
         assert not test_paths & set(fit.index["train"]) and not test_paths & set(fit.index["val"])
         inputs = train.load_inputs("toy_vit", d, cfg, layout)
-        for cell in training_cells(cfg, d):
+        assert {u.cell for u in training_units(cfg, "clip_adapter", d)} == set(training_cells(cfg, d))
+        for unit in training_units(cfg, "clip_adapter", d):  # a method that reads augmented views
+            cell, need = unit.cell, unit_need(cfg, "clip_adapter", unit)
             manifest = read_manifest(layout.splits(d) / manifest_name(cell.shots, cell.seed))
             assert not test_paths & {r.path for r in manifest.train + manifest.val}
-            task = train.build_task(cell, manifest, inputs)
+            task = train.build_task(cell, manifest, inputs, need)
             n_train = len([r for r in manifest.train if r.label in train.cell_labels(cell, manifest)])
-            assert len(task.train) == n_train and task.train.views.shape[1] == n_train
+            assert len(task.train) == n_train and task.train.views.shape[:2] == (need.count, n_train)
             assert len(task.val) <= len(manifest.val)
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from clipbench.bench import gate_power as g
+from clipbench.bench.report import replace_section
 from clipbench.codegraph import module_path
 from clipbench.config import load_suite
 from clipbench.methods import METHODS
@@ -49,9 +50,9 @@ def test_gate_suite_is_a_valid_reduced_suite_without_tracking(tmp_path):
 def test_section_is_replaced_in_place():
     report = "# bench\n\n## (a) x\n\nA\n\n## (h) Gate power: planted bugs\n\nold\n\n## (i) later\n\nI\n"
     new = "## (h) Gate power: planted bugs\n\nnew\n"
-    out = g.replace_section(report, new)
+    out = replace_section(report, new)
     assert "old" not in out and "new" in out and out.index("new") < out.index("## (i) later")
-    assert g.replace_section("", new) == new
+    assert replace_section("", new) == new
 
 
 @pytest.mark.slow

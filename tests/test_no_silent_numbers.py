@@ -98,7 +98,9 @@ PARAMS_CASES = [
         ("tracking.timeout_s", "finite"),
     ),
     ParamsCase(
-        "view-scale-nan", lambda p: _params(p, **{"features.view_scale": [float("nan"), 1.0]}), ("view_scale[0]",)
+        "crop-scale-nan",
+        lambda p: _params(p, **{"method_params.clip_adapter.crop_scale": [float("nan"), 1.0]}),
+        ("crop_scale[0]",),
     ),
     # cross-field rules
     ParamsCase(

@@ -64,9 +64,9 @@ def test_a_protocol_override_applies_to_its_protocol_only():
             "method_params.clipfit.few_shot.by_dataset: per-dataset settings cannot be set per protocol",
         ),
         (
-            {"tip_adapter": {"augment_views": 2, "few_shot": {"augment_views": 99}}},
+            {"tip_adapter": {"augment_views": 2, "few_shot": {"crop_scale": [0.9, 0.1]}}},
             (),
-            "method_params.tip_adapter.few_shot.augment_views: reads 99 cached views",
+            "method_params.tip_adapter.few_shot.crop_scale: need 0 < low <= high <= 1",
         ),
     ],
 )

@@ -1,4 +1,4 @@
-"""(a) Image-encoder inputs of a reduced toy suite against the unique images x views it needs."""
+"""(a) Image-encoder inputs of a reduced toy suite against the unique images and (image, view) pairs it needs."""
 
 from __future__ import annotations
 
@@ -15,17 +15,23 @@ from clipbench.bench.instruments import random_backbone, tally_encoder
 
 @dataclass(frozen=True)
 class PoolSize:
-    """Unique images one dataset needs encoded: few-shot train pool (plus views), val pool, test split."""
+    """What one dataset needs encoded: few-shot train pool, the (image, view) pairs of the methods' view recipes
+    (:mod:`clipbench.views`), val pool, test split."""
 
     dataset: str
     train: int
     val: int
     test: int
+    views: int = 0
+
+    @property
+    def needed(self) -> int:
+        return self.train + self.views + self.val + self.test
 
 
-def needed_encodes(pools: list[PoolSize], views: int) -> int:
-    """The floor: each unique image once, plus ``views`` augmented views of each few-shot training image."""
-    return sum(p.train * (1 + views) + p.val + p.test for p in pools)
+def needed_encodes(pools: list[PoolSize]) -> int:
+    """The floor: each unique image once, plus each (image, view) pair some planned cell reads."""
+    return sum(p.needed for p in pools)
 
 
 def is_frozen_encoder(method: str) -> bool:
@@ -40,17 +46,21 @@ def pool_sizes(cfg, layout) -> list[PoolSize]:
     from clipbench.data.fullval import read_full_val
     from clipbench.data.index import load_index
     from clipbench.data.kshot import read_manifest
+    from clipbench.views import view_groups
 
     pools = []
     for d in cfg.all_datasets():
         test = len(load_index(layout.dataset_index(d)).splits.test)
         manifests = [read_manifest(m) for m in sorted(layout.splits(d).glob("*.json"))] if d in cfg.datasets else []
+        by_key = {(m.shots, m.seed): m for m in manifests}
+        views = sum(sum(g.image_counts(by_key).values()) for g in view_groups(cfg, d)) if manifests else 0
         pools.append(
             PoolSize(
                 d,
                 len({r.path for m in manifests for r in m.train}),
                 len({r.path for m in manifests for r in m.val} | {r.path for r in read_full_val(layout.splits(d))}),
                 test,
+                views,
             )
         )
     return pools
@@ -99,9 +109,8 @@ def encode_audit(work: Path, params: dict, reuse: Path | None = None) -> dict:
     recorded = _recorded_counts(cfg, layout, bb)
     return {
         "methods": frozen,
-        "views": cfg.features.views,
         "pools": [dataclasses.asdict(p) for p in pools],
-        "needed": needed_encodes(pools, cfg.features.views),
+        "needed": needed_encodes(pools),
         "extract_encoded": ext.encoded,
         "extract_decoded": ext.decoded,
         "methods_encoded": fit.encoded,

@@ -291,13 +291,3 @@ def render(result: dict) -> str:
             f"| {r['invariants']} | {r['largest'] or '—'} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def replace_section(report: str, section: str) -> str:
-    """``report`` with its gate-power section replaced by ``section`` (appended when absent)."""
-    head = section.splitlines()[0]
-    if head not in report:
-        return report.rstrip("\n") + ("\n\n" if report.strip() else "") + section
-    before, after = report.split(head, 1)
-    rest = re.search(r"^## ", after, flags=re.M)
-    return before + section + ("\n" + after[rest.start() :] if rest else "")

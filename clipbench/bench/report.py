@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
     return [
@@ -33,7 +35,7 @@ def render(r: dict) -> str:
         "Models are random-initialised (encoder cost does not depend on the weights).",
         "",
     ]
-    for section in (_render_a, _render_b, _render_c, _render_d, _render_e, _render_f, _render_g, _render_i):
+    for section in (_render_a, _render_b, _render_c, _render_d, _render_e, _render_f, _render_g, _render_i, _render_j):
         lines += section(r) + [""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -43,7 +45,7 @@ def _render_a(r: dict) -> list[str]:
     total = a["extract_encoded"] + a["methods_encoded"]
     ratio = total / a["needed"]
     rows = [
-        [p["dataset"], p["train"], p["val"], p["test"], p["train"] * (1 + a["views"]) + p["val"] + p["test"]]
+        [p["dataset"], p["train"], p["views"], p["val"], p["test"], p["train"] + p["views"] + p["val"] + p["test"]]
         for p in a["pools"]
     ]
     return [
@@ -54,9 +56,7 @@ def _render_a(r: dict) -> list[str]:
         "training cells trained in this run, then every evaluation cell). A "
         "forward pre-hook on the open_clip image tower counts every image that enters it, whoever calls it.",
         "",
-        *_table(
-            ["dataset", "train pool", "val pool", "test", f"needed (train × (1+{a['views']} views) + val + test)"], rows
-        ),
+        *_table(["dataset", "train pool", "augmented views", "val pool", "test", "needed (sum)"], rows),
         "",
         *_table(
             ["phase", "images into the image tower", "files decoded"],
@@ -274,11 +274,17 @@ def _render_f(r: dict) -> list[str]:
         "",
         *_table(["item", "images encoded", "FLOPs", "GPU-hours"], rows),
         "",
-        f"Subtotal of these rows (extraction with {f['views']} views + {' + '.join(f['methods'])}): "
+        f"Subtotal of these rows (extraction with {f['views']:,} augmented views + {' + '.join(f['methods'])}): "
         f"{sum(x['gpu_hours'] for x in main):.1f} GPU-hours. These rows leave out the prompt learners (CoOp, "
         "CoCoOp back-propagate through the text encoder); the GPU-hours of every registered method, peak memory "
         "and disk are in `clipbench plan --params configs/paper.yaml`.",
     ]
+
+
+def _render_j(r: dict) -> list[str]:
+    from clipbench.bench.passes import render as render_passes
+
+    return render_passes(r["j"]).rstrip("\n").splitlines() if "j" in r else []
 
 
 def _render_g(r: dict) -> list[str]:
@@ -345,3 +351,13 @@ def _render_i(r: dict) -> list[str]:
         f"(≈ {outside / max(1, h['tasks']):.1f} s here), so its share falls as stages grow from seconds (toy) to "
         "minutes and hours (paper suite on GPUs).",
     ]
+
+
+def replace_section(report: str, section: str) -> str:
+    """``report`` with the section that starts with ``section``'s heading replaced by it (appended when absent)."""
+    head = section.splitlines()[0]
+    if head not in report:
+        return report.rstrip("\n") + ("\n\n" if report.strip() else "") + section
+    before, after = report.split(head, 1)
+    rest = re.search(r"^## ", after, flags=re.M)
+    return before + section + ("\n" + after[rest.start() :] if rest else "")

@@ -18,6 +18,7 @@ from clipbench.bench.fanout import fanout_overhead
 from clipbench.bench.gpu_hours import gpu_estimate, measured_flops
 from clipbench.bench.instruments import write_jpegs
 from clipbench.bench.memory import peak_memory
+from clipbench.bench.passes import encoder_passes
 from clipbench.bench.sizes import CAPS, BenchSize
 from clipbench.bench.throughput import throughput
 from clipbench.bench.training import training_speedup
@@ -77,6 +78,8 @@ def run_bench(size: BenchSize, params: dict, root: Path, work: Path, log=print) 
     out["e"] = peak_memory(work / "jpeg", size.memory_images)
     log("(f) FLOPs and GPU-hours of the paper suite")
     out["f"] = gpu_estimate(measured_flops(), load_suite(root / "configs" / "paper.yaml"))
+    log("(j) encoder passes of the paper suite's plan vs the reference harnesses")
+    out["j"] = encoder_passes(load_suite(root / "configs" / "paper.yaml"))
     machine.load_after = os.getloadavg()
     out["machine"] = dataclasses.asdict(machine)
     out["total_s"] = time.perf_counter() - started

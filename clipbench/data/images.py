@@ -1,7 +1,9 @@
 """Image decoding and the augmentations used for cached views.
 
-Every augmented view is a pure function of (image path, view index, base seed): adding images to the pool or
-reordering it never changes an existing view, which keeps cached features valid as splits grow.
+Every augmented view is a pure function of (image path, view index, base seed, stream): adding images to the pool
+or reordering it never changes an existing view, which keeps cached features valid as splits grow. A method's
+:class:`ViewRecipe` names how its views are drawn; its stream makes each recipe (and, when seeded, each run seed)
+draw its own views.
 """
 
 from __future__ import annotations
@@ -70,8 +72,34 @@ def open_rgb(path: Path) -> Image.Image:
         raise DataError(f"image {path} is corrupt or not an image ({exc}); replace the file") from exc
 
 
-def view_rng(path: str, view: int, seed: int) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(path.encode()), view])
+def view_rng(path: str, view: int, seed: int, stream: tuple[int, ...] = ()) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(path.encode()), view, *stream])
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    """How a method's augmented training views are drawn (its reference's training transform).
+
+    RandomResizedCrop(``scale``, ratio 3/4-4/3, bicubic) to the model's input size, then a horizontal flip with
+    probability 1/2 when ``flip``. ``seeded``: every run seed draws views of its own, as each reference run's data
+    loader does; otherwise all seeds read the same views. Methods whose recipes are equal share cached views.
+    """
+
+    scale: tuple[float, float]
+    flip: bool = True
+    seeded: bool = True
+    interpolation: str = "bicubic"  # the only one clipbench draws (every reference uses it)
+
+    @property
+    def key(self) -> str:
+        """A readable name, unique per recipe (the feature cache's tensor names use it)."""
+        lo, hi = self.scale
+        flip, seeded = "-flip" if self.flip else "", "" if self.seeded else "-unseeded"
+        return f"rrc{lo:g}-{hi:g}{flip}-{self.interpolation}{seeded}"
+
+    def stream(self, run_seed: int) -> tuple[int, int]:
+        """The random stream of this recipe's views at ``run_seed`` (extra entropy of :func:`view_rng`)."""
+        return zlib.crc32(self.key.encode()), run_seed if self.seeded else 0
 
 
 def random_resized_crop_params(

@@ -131,6 +131,12 @@ def base_new_labels(train_labels: set[int] | list[int]) -> tuple[tuple[int, ...]
     return tuple(labels[:m]), tuple(labels[m:])
 
 
+def subset_labels(split: KShotSplit, subset: str) -> tuple[int, ...]:
+    """Labels a cell of ``subset`` trains on: every label of the K-shot train list ("all"), or its base half."""
+    labels = tuple(sorted({r.label for r in split.train}))
+    return labels if subset == "all" else base_new_labels(labels)[0]
+
+
 def relabel(records: tuple[Record, ...], labels: tuple[int, ...]) -> tuple[Record, ...]:
     """Keep records whose label is in ``labels`` and renumber them by position in ``labels``."""
     index = {old: new for new, old in enumerate(labels)}

@@ -35,6 +35,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from clipbench.data import DATASETS
 from clipbench.data.base import LabelSpace
+from clipbench.data.images import ViewRecipe
 from clipbench.data.imageset import ImageSet
 from clipbench.errors import ConfigError, NotApplicable
 from clipbench.methods.work import Arch, CellShape, EncoderWork, TargetShape
@@ -51,6 +52,20 @@ class Inputs(enum.Enum):
     FEATURES = "features"  # projected image embeddings (raw, not normalised), plain and augmented views
     PRE_PROJ_FEATURES = "pre_proj"  # embeddings before the visual projection, plain and augmented views
     IMAGES = "images"  # pixels through the (trainable) encoders; implies ``uses_backbone``
+
+
+@dataclass(frozen=True)
+class ViewNeed:
+    """The augmented views one cell reads: ``count`` distinct views per training image drawn by ``recipe``
+    (epoch or step ``t`` reads view ``t mod count``), and whether pre-projection embeddings of them too (``pre``)."""
+
+    recipe: ViewRecipe
+    count: int
+    pre: bool = False
+
+    def capped(self, max_views: int | None) -> ViewNeed:
+        """This need under the suite's ``features.max_views`` (``None``: no cap)."""
+        return self if max_views is None or self.count <= max_views else replace(self, count=max_views)
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,12 @@ class MethodConfig:
     """Base of method configs; subclasses add typed fields with documented defaults."""
 
     templates: str | None = text_recipe()  # the text recipe (:func:`text_recipe`); methods override the default
+
+
+def check_crop_scale(scale: tuple[float, float], where: str) -> None:
+    """A RandomResizedCrop scale range: 0 < low <= high <= 1 (error naming ``where``.crop_scale otherwise)."""
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(f"{where}.crop_scale: need 0 < low <= high <= 1, got {list(scale)}")
 
 
 def resolve_config(config: MethodConfig, dataset: str, where: str = "method_params") -> MethodConfig:
@@ -258,10 +279,10 @@ class Method(abc.ABC):
         return ""
 
     @classmethod
-    def views_needed(cls, config: MethodConfig) -> tuple[str, int]:
-        """(config field, count) of the cached augmented views per image the method reads; ("", 0) if it reads
-        whatever the suite caches. The suite refuses a count above ``features.views`` before any work."""
-        return "", 0
+    def view_need(cls, config: MethodConfig, dataset: str, shots: int) -> ViewNeed | None:
+        """The augmented views a cell of ``config`` (resolved for ``dataset``) at ``shots`` reads; ``None``: none.
+        The extract stage caches exactly the views some planned cell needs (:mod:`clipbench.views`)."""
+        return None
 
 
 def train_class_index(target: EvalTarget) -> list[int]:

@@ -24,12 +24,11 @@ Decisions (spec §6.5 / §8 item 4, DECISION NEEDED):
   selected values gives. No post-hoc alpha swap of an adapter trained at another alpha. With ``selection:
   full_val`` the grid is scored on the source dataset's whole validation split (:mod:`clipbench.selection`).
 
-Deviations: trains on cached embeddings of augmented views (epoch ``e`` uses view ``e mod V``) instead of
-re-encoding images every step; the image encoder is frozen, so this equals re-encoding with that view sequence,
-but V cached views (``features.views``) are reused where Dassl draws a fresh augmentation every epoch. Views use
-RRC(0.5-1) + flip (clipbench's shared view cache, as Tip-Adapter and ProLIP's reimplementation) rather than
-Dassl's RRC(0.08-1). fp32 throughout (as the official code). The paper's text adapter is not implemented (its
-best variant is visual-only).
+Deviations: trains on cached embeddings of augmented views instead of re-encoding images every step: epoch ``e``
+reads view ``e`` of each image, one fresh Dassl view (RRC(``crop_scale`` 0.08-1, bicubic) + flip) per epoch and
+per run seed, which equals re-encoding (frozen image encoder); views are shared with methods of the same recipe
+and capped by ``features.max_views`` (then view ``e mod cap``). fp32 throughout (as the official code). The
+paper's text adapter is not implemented (its best variant is visual-only).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from torch import nn
 
 from clipbench.devices import host_float
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig
+from clipbench.methods.base import EvalTarget, FitTask, Method, MethodConfig, ViewNeed, ViewRecipe, check_crop_scale
 from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
 from clipbench.methods.work import FP32, Arch, CellShape
 
@@ -61,8 +60,10 @@ class ClipAdapterConfig(MethodConfig):
     alpha_grid: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     select_lr: bool = False  # train one adapter per lr_grid value, keep the best on few-shot val
     lr_grid: tuple[float, ...] = (2e-3, 1e-3, 1e-4, 1e-5)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the training views (Dassl)
 
     def validate(self, where: str) -> None:
+        check_crop_scale(self.crop_scale, where)
         for name in ("epochs", "batch_size", "reduction"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
@@ -133,6 +134,10 @@ class ClipAdapter(Method):
     name = "clip_adapter"
     Config = ClipAdapterConfig
     smoke = {"epochs": 20}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def view_need(cls, config: ClipAdapterConfig, dataset: str, shots: int) -> ViewNeed:
+        return ViewNeed(ViewRecipe(config.crop_scale), config.epochs)  # one view per epoch
 
     @classmethod
     def state_bytes(cls, config: ClipAdapterConfig, cell: CellShape, arch: Arch) -> int:

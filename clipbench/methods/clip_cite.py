@@ -66,7 +66,14 @@ from clipbench.data import metadata
 from clipbench.data.base import LabelSpace
 from clipbench.devices import host_floats, host_state, to_host
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset
+from clipbench.methods.base import (
+    EvalTarget,
+    FitTask,
+    MethodConfig,
+    check_by_dataset,
+    check_crop_scale,
+    frozen_by_dataset,
+)
 from clipbench.methods.training import (
     ImageFineTuning,
     MixedPrecision,
@@ -124,8 +131,7 @@ class ClipCiteConfig(MethodConfig):
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.wise_alpha <= 1.0:
             raise ConfigError(f"{where}.wise_alpha: must be in [0, 1], got {self.wise_alpha}")
-        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(f"{where}.crop_scale: need 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        check_crop_scale(self.crop_scale, where)
         if self.frozen_pattern and not (self.frozen_pattern.startswith("^") and self.frozen_pattern.endswith("$")):
             raise ConfigError(
                 f"{where}.frozen_pattern: must be empty or anchored with ^...$, got {self.frozen_pattern!r}"

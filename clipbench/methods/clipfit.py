@@ -51,7 +51,15 @@ import torch.nn.functional as F
 
 from clipbench.devices import host_floats, to_host
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FitTask, MethodConfig, check_by_dataset, frozen_by_dataset, text_recipe
+from clipbench.methods.base import (
+    EvalTarget,
+    FitTask,
+    MethodConfig,
+    check_by_dataset,
+    check_crop_scale,
+    frozen_by_dataset,
+    text_recipe,
+)
 from clipbench.methods.training import (
     ImageFineTuning,
     MixedPrecision,
@@ -109,8 +117,7 @@ class ClipFitConfig(MethodConfig):
         for name, value in lambdas.items():
             if value < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {value}")
-        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(f"{where}.crop_scale: need 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        check_crop_scale(self.crop_scale, where)
         for name in ("text_pattern", "image_pattern"):
             pattern = getattr(self, name)
             if not (pattern.startswith("^") and pattern.endswith("$")):

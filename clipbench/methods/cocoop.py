@@ -11,10 +11,12 @@ Optimisation (Dassl, spec §2.6, §6.4): SGD lr 0.002, momentum 0.9, weight deca
 one constant warm-up epoch at 1e-5, cosine per epoch. The last-epoch model is kept: no validation-based
 selection. Class-agnostic: unseen classes and other datasets get prompts built from their own class names.
 
-Deviations: trains on cached embeddings of augmented views (epoch ``e`` uses view ``e mod V``) with the suite's
-``features.view_scale`` (RRC(0.5-1) + flip) instead of re-encoding Dassl RRC(0.08-1) + flip crops; fp32 instead
-of fp16; with ``trim_prompts`` the text transformer runs only up to the last EOT position and computes the
-shared [SOT][ctx] positions once per image instead of once per class (both exact up to float rounding).
+Deviations: trains on cached embeddings of augmented views rather than re-encoding: epoch ``e`` reads view ``e``
+of each image, one fresh Dassl view (RRC(``crop_scale`` 0.08-1, bicubic) + flip) per epoch and per run seed,
+which equals re-encoding (frozen image encoder); views are shared with methods of the same recipe and capped by
+``features.max_views`` (then view ``e mod cap``); fp32 instead of fp16; with ``trim_prompts`` the text
+transformer runs only up to the last EOT position and computes the shared [SOT][ctx] positions once per image
+instead of once per class (both exact up to float rounding).
 Prediction encodes the prompts of all classes for every image (as the reference), in chunks of
 ``predict_chunk`` prompts.
 """
@@ -29,7 +31,16 @@ from torch import nn
 
 from clipbench.devices import host_float
 from clipbench.errors import ConfigError, NotApplicable
-from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig
+from clipbench.methods.base import (
+    EvalTarget,
+    FitTask,
+    Inputs,
+    Method,
+    MethodConfig,
+    ViewNeed,
+    ViewRecipe,
+    check_crop_scale,
+)
 from clipbench.methods.prompting import PromptBuffers, TextTower, encode_per_image, init_context, require_backbone
 from clipbench.methods.training import dassl_batches, dassl_lr, set_lr
 from clipbench.methods.work import FP32, Arch, CellShape, EncoderWork, TargetShape, steps
@@ -50,8 +61,10 @@ class CoCoOpConfig(MethodConfig):
     warmup_epochs: int = 1  # Dassl WARMUP_EPOCH (constant lr warmup_lr)
     trim_prompts: bool = True
     predict_chunk: int = 8192  # prompts per text-encoder call at prediction time (memory bound only)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the training views (Dassl)
 
     def validate(self, where: str) -> None:
+        check_crop_scale(self.crop_scale, where)
         for name in ("n_ctx", "meta_reduction", "epochs", "batch_size", "predict_chunk"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
@@ -95,6 +108,10 @@ class CoCoOp(Method):
     uses_backbone = True
     Config = CoCoOpConfig
     smoke = {"epochs": 1}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def view_need(cls, config: CoCoOpConfig, dataset: str, shots: int) -> ViewNeed:
+        return ViewNeed(ViewRecipe(config.crop_scale), config.epochs)  # one view per epoch
 
     @classmethod
     def training_work(cls, config: CoCoOpConfig, cell: CellShape, arch: Arch) -> EncoderWork:

@@ -25,9 +25,11 @@ rebuilt for the target's class names. Class-specific contexts (``csc``) are mapp
 are not applicable.
 
 Deviations:
-- trains on cached embeddings of augmented views (epoch ``e`` uses view ``e mod V``) rather than re-encoding every
-  step; the image encoder is frozen, so this equals re-encoding with that view sequence. The shared view cache
-  uses the suite's ``features.view_scale`` (RRC(0.5-1) + flip) rather than Dassl's RRC(0.08-1) + flip.
+- trains on cached embeddings of augmented views rather than re-encoding every step: epoch ``e`` reads view
+  ``e`` of each image, one fresh Dassl view (RRC(``crop_scale`` 0.08-1, bicubic) + flip) per epoch and per run
+  seed, so it equals re-encoding (the image encoder is frozen). Methods with the same recipe read the same cached
+  views (each run's are independent in the reference); ``features.max_views`` caps the distinct views (then
+  epoch ``e`` reads view ``e mod cap``).
 - fp32 throughout (reference: fp16 weights and context).
 - ``trim_prompts`` (default on): the transformer runs only up to the longest prompt's EOT position, and for a
   generic context at the end the shared [SOT][ctx] positions are computed once rather than once per class
@@ -48,7 +50,17 @@ from torch import nn
 
 from clipbench.devices import host_float
 from clipbench.errors import ConfigError, NotApplicable
-from clipbench.methods.base import EvalTarget, FitTask, Inputs, Method, MethodConfig, train_class_index
+from clipbench.methods.base import (
+    EvalTarget,
+    FitTask,
+    Inputs,
+    Method,
+    MethodConfig,
+    ViewNeed,
+    ViewRecipe,
+    check_crop_scale,
+    train_class_index,
+)
 from clipbench.methods.prompting import (
     Position,
     PromptBuffers,
@@ -85,9 +97,11 @@ class CoOpConfig(MethodConfig):
     weight_decay: float = 5e-4
     warmup_lr: float = 1e-5
     trim_prompts: bool = True  # run the text transformer only up to the last EOT (exact up to rounding)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the training views (Dassl)
 
     def validate(self, where: str) -> None:
         _positive(self, where, "n_ctx", "batch_size")
+        check_crop_scale(self.crop_scale, where)
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"{where}.epochs: must be positive or null, got {self.epochs}")
         for name in ("epochs_by_shots", "dataset_epochs"):
@@ -123,6 +137,10 @@ class CoOp(Method):
     uses_backbone = True
     Config = CoOpConfig
     smoke = {"n_ctx": 4, "epochs": 2}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def view_need(cls, config: CoOpConfig, dataset: str, shots: int) -> ViewNeed:
+        return ViewNeed(ViewRecipe(config.crop_scale), config.epochs_for(dataset, shots))  # one view per epoch
 
     @classmethod
     def training_work(cls, config: CoOpConfig, cell: CellShape, arch: Arch) -> EncoderWork:

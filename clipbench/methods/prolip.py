@@ -19,10 +19,12 @@ trained as above, the first strict maximum of few-shot validation accuracy is ke
 the reference loop). The reference then retrains with the selection; training is deterministic (full batch,
 fixed view order), so clipbench keeps the selected run's projection, which is the same result.
 
-Deviations: fp32 features and weights (the reference caches fp16 features from ``clip.load`` on CUDA). Views:
-the reference caches 300 augmented views (RRC(0.5-1) + flip, bicubic) and cycles them starting at view 1;
-clipbench uses step ``t`` -> view ``t mod V`` of the ``V`` views the suite caches (``features.views``), so with
-V < 300 views are reused cyclically; set ``features.views: 300`` for a faithful paper run. The few-shot
+Views: as the reference, one cached augmented view per step (RRC(``crop_scale`` 0.5-1, bicubic) + flip; 300
+steps read 300 views, step ``t`` view ``t``, where the reference starts its cycle at view 1: the views are
+independent draws, so the order does not matter), drawn per run seed and shared with Tip-Adapter's identical
+recipe; ``features.max_views`` caps them (then step ``t`` reads view ``t mod cap``).
+
+Deviations: fp32 features and weights (the reference caches fp16 features from ``clip.load`` on CUDA). The few-shot
 validation set is clipbench's min(K, 4) per class, not the reference's K per class (``selection: full_val``: the
 source dataset's whole validation split; :mod:`clipbench.selection`).
 
@@ -44,7 +46,18 @@ from torch import nn
 
 from clipbench.devices import host_float
 from clipbench.errors import ConfigError
-from clipbench.methods.base import EvalTarget, FeatureSet, FitTask, Inputs, Method, MethodConfig, text_recipe
+from clipbench.methods.base import (
+    EvalTarget,
+    FeatureSet,
+    FitTask,
+    Inputs,
+    Method,
+    MethodConfig,
+    ViewNeed,
+    ViewRecipe,
+    check_crop_scale,
+    text_recipe,
+)
 from clipbench.methods.work import FP32, Arch, CellShape
 
 LR_GRID = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)  # reference search_lr grid
@@ -62,8 +75,10 @@ class ProlipConfig(MethodConfig):
     lr_grid: tuple[float, ...] = LR_GRID
     lambda_grid: tuple[float, ...] = LAMBDA_GRID
     templates: str | None = text_recipe("imagenet7")  # reference text classifier (spec §2.4; ProLIP datasets/*.py)
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop scale of the cached views (reference)
 
     def validate(self, where: str) -> None:
+        check_crop_scale(self.crop_scale, where)
         if self.steps <= 0:
             raise ConfigError(f"{where}.steps: must be positive, got {self.steps}")
         if self.eps <= 0:
@@ -160,6 +175,10 @@ class Prolip(Method):
     uses_backbone = True
     Config = ProlipConfig
     smoke = {"steps": 20}  # tiny-run overrides (tests, bench): see Method.smoke
+
+    @classmethod
+    def view_need(cls, config: ProlipConfig, dataset: str, shots: int) -> ViewNeed:
+        return ViewNeed(ViewRecipe(config.crop_scale), config.steps, pre=True)  # one view per step
 
     @classmethod
     def state_bytes(cls, config: ProlipConfig, cell: CellShape, arch: Arch) -> int:

@@ -14,7 +14,8 @@ never test features, also on ImageNet where the reference searches on test; ``se
 the source dataset's whole validation split instead (ImageNet, which has none, keeps the few-shot set;
 :mod:`clipbench.selection`). The K-shot subsets are the shared
 CoOp/Dassl manifests (no repetition of small classes) rather than Tip's ``repeat=True`` sampler with one seed.
-Views come from clipbench's shared view cache, RRC(0.5-1) + flip as in the reference. Search ranges and
+Views are the reference's transform, RRC(``crop_scale`` 0.5-1, bicubic) + flip, drawn per run seed (the
+reference runs one seed) from the feature cache, shared with ProLIP's identical recipe. Search ranges and
 initial values are the reference's per-dataset RN50 settings (``configs/<dataset>.yaml``): ImageNet's are the
 Config defaults, the other datasets' differences are ``by_dataset`` entries; unknown datasets use ImageNet's.
 The cache is class-specific: classes absent from training are "n/a"; subsets of the training classes
@@ -41,7 +42,10 @@ from clipbench.methods.base import (
     FitTask,
     Method,
     MethodConfig,
+    ViewNeed,
+    ViewRecipe,
     check_by_dataset,
+    check_crop_scale,
     frozen_by_dataset,
     text_recipe,
     train_class_index,
@@ -72,6 +76,7 @@ class TipCacheConfig(MethodConfig):
     """The cache and alpha/beta search shared by Tip-Adapter and Tip-Adapter-F (ImageNet's reference values)."""
 
     augment_views: int = 10  # augmented views averaged into each cache key (reference augment_epoch)
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop scale of the views (reference transform)
     search_steps: tuple[int, int] = (200, 20)  # grid sizes for beta and alpha
     search_scale: tuple[float, float] = (7.0, 3.0)  # (S_beta, S_alpha)
     init_alpha: float = 1.17
@@ -82,6 +87,7 @@ class TipCacheConfig(MethodConfig):
     def validate(self, where: str) -> None:
         if self.augment_views <= 0 or min(self.search_steps) <= 0:
             raise ConfigError(f"{where}: augment_views and search_steps must be positive")
+        check_crop_scale(self.crop_scale, where)
         check_by_dataset(self, where)
 
 
@@ -150,8 +156,8 @@ class TipAdapter(Method):
     smoke = {"search_steps": [20, 5], "augment_views": 2}  # tiny-run overrides (tests, bench): see Method.smoke
 
     @classmethod
-    def views_needed(cls, config: TipAdapterConfig) -> tuple[str, int]:
-        return "augment_views", config.augment_views
+    def view_need(cls, config: TipCacheConfig, dataset: str, shots: int) -> ViewNeed:
+        return ViewNeed(ViewRecipe(config.crop_scale), config.augment_views)
 
     @classmethod
     def state_bytes(cls, config: TipCacheConfig, cell: CellShape, arch: Arch) -> int:

@@ -5,7 +5,9 @@ layer (``N*K x D`` parameters); values, both encoders and the text classifier st
 the Tip logits with ``alpha``, ``beta`` fixed at their initial values, AdamW (lr 1e-3, eps 1e-4, weight decay
 0.01), batch 256, cosine annealing stepped every iteration over ``epochs x iterations`` with no warm-up, 20
 epochs (100 for EuroSAT: a ``by_dataset`` entry beside Tip-Adapter's per-dataset search settings), on
-L2-normalised augmented-view embeddings (epoch ``e`` uses view ``e mod V``). After training, ``alpha`` and
+L2-normalised augmented-view embeddings: epoch ``e`` reads view ``augment_views + e`` (a fresh view per epoch,
+as the reference's shuffled training loader draws, beside the ones averaged into the keys; modulo
+``features.max_views`` where that caps the views). After training, ``alpha`` and
 ``beta`` are searched again with the fine-tuned keys.
 
 Deviations (spec §5.6, §8 item 3): the reference keeps the epoch with the best *test* accuracy and searches on
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from clipbench.devices import host_float
 from clipbench.errors import ConfigError
-from clipbench.methods.base import FitTask, frozen_by_dataset
+from clipbench.methods.base import FitTask, ViewNeed, ViewRecipe, frozen_by_dataset
 from clipbench.methods.tip_adapter import (
     TipAdapter,
     TipCacheConfig,
@@ -69,8 +71,8 @@ class TipAdapterF(TipAdapter):
     smoke = {"epochs": 2, "search_steps": [20, 5], "augment_views": 2}  # tiny-run overrides: see Method.smoke
 
     @classmethod
-    def views_needed(cls, config: TipAdapterFConfig) -> tuple[str, int]:
-        return "augment_views", config.augment_views
+    def view_need(cls, config: TipAdapterFConfig, dataset: str, shots: int) -> ViewNeed:
+        return ViewNeed(ViewRecipe(config.crop_scale), config.augment_views + config.epochs)  # keys, then epochs
 
     selection = (
         "last epoch (optionally the best few-shot-val epoch); alpha, beta re-searched on the "
@@ -104,7 +106,7 @@ class TipAdapterF(TipAdapter):
         best = (-1.0, keys.detach().clone())
         loss = torch.tensor(float("nan"))
         for epoch in range(epochs):
-            feats = F.normalize(views[epoch % len(views)], dim=-1)
+            feats = F.normalize(views[(cfg.augment_views + epoch) % len(views)], dim=-1)
             order = torch.randperm(n, generator=gen)
             for start in range(0, n, cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]

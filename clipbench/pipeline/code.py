@@ -7,7 +7,8 @@ The roots of each fingerprint are defined here and nowhere else.
 
 Beside the fingerprints, ``code/text/<dataset>.json`` lists the extra text classifiers (template set ->
 templates) the methods' text recipes need on each dataset (:mod:`clipbench.recipes`): the extract stage depends
-on it, so a recipe change re-runs extraction only where the needed classifiers change.
+on it, so a recipe change re-runs extraction only where the needed classifiers change. Likewise
+``code/views/<dataset>.json`` lists the augmented-view groups the methods' view recipes need (:mod:`clipbench.views`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipbench import recipes
+from clipbench import recipes, views
 from clipbench.codegraph import fingerprint
 from clipbench.data import DATASETS, metadata
 from clipbench.io import atomic_directory
@@ -67,6 +68,7 @@ def run(*, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
     files = planned_files(cfg, layout)
     contents = {path: fingerprint(*roots) for path, roots in files.items()}
     contents |= {layout.code("text", d): {"sets": text_sets(cfg, d)} for d in cfg.all_datasets()}
+    contents |= {layout.code("views", d): {"groups": views.plain_groups(cfg, d)} for d in cfg.datasets}
     target = layout.code("x").parent
     with atomic_directory(target) as tmp:
         for path, content in contents.items():

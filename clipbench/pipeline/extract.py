@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from clipbench import features, recipes
+from clipbench import features, recipes, views
 from clipbench.backbones import load_backbone
 from clipbench.codegraph import fingerprint
 from clipbench.data import metadata
@@ -105,14 +105,12 @@ def _write_fit(
     bb, index: DatasetIndex, image_dir: Path, cfg: SuiteConfig, layout: Layout, key: str
 ) -> features.EncodeCounter:
     counter = features.EncodeCounter()
-    manifests = [read_manifest(p) for p in sorted(layout.splits(index.dataset).glob("*.json"))]
-    train_pool = sorted({r.path for m in manifests for r in m.train})
+    manifests = {(m.shots, m.seed): m for m in map(read_manifest, sorted(layout.splits(index.dataset).glob("*.json")))}
+    train_pool = sorted({r.path for m in manifests.values() for r in m.train})
     full_val = read_full_val(layout.splits(index.dataset))  # written only under selection: full_val
-    val_pool = sorted({r.path for m in manifests for r in m.val} | {r.path for r in full_val})
-    f = cfg.features
-    views = features.ViewSpec(f.views, f.view_scale, f.seed)
-    workers = cfg.runtime.decode_workers
-    train = features.encode_paths(bb, image_dir, train_pool, f.batch_size, views, counter, workers=workers)
+    val_pool = sorted({r.path for m in manifests.values() for r in m.val} | {r.path for r in full_val})
+    f, workers = cfg.features, cfg.runtime.decode_workers
+    train = features.encode_paths(bb, image_dir, train_pool, f.batch_size, counter=counter, workers=workers)
     val = features.encode_paths(bb, image_dir, val_pool, f.batch_size, counter=counter, workers=workers)
     tensors = {
         "train_plain": train.plain,
@@ -120,17 +118,46 @@ def _write_fit(
         "train_pre_plain": train.pre,
         "val_pre_plain": val.pre,
     }
-    if train.views is not None:
-        tensors["train_views"], tensors["train_pre_views"] = train.views, train.pre_views
+    listing: dict = {"train": train_pool, "val": val_pool}
+    groups = views.view_groups(cfg, index.dataset)
+    for group in groups:
+        counts = group.image_counts(manifests)
+        tensors |= _encode_group(bb, image_dir, group, counts, cfg, counter)
+        listing[f"views/{group.name}"] = {"paths": list(counts), "counts": list(counts.values())}
     meta = {
         "feature_key": key,
         "index_hash": index.hash,
-        "views": f.views,
+        "views": {g.name: sum(listing[f"views/{g.name}"]["counts"]) for g in groups},
         "train_images": len(train_pool),
         "val_images": len(val_pool),
         "encode_counts": _counts(counter),
     }
-    features.write_feature_dir(
-        layout.fit_features(bb.spec.key, index.dataset), tensors, {"train": train_pool, "val": val_pool}, meta
-    )
+    features.write_feature_dir(layout.fit_features(bb.spec.key, index.dataset), tensors, listing, meta)
     return counter
+
+
+def _encode_group(
+    bb, image_dir: Path, group: views.ViewGroup, counts: dict[str, int], cfg: SuiteConfig, counter
+) -> dict[str, torch.Tensor]:
+    """One view group's embeddings, ``[sum(counts), D]``: the views of each image in turn, images in path order
+    (pre-projection ones too when the group's methods read them). Images with equal counts are encoded together."""
+    f, recipe = cfg.features, group.recipe
+    by_count: dict[int, list[str]] = {}
+    for path, count in counts.items():
+        by_count.setdefault(count, []).append(path)
+    rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for count, paths in by_count.items():
+        spec = features.ViewSpec(count, recipe.scale, f.seed, recipe.flip, recipe.stream(group.seed))
+        enc = features.encode_paths(
+            bb, image_dir, paths, f.batch_size, spec, counter, workers=cfg.runtime.decode_workers, with_plain=False
+        )
+        rows |= {p: (enc.views[:, i], enc.pre_views[:, i]) for i, p in enumerate(paths)}
+    order = list(counts)
+    out = {f"views/{group.name}": _rows(rows, order, 0, bb.embed_dim)}
+    if group.pre:
+        out[f"pre_views/{group.name}"] = _rows(rows, order, 1, bb.pre_proj_dim)
+    return out
+
+
+def _rows(rows: dict, order: list[str], which: int, width: int) -> torch.Tensor:
+    return torch.cat([rows[p][which] for p in order]) if order else torch.zeros(0, width)

@@ -22,19 +22,20 @@ from typing import TYPE_CHECKING
 import torch
 
 from clipbench import recipes, selection
+from clipbench import views as views_lib
 from clipbench.backbones import Backbone, get_backbone, load_backbone, verify_checkpoint
 from clipbench.cells import CellStore, TrainCell, TrainUnit, cell_dict, shared_store
 from clipbench.data import LabelSpace, Record, metadata
 from clipbench.data.imageset import ImageSet
 from clipbench.data.index import DatasetIndex, load_index
-from clipbench.data.kshot import KShotSplit, base_new_labels, manifest_name, read_manifest, relabel
+from clipbench.data.kshot import KShotSplit, manifest_name, read_manifest, relabel, subset_labels
 from clipbench.devices import host_state
 from clipbench.executors import CellJob, run_cells
 from clipbench.features import FeatureDir, check_source, load_text, read_feature_dir
 from clipbench.io import atomic_save_tensors
 from clipbench.layout import Layout
 from clipbench.methods import METHODS, FeatureSet, FitTask, Inputs, Method, MethodConfig
-from clipbench.methods.base import fit_counted
+from clipbench.methods.base import ViewNeed, fit_counted
 from clipbench.pipeline.code import method_code
 from clipbench.protocols import training_units
 from clipbench.runtime import RuntimeConfig
@@ -67,20 +68,20 @@ class TrainInputs:
 
 def cell_labels(cell: TrainCell, split: KShotSplit) -> tuple[int, ...]:
     """Labels the cell trains on ("all": every label of the K-shot train list; "base": its first half)."""
-    labels = tuple(sorted({r.label for r in split.train}))
-    return labels if cell.subset == "all" else base_new_labels(labels)[0]
+    return subset_labels(split, cell.subset)
 
 
 def _feature_set(
-    fit: FeatureDir, split: str, records: tuple[Record, ...], with_views: bool, pre: bool = False
+    fit: FeatureDir, split: str, records: tuple[Record, ...], views: tuple[str, int] | None = None, pre: bool = False
 ) -> FeatureSet:
-    rows = fit.rows(split, [r.path for r in records])
+    """Plain embeddings of ``records`` and, with ``views`` = (group name, count), their cached augmented views."""
+    paths = [r.path for r in records]
+    rows = fit.rows(split, paths)
     prefix = f"{split}_pre" if pre else split
-    views = fit.tensors.get(f"{prefix}_views") if with_views else None
     return FeatureSet(
         plain=fit.tensors[f"{prefix}_plain"][rows],
         labels=torch.tensor([r.label for r in records]),
-        views=views[:, rows] if views is not None else None,
+        views=fit.views(*views, paths, pre) if views else None,
     )
 
 
@@ -90,16 +91,18 @@ def _image_set(image_dir: Path | None, records: tuple[Record, ...]) -> ImageSet 
     return ImageSet(image_dir, tuple(r.path for r in records), torch.tensor([r.label for r in records]))
 
 
-def build_task(cell: TrainCell, split: KShotSplit, inputs: TrainInputs) -> FitTask:
+def build_task(cell: TrainCell, split: KShotSplit, inputs: TrainInputs, need: ViewNeed | None = None) -> FitTask:
     """The :class:`FitTask` of one cell: relabelled few-shot train/val features (pre-projection ones for methods
-    that need them), the matching text rows and, for encoder-level methods, the backbone and image files."""
+    that need them), the ``need``'s cached views of the train images, the matching text rows and, for
+    encoder-level methods, the backbone and image files."""
     labels = cell_labels(cell, split)
     train, val = relabel(split.train, labels), relabel(inputs.selection_val or split.val, labels)
     pre = inputs.requires is Inputs.PRE_PROJ_FEATURES
+    views = (views_lib.group_name(need.recipe, cell.seed), need.count) if need else None
     return FitTask(
         space=inputs.space.subset(labels),
-        train=_feature_set(inputs.fit, "train", train, True, pre),
-        val=_feature_set(inputs.fit, "val", val, False, pre),
+        train=_feature_set(inputs.fit, "train", train, views, pre),
+        val=_feature_set(inputs.fit, "val", val, None, pre),
         text_weights=inputs.text[list(labels)],
         logit_scale=inputs.logit_scale,
         shots=cell.shots,
@@ -254,7 +257,8 @@ class TrainJob(CellJob):
         if not self.method_cls.selects(unit.config):
             inputs = replace(inputs, selection_val=())  # it selects nothing: each manifest's own val set
         split, text = self.split(unit.cell), text_lineage(inputs)
-        _train_cell(self.method_cls, unit, split, inputs, self.store, key, self.cfg.runtime, chosen, text)
+        need = views_lib.unit_need(self.cfg, self.method, unit)
+        _train_cell(self.method_cls, unit, split, inputs, self.store, key, self.cfg.runtime, chosen, text, need)
 
 
 def run(*, backbone: str, method: str, dataset: str, cfg: SuiteConfig, layout: Layout) -> dict[str, int]:
@@ -276,10 +280,11 @@ def _train_cell(
     runtime: RuntimeConfig,
     chosen: dict | None = None,
     text: dict | None = None,
+    need: ViewNeed | None = None,
 ) -> None:
     cell, config = unit.cell, unit.config
     device = torch.device("cpu") if method_cls.host_fit else runtime.torch_device()
-    task = replace(build_task(cell, split, inputs), runtime=runtime).to(device)
+    task = replace(build_task(cell, split, inputs, need), runtime=runtime).to(device)
     model = method_cls(config)
     start = time.perf_counter()
     diagnostics = fit_counted(model, task)
