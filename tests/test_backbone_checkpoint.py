@@ -172,3 +172,20 @@ def test_a_failed_hub_download_is_a_data_error(tmp_path, monkeypatch):
     ):
         prepare_backbone(get_backbone("vitb16_openai"), tmp_path / "bb")
     assert not (tmp_path / "bb").exists()
+
+
+def test_an_unchanged_checkpoint_is_hashed_once_per_process_and_a_changed_one_again(prepared, monkeypatch):
+    """A train stage verifies the checkpoint for its keys and again when it loads the model: one hash."""
+    hashed = []
+    real = spec_module.sha256_file
+    monkeypatch.setattr(spec_module, "sha256_file", lambda p: hashed.append(p) or real(p))
+    spec_module._checkpoint_sha.cache_clear()
+    first = spec_module.verify_checkpoint(TOY, prepared)
+    assert spec_module.verify_checkpoint(TOY, prepared) == first and len(hashed) == 1
+    path = checkpoint_path(prepared)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size, new mtime: hashed again and refused
+    with pytest.raises(DataError, match="does not match the sha256"):
+        spec_module.verify_checkpoint(TOY, prepared)
+    assert len(hashed) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -248,7 +249,8 @@ def verify_checkpoint(spec: BackboneSpec, directory: Path) -> str:
         raise DataError(f"backbone checkpoint {path} is missing; {fix}")
     _check_safetensors(path, fix)
     manifest = _read_manifest(Path(directory) / MANIFEST, fix)
-    sha = sha256_file(path)
+    stat = path.stat()
+    sha = _checkpoint_sha(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     if sha != manifest["sha256"]:
         raise DataError(
             f"backbone checkpoint {path} does not match the sha256 in {MANIFEST} (corrupt or modified); {fix}"
@@ -260,6 +262,13 @@ def verify_checkpoint(spec: BackboneSpec, directory: Path) -> str:
             f"but backbone {spec.key!r} is {spec.model} (force_quick_gelu={spec.force_quick_gelu}); {fix}"
         )
     return sha
+
+
+@functools.lru_cache(maxsize=8)
+def _checkpoint_sha(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """The checkpoint's sha256, hashed once per process while the file is unchanged (a stage verifies the
+    checkpoint for its cell keys and again when it loads the model)."""
+    return sha256_file(Path(path))
 
 
 def _fix(spec: BackboneSpec, directory: Path) -> str:

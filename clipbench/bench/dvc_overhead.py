@@ -11,16 +11,8 @@ import time
 from pathlib import Path
 
 from clipbench.errors import ConfigError
+from clipbench.launch.task import STAGE_WRAPPER
 
-# A ``python`` first on PATH that times every stage command (``python -m stages.*``): start, end, exit status and
-# the command, one line each (also used by launched tasks, clipbench/launch/task.py).
-STAGE_WRAPPER = """#!/bin/sh
-start=$(date +%s.%N)
-"{python}" "$@"
-rc=$?
-echo "$start $(date +%s.%N) $rc $*" >> "{log}"
-exit $rc
-"""
 _COPY_SKIP = ("reports/", "dvc.lock", "data/", "models/", "features/", "results/", "mlruns/", "mlflow.db")
 
 

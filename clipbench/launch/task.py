@@ -22,9 +22,18 @@ from pathlib import Path
 
 import yaml
 
-from clipbench.bench.dvc_overhead import STAGE_WRAPPER
 from clipbench.cells import STORE_ENV
 from clipbench.io import atomic_write_text
+
+# A ``python`` first on PATH that times every stage command (``python -m stages.*``): start, end, exit status and
+# the command, one line each (each task's stage log; the DVC-overhead benchmark, clipbench/bench/dvc_overhead.py).
+STAGE_WRAPPER = """#!/bin/sh
+start=$(date +%s.%N)
+"{python}" "$@"
+rc=$?
+echo "$start $(date +%s.%N) $rc $*" >> "{log}"
+exit $rc
+"""
 
 
 @dataclass(frozen=True)
