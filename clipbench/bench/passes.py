@@ -17,7 +17,6 @@ from dataclasses import replace
 
 from clipbench.config import SuiteConfig
 from clipbench.methods import METHODS, Inputs
-from clipbench.plan import cell_shape, dataset_size, extraction_images, target_shape
 from clipbench.protocols import eval_units, training_units
 
 
@@ -28,6 +27,8 @@ def frozen_methods(cfg: SuiteConfig) -> list[str]:
 
 def reference_passes(cfg: SuiteConfig, method: str) -> dict[str, int]:
     """Image-encoder inputs of ``method``'s reference runs over the suite's cells, by kind."""
+    from clipbench.plan import cell_shape, dataset_size, target_shape  # plan imports the bench package
+
     cls, out = METHODS.get(method), {"views": 0, "val": 0, "test": 0}
     for dataset in cfg.datasets:
         size = dataset_size(dataset)
@@ -42,6 +43,8 @@ def reference_passes(cfg: SuiteConfig, method: str) -> dict[str, int]:
 
 def encoder_passes(cfg: SuiteConfig) -> dict:
     """Reference and clipbench passes of ``cfg``'s frozen-encoder methods, with the share of each saving."""
+    from clipbench.plan import extraction_images  # plan imports the bench package
+
     methods = frozen_methods(cfg)
     reference = {m: reference_passes(cfg, m) for m in methods}
     alone = {m: extraction_images(replace(cfg, methods=(m,))) for m in methods}  # one extraction per method
