@@ -22,6 +22,7 @@ from clipbench.protocols import eval_cells
 from clipbench.results import RESULT_FILE
 from clipbench.suites import smoke_params
 from clipbench.typed import parse
+from clipbench.views import view_groups
 
 from conftest import make_project, tiny_params
 
@@ -192,10 +193,12 @@ def test_every_registered_method_runs_through_train_and_evaluate(ran, name, tmp_
     params = tiny_params(data_root=str(data_root), methods=[name])
     params["method_params"] = smoke_params([name])
     cfg = parse(SuiteConfig, params, "test")
-    layout = Layout(tmp_path / "copy")  # the method's own view recipe is extracted in a copy of the shared run
-    shutil.copytree(shared.root, layout.root)
-    for d in cfg.datasets:
-        extract.run(backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root)
+    layout = shared
+    if any(view_groups(cfg, d) for d in cfg.datasets):  # its own view recipe: extracted in a copy of the shared run
+        layout = Layout(tmp_path / "copy")
+        shutil.copytree(shared.root, layout.root)
+        for d in cfg.datasets:
+            extract.run(backbone="toy_vit", dataset=d, cfg=cfg, layout=layout, data_root=data_root)
     for d in cfg.datasets:
         out = train.run(backbone="toy_vit", method=name, dataset=d, cfg=cfg, layout=layout)
         assert out["planned"] > 0
