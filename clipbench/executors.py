@@ -83,13 +83,26 @@ def _cuda_in_use() -> bool:
     return in_use
 
 
+def _threaded() -> bool:
+    """More than one torch CPU thread: a forked worker could inherit a held thread-pool lock and hang."""
+    torch = sys.modules.get("torch")
+    threaded = bool(torch is not None and torch.get_num_threads() > 1)
+    if threaded:
+        log.info(
+            "processes executor: torch uses %d threads here (fork needs 1); running cells serially",
+            torch.get_num_threads(),
+        )
+    return threaded
+
+
 class ProcessExecutor(Executor):
     """Stale cells on ``workers`` forked processes (default: one per core), one cell at a time each.
 
     Every cell is seeded from its own identity and publishes itself into the cell store, so the results do not
     depend on the order or on the process a cell runs in (``tests/test_executors.py`` compares them with the
-    serial executor). Forking is safe because the stage process computes single-threaded
-    (``runtime.cpu_threads: 1``; with more threads torch's thread pool may hang in the workers). CPU only.
+    serial executor). Forking is safe only while the process computes single-threaded (``runtime.cpu_threads:
+    1``, as the toy stages set): a worker forked after torch has run with several threads may hang in torch's
+    thread pool, so with more than one thread (an in-process caller) the cells run serially instead. CPU only.
     """
 
     name = "processes"
@@ -99,7 +112,7 @@ class ProcessExecutor(Executor):
 
     def map(self, function: Callable[[C], None], items: Sequence[C]) -> Iterator[C]:
         global _JOB
-        if len(items) < 2 or self.workers < 2 or _cuda_in_use():
+        if len(items) < 2 or self.workers < 2 or _cuda_in_use() or _threaded():
             yield from SerialExecutor().map(function, items)
             return
         _JOB = (function, items)

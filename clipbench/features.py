@@ -5,11 +5,13 @@ Outputs (safetensors, no pickle):
 * ``text.safetensors`` - the zero-shot classifier ``[C, D]`` of the dataset's classes and the logit scale.
 * ``test/`` - test-transform embeddings of the test split and their labels (read only by evaluation).
 * ``fit/`` - embeddings of the *pool* of few-shot images (the union over all manifests of the dataset):
-  test-transform embeddings of train and val images and ``V`` augmented views of train images.
+  test-transform embeddings of train and val images, and one flat ``views/<group>`` tensor per view group
+  (recipe and run seed; :mod:`clipbench.views`) holding each train image's augmented views, as many as the
+  planned cells that read the group need (``index.json`` lists paths and counts; :meth:`FeatureDir.views`).
 
 Embeddings are projected and not normalised; each method normalises as its reference does. Every image is
-also stored *before* the visual projection (``*_pre`` tensors; ProLIP trains the projection on them): both come
-from one forward pass, so they cost no extra encoder work.
+also stored *before* the visual projection (``*_pre`` tensors, and ``pre_views/<group>`` for groups ProLIP
+reads; ProLIP trains the projection on them): both come from one forward pass, at no extra encoder work.
 """
 
 from __future__ import annotations

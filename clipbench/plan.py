@@ -46,9 +46,8 @@ def dataset_size(name: str) -> DatasetSize:
     spec = DATASETS.get(name)
     if getattr(spec, "toy", None):
         toy = TOY_DATASETS[spec.toy]
-        train, val, test = toy.per_class
-        n = len(toy.classes)
-        return DatasetSize(name, n, n * train, n * val, n * test)
+        train, val, test = (toy.split_size(split) for split in ("train", "val", "test"))
+        return DatasetSize(name, len(toy.classes), train, val, test)
     if getattr(spec, "expected", None) is None:
         raise ConfigError(f"plan: dataset {name!r} declares no sizes (a custom dataset); plan a suite without it")
     return DatasetSize.published(name)

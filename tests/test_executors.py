@@ -52,3 +52,34 @@ def test_a_removed_output_restores_its_cells_from_the_shared_store(tmp_path):
 def test_unknown_executor_is_a_config_error():
     with pytest.raises(ConfigError, match=r"runtime.executor: unknown executor 'paralel'.*processes, serial"):
         parse(SuiteConfig, tiny_params(runtime={"executor": "paralel"}), "params.yaml")
+
+
+def _pid(_item: int) -> None:
+    import os
+
+    _PIDS.append(os.getpid())
+
+
+_PIDS: list[int] = []
+
+
+@pytest.mark.parametrize("threads, forks", [(1, True), (2, False)])
+def test_processes_executor_forks_only_single_threaded(threads, forks):
+    """Forking after torch ran with several threads can hang a worker, so the executor then runs serially."""
+    import os
+
+    import torch
+
+    from clipbench.executors import ProcessExecutor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _PIDS.clear()
+        done = list(ProcessExecutor(workers=2).map(_pid, [1, 2, 3]))
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(done) == [1, 2, 3]
+    assert (_PIDS == []) is forks  # forked workers append to their own copy of the list
+    if not forks:
+        assert _PIDS == [os.getpid()] * 3

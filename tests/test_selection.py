@@ -78,9 +78,9 @@ def test_a_method_that_declares_no_selection_ignores_the_validation_set():
 
 
 def _larger_val(monkeypatch) -> None:
-    """12 validation images per class in the source: more than any few-shot validation set (min(K, 4))."""
+    """12-20 validation images per class in the source: more than any few-shot validation set (min(K, 4))."""
     objects = toy_suite.TOY_DATASETS[SOURCE]
-    monkeypatch.setitem(toy_suite.TOY_DATASETS, SOURCE, replace(objects, per_class=(8, 12, 5)))
+    monkeypatch.setitem(toy_suite.TOY_DATASETS, SOURCE, replace(objects, per_class=(8, 20, 5)))
 
 
 def _run_data(cfg: SuiteConfig, layout, data_root: Path, datasets: tuple[str, ...]) -> None:
