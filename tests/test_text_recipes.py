@@ -31,6 +31,8 @@ from conftest import make_project, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 ALT = ["a toy rendering of a {}."]  # a second set for toy_objects and its sketch target only (not toy_textures)
+TEXTURES = metadata.templates("toy_textures", "custom")  # the suite's sets there
+SKETCH = metadata.templates("toy_objects_sketch", "custom")
 
 
 def test_the_toy_suite_resolves_every_method_to_custom_and_needs_no_extra_classifier():
@@ -148,15 +150,17 @@ def test_a_method_with_another_recipe_trains_and_evaluates_with_its_classifier(
     monkeypatch.setattr(evaluate, "_predict", spy)
     cfg, layout = run_suite(tmp_path, {"templates": "alt"})
     extra = {
-        p.relative_to(layout.root / "features/toy_vit").as_posix() for p in layout.root.glob("features/*/*/text/*")
+        p.relative_to(layout.root / "features/toy_vit").as_posix()
+        for p in layout.root.glob("features/*/*/text/*.safetensors")
     }
     assert extra == {"toy_objects/text/alt.safetensors", "toy_objects_sketch/text/alt.safetensors"}  # shared by two
-    assert (layout.text_sets("toy_vit", "toy_textures")).is_dir()  # the directory output exists, empty
+    # the directory output exists without recipes too, naming no set (never empty: DVC warns about empty outputs)
+    assert json.loads((layout.text_sets("toy_vit", "toy_textures") / "sets.json").read_text()) == {"sets": []}
 
     # train: the source's classifier and label space are the recipe's; the suite-set method keeps the suite's
     alt = {m: cell_records(layout, m) for m in ("tip_adapter", "linear_probe")}
     for name, record in alt["tip_adapter"].items():
-        expected = ALT if name.startswith("toy_objects/") else ["a {} texture."]  # toy_textures has no alt set
+        expected = ALT if name.startswith("toy_objects/") else list(TEXTURES)  # toy_textures has no alt set
         assert record["text"]["templates"] == expected
     assert {r["text"]["template_set"] for r in alt["linear_probe"].values()} == {"custom"}
 
@@ -166,8 +170,8 @@ def test_a_method_with_another_recipe_trains_and_evaluates_with_its_classifier(
     for method in ("zeroshot", "tip_adapter"):
         templates, text = scored[(method, "domain_generalization", "toy_objects_sketch")]
         assert templates == tuple(ALT) and torch.equal(text.cpu(), weights)
-        assert scored[(method, "cross_dataset", "toy_textures")][0] == ("a {} texture.",)
-    assert scored[("linear_probe", "domain_generalization", "toy_objects_sketch")][0] == ("a photo of a {}.",)
+        assert scored[(method, "cross_dataset", "toy_textures")][0] == TEXTURES
+    assert scored[("linear_probe", "domain_generalization", "toy_objects_sketch")][0] == SKETCH
     test = read_feature_dir(layout.test_features("toy_vit", "toy_objects_sketch")).tensors
     logits = scale * F.normalize(test["features"].float(), dim=-1) @ weights.T
     expected = 100.0 * (logits.argmax(1) == test["labels"]).float().mean().item()
@@ -177,7 +181,7 @@ def test_a_method_with_another_recipe_trains_and_evaluates_with_its_classifier(
 
     # keys and lineage differ from the same suite with every method on the suite's set
     _, plain = run_suite(tmp_path / "plain", {})
-    assert not list(plain.root.glob("features/*/*/text/*"))
+    assert not list(plain.root.glob("features/*/*/text/*.safetensors"))
     before = cell_records(plain, "tip_adapter")
     for name, record in alt["tip_adapter"].items():
         assert record["key"] != before[name]["key"]

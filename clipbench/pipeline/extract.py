@@ -15,7 +15,7 @@ from clipbench.data import metadata
 from clipbench.data.fullval import read_full_val
 from clipbench.data.index import DatasetIndex, load_index
 from clipbench.data.kshot import read_manifest
-from clipbench.io import atomic_directory
+from clipbench.io import atomic_directory, atomic_write_json
 from clipbench.layout import Layout
 from clipbench.pipeline.code import stage_roots
 from clipbench.rules import check_prompts
@@ -77,10 +77,12 @@ def _write_text(bb, index: DatasetIndex, template_set: str, path: Path) -> None:
 
 
 def _write_text_sets(bb, index: DatasetIndex, sets: tuple[str, ...], layout: Layout) -> None:
-    """The extra classifiers of the methods' text recipes, as one directory (empty when none is needed)."""
+    """The extra classifiers of the methods' text recipes, as one directory with ``sets.json`` naming them (so the
+    directory is never empty: DVC warns about an empty output directory on every stage that reads it)."""
     with atomic_directory(layout.text_sets(bb.spec.key, index.dataset)) as tmp:
         for name in sets:
             _write_text(bb, index, name, tmp / f"{name}.safetensors")
+        atomic_write_json(tmp / "sets.json", {"sets": list(sets)})
 
 
 def _write_test(
