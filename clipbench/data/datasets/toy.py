@@ -37,7 +37,7 @@ class ToyDatasetSpec(DatasetSpec):
         root = self.root(data_root)
         if not self.is_ready(data_root):
             raise DataError(f"{self.name}: {root} is missing or incomplete; run `dvc repro download@{self.name}`")
-        required = tuple(s for s, n in zip(("train", "val", "test"), self.definition.per_class) if n)
+        required = tuple(s for s, n in zip(("train", "val", "test"), self.definition.per_class, strict=True) if n)
         splits = read_split_json(root / self.split_file, require=required)
         ids, names = _read_classnames(root / "classnames.txt")
         source = splits["test"] if self.test_only else splits["train"]
