@@ -84,11 +84,7 @@ def encode_audit(work: Path, params: dict, reuse: Path | None = None) -> dict:
         for sub in (Path("data") / "index", Path("models") / "backbones"):
             if (reuse / sub).is_dir():
                 shutil.copytree(reuse / sub, work / sub)
-    # Serial cells: this process has run torch with several threads (earlier sections), and a forked worker
-    # of the processes executor would hang in torch's thread pool (clipbench/executors.py); counts do not care.
-    runtime = {**(params.get("runtime") or {}), "executor": "serial"}
-    overrides = {"data_root": str(data_root), "tracking": {"enabled": False}, "runtime": runtime}
-    cfg = parse(SuiteConfig, {**params, **overrides}, "bench suite")
+    cfg = parse(SuiteConfig, {**params, "data_root": str(data_root), "tracking": {"enabled": False}}, "bench suite")
     layout, bb = Layout(work), cfg.backbones[0]
     if not (layout.backbone(bb) / "checkpoint.safetensors").is_file():
         save_prepared(get_backbone(bb), random_backbone(get_backbone(bb).model).model, layout.backbone(bb), {})
